@@ -1,0 +1,208 @@
+//! Engine throughput beside the machine's raw figures, measured in the same run:
+//!
+//! - `write_256MiB` and `write_4KiB`: committing blobs (hash + write + fdatasync + synced
+//!   index write), next to sha256 of the same bytes in memory and a plain sequential
+//!   file write + fdatasync of the same bytes. Durability is on for every figure.
+//! - `range_read_1MiB`: 1 MiB ranges at random offsets of a 256 MiB blob, copied out
+//!   (as a socket write would), next to `pread` of the same ranges from a plain file.
+//!
+//! Run: `cargo bench -p lain-engine` (add `-- write_4KiB` to pick a group).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use lain_engine::{Algorithm, Engine, Options};
+
+const MIB: usize = 1 << 20;
+
+/// Pieces the size an HTTP layer would hand over.
+const PIECE: usize = MIB;
+
+fn random_buffer(len: usize) -> Vec<u8> {
+    // xorshift: fast, incompressible enough, no dependency.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Makes each blob unique (so dedup never skips the work) by stamping a counter into
+/// its first bytes; returns the blob as cheap zero-copy pieces.
+fn unique_pieces(template: &mut Vec<u8>, counter: u64) -> Vec<Bytes> {
+    template[..8].copy_from_slice(&counter.to_le_bytes());
+    let whole = Bytes::copy_from_slice(template);
+    (0..whole.len())
+        .step_by(PIECE)
+        .map(|start| whole.slice(start..(start + PIECE).min(whole.len())))
+        .collect()
+}
+
+fn timed_put(engine: &Engine, pieces: &[Bytes], digest: &lain_engine::Digest) {
+    let id = engine
+        .start_upload("bench/app", Algorithm::Sha256)
+        .expect("start");
+    for p in pieces {
+        engine
+            .upload_append("bench/app", &id, p.clone())
+            .expect("append");
+    }
+    engine
+        .commit_upload("bench/app", &id, digest)
+        .expect("commit");
+}
+
+fn write_group(c: &mut Criterion, size: usize, name: &str) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let engine = Engine::open(&dir.path().join("engine"), Options::default()).expect("open");
+    let mut template = random_buffer(size);
+    let counter = AtomicU64::new(1);
+
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Bytes(size as u64));
+    if size >= 64 * MIB {
+        group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    }
+
+    group.bench_function("engine_commit", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let pieces = unique_pieces(&mut template, counter.fetch_add(1, Ordering::Relaxed));
+                // The client supplies the digest; computing it is not server work.
+                let mut h = Algorithm::Sha256.hasher();
+                pieces.iter().for_each(|p| h.update(p));
+                let digest = h.finish();
+                let start = Instant::now();
+                timed_put(&engine, &pieces, &digest);
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+
+    if size < MIB {
+        // Many small commits at once: shows group commit sharing syncs.
+        let threads = 16;
+        let engine = Arc::new(engine.clone());
+        group.throughput(Throughput::Bytes((size * threads) as u64));
+        group.bench_function(BenchmarkId::new("engine_commit_x16_threads", threads), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batches: Vec<(Vec<Bytes>, lain_engine::Digest)> = (0..threads)
+                        .map(|_| {
+                            let p = unique_pieces(&mut template, counter.fetch_add(1, Ordering::Relaxed));
+                            let d = Algorithm::Sha256.digest(&p.concat());
+                            (p, d)
+                        })
+                        .collect();
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for (pieces, digest) in &batches {
+                            let engine = engine.clone();
+                            s.spawn(move || timed_put(&engine, pieces, digest));
+                        }
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        group.throughput(Throughput::Bytes(size as u64));
+    }
+
+    group.bench_function("raw_sha256", |b| {
+        b.iter(|| std::hint::black_box(Algorithm::Sha256.digest(&template)))
+    });
+
+    let raw_path = dir.path().join("raw");
+    group.bench_function("raw_write_fdatasync", |b| {
+        let mut file = File::create(&raw_path).expect("create raw");
+        let mut written = 0usize;
+        b.iter(|| {
+            for chunk in template.chunks(4 * MIB) {
+                file.write_all(chunk).expect("write raw");
+            }
+            file.sync_data().expect("fdatasync raw");
+            written += template.len();
+            if written > 2 << 30 {
+                file.set_len(0).expect("truncate raw");
+                written = 0;
+            }
+        })
+    });
+    group.finish();
+}
+
+fn range_read_group(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let engine = Engine::open(&dir.path().join("engine"), Options::default()).expect("open");
+    let size = 256 * MIB;
+    let mut template = random_buffer(size);
+    let pieces = unique_pieces(&mut template, 0);
+    let digest = Algorithm::Sha256.digest(&template);
+    timed_put(&engine, &pieces, &digest);
+    let raw_path = dir.path().join("raw");
+    std::fs::write(&raw_path, &template).expect("write raw");
+    let raw = File::open(&raw_path).expect("open raw");
+
+    let mut group = c.benchmark_group("range_read_1MiB");
+    group.throughput(Throughput::Bytes(MIB as u64));
+    let mut out = vec![0u8; MIB];
+    let mut offset = 0x1234_5678u64;
+    let mut next_offset = move || {
+        offset = offset.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (offset >> 11) % (size - MIB) as u64
+    };
+    group.bench_function("engine", |b| {
+        b.iter(|| {
+            let start = next_offset();
+            let mut at = 0;
+            for piece in engine
+                .read_blob(&digest, Some(start..start + MIB as u64))
+                .expect("read")
+            {
+                out[at..at + piece.len()].copy_from_slice(&piece);
+                at += piece.len();
+            }
+            std::hint::black_box(&out);
+        })
+    });
+    group.bench_function("raw_pread", |b| {
+        b.iter(|| {
+            raw.read_exact_at(&mut out, next_offset()).expect("pread");
+            std::hint::black_box(&out);
+        })
+    });
+    group.finish();
+}
+
+/// Benchmarks write real files, under the target directory (on disk, not a tmpfs).
+fn bench_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("LAIN_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    dir
+}
+
+fn benches(c: &mut Criterion) {
+    write_group(c, 256 * MIB, "write_256MiB");
+    write_group(c, 4 << 10, "write_4KiB");
+    range_read_group(c);
+}
+
+criterion_group!(engine_benches, benches);
+criterion_main!(engine_benches);

@@ -1,0 +1,267 @@
+//! OCI content digests (`algorithm:hex`) and the incremental hashers behind them.
+//!
+//! Only the two algorithms the OCI image spec registers are accepted. A digest is kept
+//! in binary form; its text form is produced on demand, so index keys stay compact.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::Digest as _;
+
+/// A registered digest algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    /// The name used in the text form (`sha256:...`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// Length of the binary hash value in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+        }
+    }
+
+    /// The one-byte code this algorithm has in packs and index keys (see FORMAT.md).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Algorithm::Sha256 => 1,
+            Algorithm::Sha512 => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Algorithm> {
+        match code {
+            1 => Some(Algorithm::Sha256),
+            2 => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+
+    /// A fresh incremental hasher for this algorithm.
+    pub fn hasher(self) -> Hasher {
+        match self {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    /// Hashes `data` in one call.
+    pub fn digest(self, data: &[u8]) -> Digest {
+        let mut hasher = self.hasher();
+        hasher.update(data);
+        hasher.finish()
+    }
+}
+
+/// A content digest: algorithm plus the binary hash value.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: Algorithm,
+    // Large enough for sha512; only the first `algorithm.len()` bytes are meaningful and
+    // the rest stay zero, so derived equality and ordering are exact.
+    bytes: [u8; 64],
+}
+
+impl Digest {
+    /// Builds a digest from its binary hash value; `None` when the length does not fit
+    /// the algorithm.
+    pub fn from_bytes(algorithm: Algorithm, value: &[u8]) -> Option<Digest> {
+        if value.len() != algorithm.len() {
+            return None;
+        }
+        let mut bytes = [0u8; 64];
+        bytes[..value.len()].copy_from_slice(value);
+        Some(Digest { algorithm, bytes })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The binary hash value.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.algorithm.len()]
+    }
+
+    /// The lowercase hex encoding of the hash value (no algorithm prefix).
+    pub fn hex(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(self.algorithm.len() * 2);
+        for byte in self.as_bytes() {
+            out.push(HEX[usize::from(byte >> 4)] as char);
+            out.push(HEX[usize::from(byte & 0x0f)] as char);
+        }
+        out
+    }
+
+    /// The compact binary form used inside index keys: algorithm code, then the value.
+    pub(crate) fn to_key(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(1 + self.algorithm.len());
+        key.push(self.algorithm.code());
+        key.extend_from_slice(self.as_bytes());
+        key
+    }
+
+    /// Parses the form written by [`Digest::to_key`]; returns the digest and the number
+    /// of bytes it took.
+    pub(crate) fn from_key(key: &[u8]) -> Option<(Digest, usize)> {
+        let (&code, rest) = key.split_first()?;
+        let algorithm = Algorithm::from_code(code)?;
+        let value = rest.get(..algorithm.len())?;
+        Some((Digest::from_bytes(algorithm, value)?, 1 + algorithm.len()))
+    }
+}
+
+/// Why a digest string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestParseError {
+    #[error("digest has no `algorithm:` prefix")]
+    MissingAlgorithm,
+    #[error("unsupported digest algorithm `{0}`")]
+    UnsupportedAlgorithm(String),
+    #[error("digest value must be {expected} lowercase hex characters")]
+    BadEncoding { expected: usize },
+}
+
+impl FromStr for Digest {
+    type Err = DigestParseError;
+
+    fn from_str(text: &str) -> Result<Digest, DigestParseError> {
+        let (name, hex) = text
+            .split_once(':')
+            .ok_or(DigestParseError::MissingAlgorithm)?;
+        let algorithm = match name {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            other => return Err(DigestParseError::UnsupportedAlgorithm(other.to_owned())),
+        };
+        let expected = algorithm.len() * 2;
+        let bad = DigestParseError::BadEncoding { expected };
+        if hex.len() != expected {
+            return Err(bad);
+        }
+        let mut bytes = [0u8; 64];
+        for (i, pair) in hex.as_bytes().chunks_exact(2).enumerate() {
+            let high = hex_value(pair[0]).ok_or_else(|| bad.clone())?;
+            let low = hex_value(pair[1]).ok_or_else(|| bad.clone())?;
+            bytes[i] = (high << 4) | low;
+        }
+        Ok(Digest { algorithm, bytes })
+    }
+}
+
+/// Only lowercase hex is canonical in OCI digests.
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm.name(), self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An incremental hasher for one [`Algorithm`].
+#[derive(Clone)]
+pub enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Hasher::Sha256(_) => Algorithm::Sha256,
+            Hasher::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        let algorithm = self.algorithm();
+        let value = match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        };
+        // The hash output always has the algorithm's length.
+        Digest::from_bytes(algorithm, &value).expect("hash output has the algorithm's length")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trip_and_known_value() {
+        let d = Algorithm::Sha256.digest(b"");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        let d512 = Algorithm::Sha512.digest(b"abc");
+        assert_eq!(d512.to_string().parse::<Digest>().unwrap(), d512);
+        assert!(d512.to_string().starts_with("sha512:ddaf35a1"));
+    }
+
+    #[test]
+    fn rejects_malformed_text() {
+        let ok = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            ok.parse::<Digest>(),
+            Err(DigestParseError::MissingAlgorithm)
+        );
+        assert!(matches!(
+            format!("md5:{ok}").parse::<Digest>(),
+            Err(DigestParseError::UnsupportedAlgorithm(_))
+        ));
+        assert!(format!("sha256:{}", &ok[1..]).parse::<Digest>().is_err());
+        assert!(
+            format!("sha256:{}", ok.to_uppercase())
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(format!("sha256:{ok}0").parse::<Digest>().is_err());
+        assert!("sha256:".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn key_round_trip() {
+        let d = Algorithm::Sha512.digest(b"x");
+        let mut key = d.to_key();
+        key.extend_from_slice(b"tail");
+        let (back, used) = Digest::from_key(&key).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(&key[used..], b"tail");
+        assert!(Digest::from_key(&[9, 1, 2]).is_none());
+        assert!(Digest::from_key(&[1, 1, 2]).is_none());
+    }
+}

@@ -1,0 +1,382 @@
+//! [`Engine`]: opening a data directory, blob uploads and reads. Repository metadata
+//! (links, manifests, tags, referrers) is in `repository.rs`.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Family, Index, IndexMemory, keys, values};
+use crate::inflight::Inflight;
+use crate::lock::DirLock;
+use crate::pack::{PackRecovery, Packs};
+use crate::storage::{OsStorage, Storage};
+use crate::sync::lock;
+use crate::upload::{Session, Sessions, UploadId, UploadStatus};
+
+/// Tunables. The defaults suit a registry on one node with a few hundred MiB of RAM.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A pack stops taking new records once it reaches this size.
+    pub pack_seal_size: u64,
+    /// RocksDB block cache (data, index and filter blocks).
+    pub block_cache_bytes: usize,
+    /// RocksDB memtables, all column families together.
+    pub write_buffer_bytes: usize,
+    /// An upload writes once this many bytes have gathered (one vectored write).
+    pub upload_flush_bytes: usize,
+    /// Reads are delivered in pieces of at most this size.
+    pub read_piece_bytes: usize,
+    /// Where pack bytes go; tests substitute [`crate::storage::SimulatedStorage`].
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            pack_seal_size: 1 << 30,
+            block_cache_bytes: 16 << 20,
+            write_buffer_bytes: 16 << 20,
+            upload_flush_bytes: 4 << 20,
+            read_piece_bytes: 256 << 10,
+            storage: Arc::new(OsStorage),
+        }
+    }
+}
+
+/// A stored blob: its digest and size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What opening the data directory found and repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub packs: PackRecovery,
+    /// Upload sessions of the previous process, dropped (sessions do not survive a
+    /// restart).
+    pub stale_uploads: usize,
+}
+
+/// Counters since the engine was opened.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Upload commits that returned successfully.
+    pub commits: u64,
+    /// Commits whose digest was already stored (no bytes kept).
+    pub deduplicated: u64,
+    /// fdatasync calls on packs made by commits.
+    pub pack_syncs: u64,
+    /// Syncs of the index's write-ahead log. Fewer than `commits` means concurrent
+    /// commits shared syncs.
+    pub index_syncs: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub commits: AtomicU64,
+    pub deduplicated: AtomicU64,
+    pub pack_syncs: AtomicU64,
+}
+
+/// The engine's shared state; [`Engine`] is a cheap handle to it.
+pub(crate) struct Core {
+    pub options: Options,
+    pub index: Index,
+    pub packs: Arc<Packs>,
+    pub inflight: Inflight,
+    pub sessions: Sessions,
+    pub stats: Counters,
+    pub repo_locks: Vec<std::sync::Mutex<()>>,
+    pub recovery: RecoveryReport,
+    pub root: PathBuf,
+    // Last field: dropped after the index and packs are closed.
+    _lock: DirLock,
+}
+
+/// A handle to an open data directory. Cloning is cheap; all clones share one store.
+/// Every method is blocking (file and index I/O): async callers run them on a blocking
+/// thread pool.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("root", &self.core.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the data directory `root`: takes its lock, opens the
+    /// index, cuts uncommitted pack tails, and drops the previous process's sessions.
+    /// A second opener of the same directory gets [`Error::Locked`].
+    pub fn open(root: &Path, options: Options) -> Result<Engine> {
+        std::fs::create_dir_all(root).context("create", root)?;
+        let dir_lock = DirLock::acquire(root)?;
+        let index = Index::open(
+            &root.join("index"),
+            IndexMemory {
+                block_cache_bytes: options.block_cache_bytes,
+                write_buffer_bytes: options.write_buffer_bytes,
+            },
+        )?;
+
+        let mut known = Vec::new();
+        for (key, value) in index.scan_all(Family::Packs)? {
+            let id = keys::pack_id(&key).ok_or(Error::CorruptIndex {
+                family: Family::Packs.name(),
+            })?;
+            known.push((id, values::decode_pack(&value)?));
+        }
+        let (packs, pack_report) = Packs::open(
+            options.storage.clone(),
+            root.join("packs"),
+            options.pack_seal_size,
+            &known,
+        )?;
+
+        let stale = index.scan_all(Family::Uploads)?;
+        let mut batch = index.batch();
+        for (key, _) in &stale {
+            batch.delete(Family::Uploads, key);
+        }
+        batch.commit()?;
+
+        let recovery = RecoveryReport {
+            packs: pack_report,
+            stale_uploads: stale.len(),
+        };
+        if recovery != RecoveryReport::default() {
+            tracing::warn!(?recovery, "recovered data directory {}", root.display());
+        }
+        let core = Core {
+            options,
+            index,
+            packs: Arc::new(packs),
+            inflight: Inflight::default(),
+            sessions: Sessions::default(),
+            stats: Counters::default(),
+            repo_locks: (0..64).map(|_| std::sync::Mutex::new(())).collect(),
+            recovery,
+            root: root.to_owned(),
+            _lock: dir_lock,
+        };
+        Ok(Engine {
+            core: Arc::new(core),
+        })
+    }
+
+    /// What [`Engine::open`] repaired.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.core.recovery
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.core.stats;
+        EngineStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            deduplicated: c.deduplicated.load(Ordering::Relaxed),
+            pack_syncs: c.pack_syncs.load(Ordering::Relaxed),
+            index_syncs: self.core.index.wal_syncs(),
+        }
+    }
+
+    // ---- uploads -------------------------------------------------------------------
+
+    /// Starts an upload into `repo`. The bytes are hashed with `algorithm` as they
+    /// arrive (a commit with another algorithm's digest re-hashes once).
+    pub fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadId> {
+        check_name(repo, "repository name")?;
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let session = Session::new(repo, algorithm, self.core.packs.clone());
+        // Recorded without a sync: after a crash every session is dropped anyway, and
+        // this entry only lets the next start count them.
+        let mut batch = self.core.index.batch();
+        batch.put(
+            Family::Uploads,
+            &keys::upload(&id),
+            &values::encode_upload(repo, session.started),
+        );
+        batch.apply()?;
+        self.core.sessions.insert(id.clone(), session);
+        Ok(id)
+    }
+
+    /// Appends the next piece of upload `id`; returns the bytes received so far. If
+    /// the write fails the session is cancelled.
+    pub fn upload_append(&self, repo: &str, id: &str, piece: Bytes) -> Result<u64> {
+        let slot = self.core.sessions.get(repo, id)?;
+        let result = slot.with(id, |session| self.core.append(session, piece))?;
+        if result.is_err() {
+            // The session's bytes are in an unknown state: end it.
+            let _ = self.cancel_upload(repo, id);
+        }
+        result
+    }
+
+    pub fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
+        self.core.sessions.get(repo, id)?.with(id, |s| s.status())
+    }
+
+    /// Completes upload `id`: the blob is stored (unless it already was) and linked to
+    /// the repository if its bytes hash to `expected`. The session ends either way; on
+    /// a mismatch its bytes are dropped and [`Error::DigestMismatch`] is returned.
+    pub fn commit_upload(&self, repo: &str, id: &str, expected: &Digest) -> Result<BlobInfo> {
+        let session = self.core.sessions.take(repo, id)?;
+        let result = self.core.commit(session, expected, &|_, _| {});
+        self.forget_upload(id);
+        result
+    }
+
+    /// Abandons upload `id` and gives its bytes back.
+    pub fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
+        drop(self.core.sessions.take(repo, id)?);
+        self.forget_upload(id);
+        Ok(())
+    }
+
+    /// Cancels every session idle for longer than `idle`; returns how many.
+    pub fn purge_uploads(&self, idle: Duration) -> usize {
+        let idle = self.core.sessions.idle(idle);
+        for (id, repo) in &idle {
+            let _ = self.cancel_upload(repo, id);
+        }
+        idle.len()
+    }
+
+    fn forget_upload(&self, id: &str) {
+        let mut batch = self.core.index.batch();
+        batch.delete(Family::Uploads, &keys::upload(id));
+        if let Err(e) = batch.apply() {
+            tracing::warn!(upload = id, error = %e, "could not remove upload entry");
+        }
+    }
+
+    /// Stores `bytes` as a blob of `repo` in one call (small blobs, tests).
+    pub fn put_blob(&self, repo: &str, bytes: Bytes, expected: &Digest) -> Result<BlobInfo> {
+        check_name(repo, "repository name")?;
+        let mut session = Session::new(repo, expected.algorithm(), self.core.packs.clone());
+        self.core.append(&mut session, bytes)?;
+        self.core.commit(session, expected, &|_, _| {})
+    }
+
+    // ---- reads ---------------------------------------------------------------------
+
+    /// The blob's size, if it is stored (an index point lookup).
+    pub fn blob_info(&self, digest: &Digest) -> Result<Option<BlobInfo>> {
+        Ok(self.location(digest)?.map(|loc| BlobInfo {
+            digest: digest.clone(),
+            size: loc.length,
+        }))
+    }
+
+    /// The bytes of a blob, or of `range` of it, as zero-copy slices of the pack's
+    /// memory map, delivered in pieces of at most `read_piece_bytes`.
+    pub fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobReader> {
+        let loc = self
+            .location(digest)?
+            .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
+        let range = range.unwrap_or(0..loc.length);
+        if range.start > range.end || range.end > loc.length {
+            return Err(Error::RangeNotSatisfiable {
+                start: range.start,
+                end: range.end,
+                size: loc.length,
+            });
+        }
+        let mut part = loc;
+        part.offset += range.start;
+        part.length = range.end - range.start;
+        Ok(BlobReader {
+            rest: self.core.packs.read(&part)?,
+            piece: self.core.options.read_piece_bytes.max(1),
+        })
+    }
+
+    /// Reads a whole blob and checks it against its digest and its pack checksum.
+    pub fn verify_blob(&self, digest: &Digest) -> Result<BlobInfo> {
+        let loc = self
+            .location(digest)?
+            .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
+        let bytes = self.core.packs.read(&loc)?;
+        let damaged = |detail: &str| Error::CorruptPack {
+            pack: loc.pack,
+            detail: format!("{digest}: {detail}"),
+        };
+        if crc32fast::hash(&bytes) != loc.crc {
+            return Err(damaged("checksum mismatch"));
+        }
+        if &digest.algorithm().digest(&bytes) != digest {
+            return Err(damaged("digest mismatch"));
+        }
+        Ok(BlobInfo {
+            digest: digest.clone(),
+            size: loc.length,
+        })
+    }
+
+    fn location(&self, digest: &Digest) -> Result<Option<crate::pack::Location>> {
+        self.core
+            .index
+            .get(Family::Blobs, &keys::blob(digest))?
+            .map(|v| values::decode_location(&v))
+            .transpose()
+    }
+}
+
+/// A blob's bytes, as an iterator of bounded, zero-copy pieces.
+#[derive(Debug, Clone)]
+pub struct BlobReader {
+    rest: Bytes,
+    piece: usize,
+}
+
+impl BlobReader {
+    /// Bytes not yet yielded.
+    pub fn remaining(&self) -> u64 {
+        self.rest.len() as u64
+    }
+
+    /// All remaining bytes as one slice (still zero-copy).
+    pub fn into_bytes(self) -> Bytes {
+        self.rest
+    }
+}
+
+impl Iterator for BlobReader {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let n = self.piece.min(self.rest.len());
+        Some(self.rest.split_to(n))
+    }
+}
+
+/// Names the index can hold: non-empty, bounded, and free of the key separator.
+/// Protocol grammar is stricter and is the caller's to enforce.
+pub(crate) fn check_name(name: &str, what: &'static str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > 4096 {
+        "longer than 4096 bytes"
+    } else if name.as_bytes().contains(&keys::SEPARATOR) {
+        "contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName { what, reason })
+}

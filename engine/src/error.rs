@@ -1,0 +1,94 @@
+//! The engine's typed errors. Callers (the HTTP layer) map variants to protocol errors;
+//! nothing here knows about status codes.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::{Digest, DigestParseError};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another process (or another `Engine` in this one) holds the data directory.
+    #[error("data directory {path} is locked by another process")]
+    Locked { path: PathBuf },
+
+    /// A file operation failed; `op` names what the engine was doing.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The RocksDB index reported an error.
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+
+    /// An index value or key could not be decoded: the index is damaged or was written
+    /// by an incompatible version.
+    #[error("index entry in `{family}` is corrupt")]
+    CorruptIndex { family: &'static str },
+
+    /// Pack bytes are missing or fail their checksum.
+    #[error("pack {pack} is damaged: {detail}")]
+    CorruptPack { pack: u64, detail: String },
+
+    /// The bytes of an upload hash to something other than what the client promised.
+    /// The bytes have been dropped.
+    #[error("digest mismatch: expected {expected}, computed {computed}")]
+    DigestMismatch { expected: Digest, computed: Digest },
+
+    #[error(transparent)]
+    InvalidDigest(#[from] DigestParseError),
+
+    #[error("upload session {0} is unknown")]
+    UploadUnknown(String),
+
+    #[error("blob {0} is unknown")]
+    BlobUnknown(Digest),
+
+    #[error("manifest {0} is unknown")]
+    ManifestUnknown(String),
+
+    /// A byte range that does not lie inside the blob; `size` is the blob's size.
+    #[error("range {start}..{end} is outside a blob of {size} bytes")]
+    RangeNotSatisfiable { start: u64, end: u64, size: u64 },
+
+    /// A repository name or tag the index cannot hold (empty, too long, or containing
+    /// the key separator). Protocol-level name grammar is the caller's business.
+    #[error("invalid {what}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// An opaque RocksDB failure; kept as its own type so the public API does not expose
+/// RocksDB types.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IndexError(String);
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Error {
+        Error::Index(IndexError(e.into_string()))
+    }
+}
+
+/// Attaches the operation and path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.into(),
+            source,
+        })
+    }
+}

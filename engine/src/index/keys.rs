@@ -1,0 +1,62 @@
+//! Index keys. Every repository-scoped key starts with the repository name and a NUL
+//! byte, so one repository's entries are one contiguous, lexically ordered key range
+//! (`a` and `a/b` never mix: `/` sorts after NUL). Digests appear in their binary form
+//! (algorithm code, then the hash value).
+
+use crate::digest::Digest;
+
+/// Separates a repository name from the rest of a key; names can never contain it.
+pub const SEPARATOR: u8 = 0;
+
+pub fn blob(digest: &Digest) -> Vec<u8> {
+    digest.to_key()
+}
+
+/// The key range of everything one repository owns in a family.
+pub fn repo_prefix(repo: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(repo.len() + 66);
+    key.extend_from_slice(repo.as_bytes());
+    key.push(SEPARATOR);
+    key
+}
+
+/// Key in `links` and `manifests`.
+pub fn repo_digest(repo: &str, digest: &Digest) -> Vec<u8> {
+    let mut key = repo_prefix(repo);
+    key.extend_from_slice(&digest.to_key());
+    key
+}
+
+pub fn tag(repo: &str, tag: &str) -> Vec<u8> {
+    let mut key = repo_prefix(repo);
+    key.extend_from_slice(tag.as_bytes());
+    key
+}
+
+/// The key range of all referrers of `subject` in `repo`.
+pub fn referrers_of(repo: &str, subject: &Digest) -> Vec<u8> {
+    repo_digest(repo, subject)
+}
+
+pub fn referrer(repo: &str, subject: &Digest, referrer: &Digest) -> Vec<u8> {
+    let mut key = referrers_of(repo, subject);
+    key.extend_from_slice(&referrer.to_key());
+    key
+}
+
+pub fn repo(repo: &str) -> Vec<u8> {
+    repo.as_bytes().to_vec()
+}
+
+/// Big-endian, so packs iterate in id order.
+pub fn pack(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub fn pack_id(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+pub fn upload(id: &str) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}

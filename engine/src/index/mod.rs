@@ -1,0 +1,236 @@
+//! The RocksDB index: every piece of metadata, one column family per kind of record.
+//! Keys are built in [`keys`], values in [`values`]; this module only opens the database
+//! and moves bytes in and out.
+
+pub mod keys;
+pub mod values;
+
+use std::path::Path;
+
+use rocksdb::statistics::{StatsLevel, Ticker};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+
+use crate::error::{Error, Result};
+
+/// The column families. Names are part of the on-disk format (FORMAT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// digest -> where the blob's bytes are.
+    Blobs,
+    /// repository, digest -> (empty): which repositories may read which blobs.
+    Links,
+    /// repository, digest -> manifest media type, size, subject, artifact type.
+    Manifests,
+    /// repository, tag -> manifest digest, time pushed.
+    Tags,
+    /// repository, subject digest, referrer digest -> the referrer's descriptor.
+    Referrers,
+    /// repository -> (empty): the catalog.
+    Repos,
+    /// upload id -> repository, start time: sessions in flight.
+    Uploads,
+    /// pack id -> committed length, sealed flag.
+    Packs,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] = [
+        Family::Blobs,
+        Family::Links,
+        Family::Manifests,
+        Family::Tags,
+        Family::Referrers,
+        Family::Repos,
+        Family::Uploads,
+        Family::Packs,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Blobs => "blobs",
+            Family::Links => "links",
+            Family::Manifests => "manifests",
+            Family::Tags => "tags",
+            Family::Referrers => "referrers",
+            Family::Repos => "repos",
+            Family::Uploads => "uploads",
+            Family::Packs => "packs",
+        }
+    }
+}
+
+/// Memory the index may use.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexMemory {
+    /// Shared LRU cache for data, index and filter blocks.
+    pub block_cache_bytes: usize,
+    /// Upper bound for all memtables together.
+    pub write_buffer_bytes: usize,
+}
+
+pub struct Index {
+    db: DB,
+    options: Options,
+    synced: WriteOptions,
+    unsynced: WriteOptions,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    pub fn open(path: &Path, memory: IndexMemory) -> Result<Index> {
+        let cache = Cache::new_lru_cache(memory.block_cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        // Point lookups (HEAD, dedup checks) skip files that cannot hold the key.
+        table.set_bloom_filter(10.0, false);
+        // Index and filter blocks count against the cache, so memory stays bounded as
+        // the number of files grows.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+
+        let per_family = (memory.write_buffer_bytes / Family::ALL.len()).max(1 << 20);
+        let family_options = || {
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_compression_type(DBCompressionType::None);
+            o.set_write_buffer_size(per_family);
+            o.set_max_write_buffer_number(2);
+            o
+        };
+
+        let mut options = family_options();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_db_write_buffer_size(memory.write_buffer_bytes);
+        options.set_max_total_wal_size(4 * memory.write_buffer_bytes as u64);
+        options.set_max_background_jobs(2);
+        options.set_keep_log_file_num(4);
+        options.set_max_log_file_size(4 << 20);
+        options.enable_statistics();
+        options.set_statistics_level(StatsLevel::ExceptTimers);
+
+        let families = Family::ALL
+            .iter()
+            .map(|f| ColumnFamilyDescriptor::new(f.name(), family_options()));
+        let db = DB::open_cf_descriptors(&options, path, families)?;
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        Ok(Index {
+            db,
+            options,
+            synced,
+            unsynced: WriteOptions::default(),
+        })
+    }
+
+    fn cf(&self, family: Family) -> &ColumnFamily {
+        // Every family is created at open, so the handle always exists.
+        self.db
+            .cf_handle(family.name())
+            .expect("column family created at open")
+    }
+
+    pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(family), key)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn contains(&self, family: Family, key: &[u8]) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(family), key)?.is_some())
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            index: self,
+            inner: WriteBatch::default(),
+        }
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, starting after the key
+    /// `prefix + after` when `after` is given, at most `limit` of them.
+    pub fn scan(
+        &self,
+        family: Family,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+        let mut start = prefix.to_vec();
+        if let Some(after) = after {
+            start.extend_from_slice(after);
+        }
+        let iter = self
+            .db
+            .iterator_cf(self.cf(family), IteratorMode::From(&start, Direction::Forward));
+        let mut out = Vec::new();
+        for entry in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if after.is_some() && *key == *start {
+                continue;
+            }
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Every entry of a family, in key order.
+    pub fn scan_all(&self, family: Family) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+        self.scan(family, &[], None, usize::MAX)
+    }
+
+    /// How many times RocksDB has synced its write-ahead log. Compared with the number
+    /// of synced commits it shows how many commits shared one sync.
+    pub fn wal_syncs(&self) -> u64 {
+        self.options.get_ticker_count(Ticker::WalFileSynced)
+    }
+}
+
+/// An atomic group of index changes.
+pub struct Batch<'a> {
+    index: &'a Index,
+    inner: WriteBatch,
+}
+
+impl Batch<'_> {
+    pub fn put(&mut self, family: Family, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.index.cf(family), key, value);
+    }
+
+    pub fn delete(&mut self, family: Family, key: &[u8]) {
+        self.inner.delete_cf(self.index.cf(family), key);
+    }
+
+    /// Applies the batch and returns once it is durable (the WAL is synced). Concurrent
+    /// callers are grouped by RocksDB's write thread and share one WAL sync.
+    pub fn commit(self) -> Result<()> {
+        self.index
+            .db
+            .write_opt(self.inner, &self.index.synced)
+            .map_err(Error::from)
+    }
+
+    /// Applies the batch without waiting for durability (for state that is rebuilt or
+    /// discarded after a crash anyway).
+    pub fn apply(self) -> Result<()> {
+        self.index
+            .db
+            .write_opt(self.inner, &self.index.unsynced)
+            .map_err(Error::from)
+    }
+}

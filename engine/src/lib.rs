@@ -1,0 +1,33 @@
+//! `lain-engine`: the registry's storage engine.
+//!
+//! Blobs are content-addressed by OCI digest and written exactly once, straight into an
+//! append-only pack file ([`pack`]); a RocksDB index ([`index`]) maps digests to pack
+//! locations and holds all repository metadata (links, manifests, tags, referrers).
+//! Reads are slices of memory-mapped packs. The byte-level format is in `FORMAT.md`.
+//!
+//! The engine knows nothing of HTTP or configuration files: its callers see
+//! [`Engine`], the typed [`Error`], and plain data types.
+//!
+//! Durability contract: every method that changes data returns only after the change
+//! is durable (pack bytes fdatasync'ed, then the index entry written with a synced
+//! RocksDB write). An index entry never points at bytes that were not synced.
+
+mod engine;
+mod error;
+mod inflight;
+mod lock;
+mod repository;
+mod sync;
+mod upload;
+
+pub mod digest;
+pub mod index;
+pub mod pack;
+pub mod storage;
+
+pub use digest::{Algorithm, Digest, DigestParseError};
+pub use engine::{BlobInfo, BlobReader, Engine, EngineStats, Options, RecoveryReport};
+pub use error::{Error, IndexError, Result};
+pub use pack::PackRecovery;
+pub use repository::{ManifestMeta, ManifestRecord, Reference};
+pub use upload::{UploadId, UploadStatus};

@@ -1,0 +1,356 @@
+//! Pack files: where blob bytes live.
+//!
+//! A pack is append-only and has at most one writer at a time: a writer leases an open
+//! pack from the pool ([`Packs::lease`]) and streams records into it sequentially, so
+//! concurrent uploads never interleave. Readers map packs and slice the mapping, so a
+//! read never copies blob bytes in user space.
+
+pub mod format;
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use crate::error::{Error, IoContext, Result};
+use crate::storage::{PackFile, Storage};
+use crate::sync::{lock, read_lock, write_lock};
+use format::{PACK_HEADER_LEN, encode_pack_header};
+
+/// Where a blob's bytes are: the pack, the offset of the first byte, the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: u64,
+    pub offset: u64,
+    pub length: u64,
+    /// CRC32 of the bytes, as the record trailer holds it.
+    pub crc: u32,
+}
+
+/// The file name of pack `id`.
+pub fn file_name(id: u64) -> String {
+    format!("{id:08}.pack")
+}
+
+/// The pack id a file name stands for, if it is a pack's name.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".pack")?;
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// All packs of a data directory: the pool of writable ones and the read mappings.
+#[derive(Debug)]
+pub struct Packs {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    seal_size: u64,
+    next_id: AtomicU64,
+    /// Unsealed packs that no writer holds right now.
+    idle: Mutex<Vec<PackWriter>>,
+    /// Every known pack, for reading.
+    open: RwLock<HashMap<u64, ReadView>>,
+}
+
+#[derive(Debug, Clone)]
+struct ReadView {
+    file: Arc<dyn PackFile>,
+    /// Bytes known to be committed (synced and indexed).
+    committed: u64,
+    /// The newest mapping; it may be shorter than `committed` until a read needs more.
+    map: Bytes,
+}
+
+/// Exclusive write access to one unsealed pack.
+#[derive(Debug)]
+pub struct PackWriter {
+    pub id: u64,
+    file: Arc<dyn PackFile>,
+    /// End of the last committed record: where the next record starts.
+    end: u64,
+    /// Whether bytes past `end` may exist (and must go if the writer is released).
+    dirty: bool,
+}
+
+impl PackWriter {
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Appends bytes after whatever this writer appended since its last commit.
+    pub fn append(&mut self, bufs: &[IoSlice<'_>], path: &Path) -> Result<()> {
+        self.dirty = true;
+        self.file.append(bufs).context("append to", path)
+    }
+
+    pub fn write_at(&mut self, buf: &[u8], offset: u64, path: &Path) -> Result<()> {
+        self.dirty = true;
+        self.file.write_at(buf, offset).context("write to", path)
+    }
+
+    pub fn sync(&self, path: &Path) -> Result<()> {
+        self.file.sync_data().context("fdatasync", path)
+    }
+
+    /// Maps everything written so far, committed or not (used to re-hash an upload).
+    pub fn map_written(&self, len: u64, path: &Path) -> Result<Bytes> {
+        self.file.map(len).context("map", path)
+    }
+
+    /// Records that everything up to `end` is committed.
+    pub fn set_committed(&mut self, end: u64) {
+        self.end = end;
+        self.dirty = false;
+    }
+
+    /// Drops every byte past the last commit.
+    pub fn discard_uncommitted(&mut self, path: &Path) -> Result<()> {
+        if self.dirty {
+            self.file.truncate(self.end).context("truncate", path)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// What the pack layer learned while opening a data directory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PackRecovery {
+    /// Packs whose uncommitted tail was cut off, with the bytes removed.
+    pub truncated: Vec<(u64, u64)>,
+    /// Complete (checksummed) records found in those tails: uploads whose commit never
+    /// returned.
+    pub uncommitted_records: usize,
+    /// Packs shorter than their committed length or with a bad header: some blobs in
+    /// them are unreadable and reads report `CorruptPack`.
+    pub damaged: Vec<(u64, String)>,
+    /// Files in the pack directory the index does not know; left untouched.
+    pub unknown_files: Vec<PathBuf>,
+}
+
+/// A pack as the index records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub committed: u64,
+    pub sealed: bool,
+}
+
+impl Packs {
+    /// Opens every pack the index knows, cuts uncommitted tails, and fills the pool
+    /// with the unsealed ones.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        seal_size: u64,
+        known: &[(u64, PackEntry)],
+    ) -> Result<(Packs, PackRecovery)> {
+        storage.create_dir_all(&dir).context("create", &dir)?;
+        let mut report = PackRecovery::default();
+        let mut open = HashMap::new();
+        let mut idle = Vec::new();
+        let mut max_id = 0;
+        for &(id, entry) in known {
+            max_id = max_id.max(id);
+            let path = dir.join(file_name(id));
+            let file: Arc<dyn PackFile> = match storage.open(&path) {
+                Ok(f) => Arc::from(f),
+                Err(e) => {
+                    report.damaged.push((id, format!("cannot open: {e}")));
+                    continue;
+                }
+            };
+            let len = file.len().context("stat", &path)?;
+            if len < entry.committed {
+                report.damaged.push((
+                    id,
+                    format!("{len} bytes on disk, {} committed", entry.committed),
+                ));
+            } else {
+                if len > entry.committed {
+                    // An upload was in flight: its bytes were never acknowledged.
+                    let whole = file.map(len).context("map", &path)?;
+                    let tail = format::scan(&whole, entry.committed);
+                    report.uncommitted_records += tail.records.len();
+                    report.truncated.push((id, len - entry.committed));
+                    drop(whole);
+                    file.truncate(entry.committed).context("truncate", &path)?;
+                    file.sync_data().context("fdatasync", &path)?;
+                }
+                let header = file.map(PACK_HEADER_LEN.min(len)).context("map", &path)?;
+                if let Err(detail) = format::check_pack_header(&header) {
+                    report.damaged.push((id, detail));
+                } else if !entry.sealed {
+                    idle.push(PackWriter {
+                        id,
+                        file: file.clone(),
+                        end: entry.committed,
+                        dirty: false,
+                    });
+                }
+            }
+            open.insert(
+                id,
+                ReadView {
+                    file,
+                    committed: entry.committed,
+                    map: Bytes::new(),
+                },
+            );
+        }
+        for path in storage.list(&dir).context("list", &dir)? {
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_file_name);
+            if let Some(id) = id {
+                max_id = max_id.max(id);
+            }
+            if id.is_none_or(|id| !open.contains_key(&id)) {
+                report.unknown_files.push(path);
+            }
+        }
+        let packs = Packs {
+            storage,
+            dir,
+            seal_size,
+            next_id: AtomicU64::new(max_id + 1),
+            idle: Mutex::new(idle),
+            open: RwLock::new(open),
+        };
+        Ok((packs, report))
+    }
+
+    pub fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(file_name(id))
+    }
+
+    pub fn seal_size(&self) -> u64 {
+        self.seal_size
+    }
+
+    /// Takes an idle writable pack, or `None` if the pool is empty.
+    pub fn take_idle(&self) -> Option<PackWriter> {
+        lock(&self.idle).pop()
+    }
+
+    /// Creates a new pack file, durable (header synced, directory entry synced) before it
+    /// is returned. The caller records it in the index before writing records to it.
+    pub fn create(&self) -> Result<PackWriter> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let path = self.path(id);
+        let file: Arc<dyn PackFile> =
+            Arc::from(self.storage.create_new(&path).context("create", &path)?);
+        file.append(&[IoSlice::new(&encode_pack_header())])
+            .context("write header of", &path)?;
+        file.sync_data().context("fdatasync", &path)?;
+        self.storage
+            .sync_dir(&self.dir)
+            .context("fsync directory", &self.dir)?;
+        write_lock(&self.open).insert(
+            id,
+            ReadView {
+                file: file.clone(),
+                committed: PACK_HEADER_LEN,
+                map: Bytes::new(),
+            },
+        );
+        Ok(PackWriter {
+            id,
+            file,
+            end: PACK_HEADER_LEN,
+            dirty: false,
+        })
+    }
+
+    /// Gives a writer back. Its uncommitted bytes are dropped; a pack past the seal size
+    /// is not pooled again (the committer marks it sealed in the index).
+    pub fn release(&self, mut writer: PackWriter) {
+        let path = self.path(writer.id);
+        if let Err(e) = writer.discard_uncommitted(&path) {
+            // Do not reuse a pack whose tail we could not cut: recovery will at next open.
+            tracing::error!(pack = writer.id, error = %e, "dropping pack from the write pool");
+            return;
+        }
+        if writer.end < self.seal_size {
+            lock(&self.idle).push(writer);
+        }
+    }
+
+    /// Makes committed bytes up to `end` of pack `id` visible to readers.
+    pub fn publish(&self, id: u64, end: u64) {
+        if let Some(view) = write_lock(&self.open).get_mut(&id) {
+            view.committed = view.committed.max(end);
+        }
+    }
+
+    /// The committed bytes `[loc.offset, loc.offset + loc.length)` as a slice of the
+    /// pack's memory mapping.
+    pub fn read(&self, loc: &Location) -> Result<Bytes> {
+        let end = loc.offset.checked_add(loc.length).ok_or_else(|| damaged(loc.pack, "length overflows"))?;
+        let slice = |map: &Bytes| -> Option<Bytes> {
+            let start = usize::try_from(loc.offset).ok()?;
+            let end = usize::try_from(end).ok()?;
+            (end <= map.len()).then(|| map.slice(start..end))
+        };
+        {
+            let open = read_lock(&self.open);
+            let view = open
+                .get(&loc.pack)
+                .ok_or_else(|| damaged(loc.pack, "pack is missing"))?;
+            if let Some(bytes) = slice(&view.map) {
+                return Ok(bytes);
+            }
+        }
+        // The cached mapping is too short (or absent): map the committed length again.
+        let mut open = write_lock(&self.open);
+        let view = open
+            .get_mut(&loc.pack)
+            .ok_or_else(|| damaged(loc.pack, "pack is missing"))?;
+        if (view.map.len() as u64) < end {
+            let want = view.committed.max(end);
+            view.map = view
+                .file
+                .map(want)
+                .map_err(|e| damaged(loc.pack, &format!("cannot map {want} bytes: {e}")))?;
+        }
+        slice(&view.map).ok_or_else(|| damaged(loc.pack, "record lies past the end of the pack"))
+    }
+
+    /// Maps a whole pack up to its committed length (for verification and scans).
+    pub fn map_committed(&self, id: u64) -> Result<Bytes> {
+        let view = read_lock(&self.open)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| damaged(id, "pack is missing"))?;
+        view.file
+            .map(view.committed)
+            .map_err(|e| damaged(id, &format!("cannot map: {e}")))
+    }
+}
+
+fn damaged(pack: u64, detail: &str) -> Error {
+    Error::CorruptPack {
+        pack,
+        detail: detail.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(file_name(7), "00000007.pack");
+        assert_eq!(parse_file_name("00000007.pack"), Some(7));
+        assert_eq!(parse_file_name("123456789.pack"), Some(123_456_789));
+        assert_eq!(parse_file_name("7.pack"), None);
+        assert_eq!(parse_file_name("0000000x.pack"), None);
+        assert_eq!(parse_file_name("00000007.tmp"), None);
+    }
+}

@@ -1,0 +1,313 @@
+//! Repository metadata: which blobs a repository may read, its manifests, tags and
+//! referrers, and the catalog of repositories. Every change that touches several keys
+//! is one atomic, synced index write; changes to one repository's manifests and tags
+//! are serialized so that a delete never races a tag into a dangling state.
+
+use std::sync::MutexGuard;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::digest::{Algorithm, Digest};
+use crate::engine::{BlobInfo, Engine, check_name};
+use crate::error::{Error, Result};
+use crate::index::{Family, keys, values};
+use crate::sync::lock;
+use crate::upload::Session;
+
+/// How a client names a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    Tag(String),
+    Digest(Digest),
+}
+
+/// What the protocol layer extracted from a manifest's JSON; the engine stores it and
+/// never parses manifests itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ManifestMeta {
+    pub media_type: String,
+    /// The manifest this one refers to (OCI `subject`), which makes it a referrer.
+    pub subject: Option<Digest>,
+    /// The artifact type the referrers API reports for this manifest.
+    pub artifact_type: Option<String>,
+    /// Annotations the referrers API reports for this manifest.
+    pub annotations: Vec<(String, String)>,
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub size: u64,
+    pub meta: ManifestMeta,
+}
+
+impl Engine {
+    fn repo_lock(&self, repo: &str) -> MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        repo.hash(&mut h);
+        let locks = &self.core.repo_locks;
+        lock(&locks[(h.finish() as usize) % locks.len()])
+    }
+
+    // ---- blobs in repositories -----------------------------------------------------
+
+    /// The blob, if it is stored and `repo` may read it.
+    pub fn repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobInfo>> {
+        let linked = self
+            .core
+            .index
+            .contains(Family::Links, &keys::repo_digest(repo, digest))?;
+        if !linked {
+            return Ok(None);
+        }
+        self.blob_info(digest)
+    }
+
+    /// Lets `repo` read an already stored blob (a cross-repository mount moves no
+    /// bytes). Returns `None`, changing nothing, when the blob is not stored.
+    pub fn link_blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobInfo>> {
+        check_name(repo, "repository name")?;
+        let Some(info) = self.blob_info(digest)? else {
+            return Ok(None);
+        };
+        let mut batch = self.core.index.batch();
+        batch.put(
+            Family::Links,
+            &keys::repo_digest(repo, digest),
+            &values::marker(),
+        );
+        batch.put(Family::Repos, &keys::repo(repo), &values::marker());
+        batch.commit()?;
+        Ok(Some(info))
+    }
+
+    /// Removes `repo`'s link to a blob; returns whether there was one. The bytes stay
+    /// until garbage collection finds no other reference.
+    pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let key = keys::repo_digest(repo, digest);
+        if !self.core.index.contains(Family::Links, &key)? {
+            return Ok(false);
+        }
+        let mut batch = self.core.index.batch();
+        batch.delete(Family::Links, &key);
+        batch.commit()?;
+        Ok(true)
+    }
+
+    // ---- manifests and tags --------------------------------------------------------
+
+    /// Stores a manifest: its bytes as a blob (hashed with `algorithm`), its metadata,
+    /// the optional tag, and its referrer entry when it has a subject, in one atomic
+    /// durable write. Returns the record, whose digest the engine computed itself.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        bytes: Bytes,
+        algorithm: Algorithm,
+        meta: ManifestMeta,
+        tag: Option<&str>,
+    ) -> Result<ManifestRecord> {
+        check_name(repo, "repository name")?;
+        if let Some(tag) = tag {
+            check_name(tag, "tag")?;
+        }
+        let digest = algorithm.digest(&bytes);
+        let size = bytes.len() as u64;
+        let pushed = SystemTime::now();
+        let _repo = self.repo_lock(repo);
+        let mut session = Session::new(repo, algorithm, self.core.packs.clone());
+        self.core.append(&mut session, bytes)?;
+        self.core.commit(session, &digest, &|batch, size| {
+            let key = keys::repo_digest(repo, &digest);
+            let value = values::encode_manifest(size, &meta, Family::Manifests);
+            batch.put(Family::Manifests, &key, &value);
+            if let Some(tag) = tag {
+                batch.put(
+                    Family::Tags,
+                    &keys::tag(repo, tag),
+                    &values::encode_tag(&digest, pushed),
+                );
+            }
+            if let Some(subject) = &meta.subject {
+                let value = values::encode_manifest(size, &meta, Family::Referrers);
+                batch.put(
+                    Family::Referrers,
+                    &keys::referrer(repo, subject, &digest),
+                    &value,
+                );
+            }
+        })?;
+        Ok(ManifestRecord { digest, size, meta })
+    }
+
+    /// The manifest `reference` names in `repo`, if any.
+    pub fn manifest(&self, repo: &str, reference: &Reference) -> Result<Option<ManifestRecord>> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => match self.resolve_tag(repo, tag)? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let Some(value) = self
+            .core
+            .index
+            .get(Family::Manifests, &keys::repo_digest(repo, &digest))?
+        else {
+            return Ok(None);
+        };
+        let (size, meta) = values::decode_manifest(&value, Family::Manifests)?;
+        Ok(Some(ManifestRecord { digest, size, meta }))
+    }
+
+    /// The manifest and its bytes.
+    pub fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<(ManifestRecord, Bytes)>> {
+        let Some(record) = self.manifest(repo, reference)? else {
+            return Ok(None);
+        };
+        let bytes = self.read_blob(&record.digest, None)?.into_bytes();
+        Ok(Some((record, bytes)))
+    }
+
+    /// The digest a tag points at.
+    pub fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
+        let Some(value) = self.core.index.get(Family::Tags, &keys::tag(repo, tag))? else {
+            return Ok(None);
+        };
+        Ok(Some(values::decode_tag(&value)?.0))
+    }
+
+    /// Points `tag` at a manifest already stored in `repo`.
+    pub fn tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<()> {
+        check_name(tag, "tag")?;
+        let _repo = self.repo_lock(repo);
+        let manifest = keys::repo_digest(repo, digest);
+        if !self.core.index.contains(Family::Manifests, &manifest)? {
+            return Err(Error::ManifestUnknown(digest.to_string()));
+        }
+        let mut batch = self.core.index.batch();
+        batch.put(
+            Family::Tags,
+            &keys::tag(repo, tag),
+            &values::encode_tag(digest, SystemTime::now()),
+        );
+        batch.commit()
+    }
+
+    /// Removes a tag (not the manifest); returns whether it existed.
+    pub fn untag(&self, repo: &str, tag: &str) -> Result<bool> {
+        let _repo = self.repo_lock(repo);
+        let key = keys::tag(repo, tag);
+        if !self.core.index.contains(Family::Tags, &key)? {
+            return Ok(false);
+        }
+        let mut batch = self.core.index.batch();
+        batch.delete(Family::Tags, &key);
+        batch.commit()?;
+        Ok(true)
+    }
+
+    /// Removes a manifest from `repo` with every tag pointing at it and its referrer
+    /// entry; returns whether it existed. Referrers *of* it stay, as the OCI spec asks.
+    pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let _repo = self.repo_lock(repo);
+        let key = keys::repo_digest(repo, digest);
+        let Some(value) = self.core.index.get(Family::Manifests, &key)? else {
+            return Ok(false);
+        };
+        let (_, meta) = values::decode_manifest(&value, Family::Manifests)?;
+        let mut batch = self.core.index.batch();
+        batch.delete(Family::Manifests, &key);
+        batch.delete(Family::Links, &key);
+        let tags = self
+            .core
+            .index
+            .scan(Family::Tags, &keys::repo_prefix(repo), None, usize::MAX)?;
+        for (tag_key, tag_value) in tags {
+            if values::decode_tag(&tag_value)?.0 == *digest {
+                batch.delete(Family::Tags, &tag_key);
+            }
+        }
+        if let Some(subject) = &meta.subject {
+            batch.delete(Family::Referrers, &keys::referrer(repo, subject, digest));
+        }
+        batch.commit()?;
+        Ok(true)
+    }
+
+    /// Up to `limit` tags of `repo` in lexical order, starting after `after`.
+    pub fn list_tags(&self, repo: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let prefix = keys::repo_prefix(repo);
+        let entries = self.core.index.scan(
+            Family::Tags,
+            &prefix,
+            after.map(str::as_bytes),
+            limit,
+        )?;
+        entries
+            .iter()
+            .map(|(key, _)| utf8(&key[prefix.len()..], Family::Tags))
+            .collect()
+    }
+
+    // ---- catalog -------------------------------------------------------------------
+
+    /// Up to `limit` repository names in lexical order, starting after `after`.
+    pub fn list_repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let entries = self
+            .core
+            .index
+            .scan(Family::Repos, &[], after.map(str::as_bytes), limit)?;
+        entries
+            .iter()
+            .map(|(key, _)| utf8(key, Family::Repos))
+            .collect()
+    }
+
+    /// Whether anything was ever pushed to or mounted into `repo`.
+    pub fn repository_exists(&self, repo: &str) -> Result<bool> {
+        self.core.index.contains(Family::Repos, &keys::repo(repo))
+    }
+
+    // ---- referrers -----------------------------------------------------------------
+
+    /// Manifests in `repo` whose subject is `subject`, in digest order, optionally only
+    /// those of one artifact type.
+    pub fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>> {
+        let prefix = keys::referrers_of(repo, subject);
+        let entries = self
+            .core
+            .index
+            .scan(Family::Referrers, &prefix, None, usize::MAX)?;
+        let mut out = Vec::new();
+        for (key, value) in entries {
+            let corrupt = || Error::CorruptIndex {
+                family: Family::Referrers.name(),
+            };
+            let (digest, _) = Digest::from_key(&key[prefix.len()..]).ok_or_else(corrupt)?;
+            let (size, meta) = values::decode_manifest(&value, Family::Referrers)?;
+            if artifact_type.is_none_or(|t| meta.artifact_type.as_deref() == Some(t)) {
+                out.push(ManifestRecord { digest, size, meta });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn utf8(bytes: &[u8], family: Family) -> Result<String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::CorruptIndex {
+        family: family.name(),
+    })
+}

@@ -1,0 +1,49 @@
+//! The one seam through which every pack byte passes.
+//!
+//! The engine never touches a pack file except through [`Storage`] and [`PackFile`], so
+//! a test can swap the file system for [`SimulatedStorage`], which remembers what was
+//! synced and can simulate a power cut. A process kill alone cannot reveal a missing
+//! fsync (the page cache survives it); this layer can. Production uses [`OsStorage`].
+
+mod os;
+mod sim;
+
+use std::fmt::Debug;
+use std::io::{self, IoSlice};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+pub use os::OsStorage;
+pub use sim::SimulatedStorage;
+
+/// A file system that holds pack files.
+pub trait Storage: Send + Sync + Debug {
+    /// Creates a new, empty file; fails if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn PackFile>>;
+    /// Opens an existing file for reading and appending.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn PackFile>>;
+    /// Makes the directory's entries (file creations, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Creates the directory (and parents) if it is missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The regular files directly inside `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+}
+
+/// One pack file. A pack has a single writer at a time; readers only ever map it.
+pub trait PackFile: Send + Sync + Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Writes every byte of `bufs`, in order, at the end of the file.
+    fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()>;
+    /// Overwrites bytes that already exist (used to fill in a record header).
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes the file's data and length durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes; the next append continues there.
+    fn truncate(&self, len: u64) -> io::Result<()>;
+    /// The first `len` bytes, as one buffer that shares the file's pages where the
+    /// storage allows it. `len` must not exceed the file's length.
+    fn map(&self, len: u64) -> io::Result<Bytes>;
+}

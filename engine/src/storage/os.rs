@@ -1,0 +1,115 @@
+//! The production [`Storage`]: plain files, `writev`, `fdatasync`, `mmap`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use memmap2::MmapOptions;
+
+use super::{PackFile, Storage};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsStorage;
+
+impl Storage for OsStorage {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn PackFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(OsFile { file }))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn PackFile>> {
+        let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+        file.seek(SeekFrom::End(0))?;
+        Ok(Box::new(OsFile { file }))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                files.push(entry.path());
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// A pack file. Appends go through the file's own cursor (a plain `writev`), which stays
+/// at the end because the single writer is the only one that moves it.
+#[derive(Debug)]
+struct OsFile {
+    file: File,
+}
+
+impl PackFile for OsFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        // `write_all_vectored` is unstable; this is its loop, on a copy of the slice list
+        // so that a partial write can advance it.
+        let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
+        let mut slices = &mut owned[..];
+        loop {
+            // Drops leading empty slices, so a zero-byte write below really means failure.
+            IoSlice::advance_slices(&mut slices, 0);
+            if slices.is_empty() {
+                return Ok(());
+            }
+            match (&self.file).write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        (&self.file).seek(SeekFrom::Start(len))?;
+        Ok(())
+    }
+
+    fn map(&self, len: u64) -> io::Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        if len > self.len()? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "mapping past the end of the file",
+            ));
+        }
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: the engine maps only committed bytes, which are never truncated or
+        // rewritten while the data directory is locked by this process; the length was
+        // checked against the file above, so no page of the mapping lies past its end.
+        let map = unsafe { MmapOptions::new().len(len).map(&self.file)? };
+        Ok(Bytes::from_owner(map))
+    }
+}

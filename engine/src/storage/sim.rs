@@ -1,0 +1,170 @@
+//! An in-memory [`Storage`] that models what a power cut keeps: a file's bytes as of its
+//! last `sync_data`, and only files whose creation was made durable by `sync_dir`.
+//! Tests use it to prove that every acknowledged blob was synced before it was indexed.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, IoSlice};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::{PackFile, Storage};
+use crate::sync::lock;
+
+#[derive(Debug, Default)]
+pub struct SimulatedStorage {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: HashMap<PathBuf, Arc<SimFile>>,
+    dirs: HashSet<PathBuf>,
+    /// Files whose directory entry is durable.
+    durable_entries: HashSet<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct SimFile {
+    bytes: Mutex<FileBytes>,
+}
+
+#[derive(Debug, Default)]
+struct FileBytes {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+impl SimulatedStorage {
+    pub fn new() -> SimulatedStorage {
+        SimulatedStorage::default()
+    }
+
+    /// Forgets every byte that was not synced and every file whose creation was not
+    /// made durable, as a machine that lost power would.
+    pub fn power_cut(&self) {
+        let mut state = lock(&self.state);
+        let State {
+            files,
+            durable_entries,
+            ..
+        } = &mut *state;
+        files.retain(|path, _| durable_entries.contains(path));
+        for file in files.values() {
+            let mut bytes = lock(&file.bytes);
+            bytes.current = bytes.durable.clone();
+        }
+    }
+
+    /// Bytes written but not yet synced, summed over all files.
+    pub fn unsynced_bytes(&self) -> u64 {
+        let state = lock(&self.state);
+        state
+            .files
+            .values()
+            .map(|f| {
+                let b = lock(&f.bytes);
+                b.current.len().abs_diff(b.durable.len()) as u64
+            })
+            .sum()
+    }
+}
+
+impl Storage for SimulatedStorage {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn PackFile>> {
+        let mut state = lock(&self.state);
+        if state.files.contains_key(path) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let file = Arc::new(SimFile::default());
+        state.files.insert(path.to_owned(), file.clone());
+        Ok(Box::new(SimHandle(file)))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn PackFile>> {
+        let state = lock(&self.state);
+        let file = state.files.get(path).ok_or(io::ErrorKind::NotFound)?;
+        Ok(Box::new(SimHandle(file.clone())))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let in_dir: Vec<PathBuf> = state
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect();
+        state.durable_entries.extend(in_dir);
+        Ok(())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        lock(&self.state).dirs.insert(dir.to_owned());
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let state = lock(&self.state);
+        if !state.dirs.contains(dir) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        Ok(state
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect())
+    }
+}
+
+#[derive(Debug)]
+struct SimHandle(Arc<SimFile>);
+
+impl PackFile for SimHandle {
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.0.bytes).current.len() as u64)
+    }
+
+    fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        let mut bytes = lock(&self.0.bytes);
+        for buf in bufs {
+            bytes.current.extend_from_slice(buf);
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut bytes = lock(&self.0.bytes);
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let end = start + buf.len();
+        if end > bytes.current.len() {
+            bytes.current.resize(end, 0);
+        }
+        bytes.current[start..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut bytes = lock(&self.0.bytes);
+        bytes.durable = bytes.current.clone();
+        Ok(())
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        lock(&self.0.bytes).current.resize(len, 0);
+        Ok(())
+    }
+
+    fn map(&self, len: u64) -> io::Result<Bytes> {
+        let bytes = lock(&self.0.bytes);
+        let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let data = bytes
+            .current
+            .get(..len)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        Ok(Bytes::copy_from_slice(data))
+    }
+}

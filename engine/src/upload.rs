@@ -1,0 +1,357 @@
+//! Upload sessions: the only way bytes enter the store.
+//!
+//! A session hashes every piece as it arrives (the bytes are hot in cache then) and
+//! holds the pieces, without copying them, until enough have gathered for one large
+//! vectored write. The first write leases a pack (see [`crate::pack`]) and reserves the
+//! record header; commit fills the header in, syncs, and indexes. A session that is
+//! cancelled, fails, or turns out to be a duplicate gives its bytes back by truncating
+//! its pack to where it started: the session's record is always its pack's tail.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::engine::{BlobInfo, Core};
+use crate::error::{Error, Result};
+use crate::index::{Batch, Family, keys, values};
+use crate::pack::format::{RECORD_HEADER_LEN, RECORD_TRAILER_LEN, RecordHeader};
+use crate::pack::{Location, PackEntry, PackWriter, Packs};
+use crate::sync::lock;
+
+/// Identifies an upload session (a UUID in text form).
+pub type UploadId = String;
+
+/// What [`crate::Engine::upload_status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// Bytes received so far; the next piece continues at this offset.
+    pub received: u64,
+    pub started: SystemTime,
+}
+
+/// One upload in progress.
+pub(crate) struct Session {
+    pub repo: String,
+    pub started: SystemTime,
+    pub last_active: Instant,
+    hasher: Hasher,
+    crc: crc32fast::Hasher,
+    received: u64,
+    /// Pieces received but not yet written.
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// The pack this session writes to; taken at the first write, so sessions that
+    /// never send bytes hold no pack.
+    lease: Option<Lease>,
+    packs: Arc<Packs>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.packs.release(lease.writer);
+        }
+    }
+}
+
+/// A leased pack and the offset where this session's record starts in it.
+struct Lease {
+    writer: PackWriter,
+    record_start: u64,
+}
+
+impl Session {
+    pub fn new(repo: &str, algorithm: Algorithm, packs: Arc<Packs>) -> Session {
+        Session {
+            repo: repo.to_owned(),
+            started: SystemTime::now(),
+            last_active: Instant::now(),
+            hasher: algorithm.hasher(),
+            crc: crc32fast::Hasher::new(),
+            received: 0,
+            pending: Vec::new(),
+            pending_len: 0,
+            lease: None,
+            packs,
+        }
+    }
+
+    pub fn status(&self) -> UploadStatus {
+        UploadStatus {
+            received: self.received,
+            started: self.started,
+        }
+    }
+}
+
+/// The sessions that clients can resume by id.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<UploadId, Arc<Slot>>>,
+}
+
+/// A session's place in the table. The session itself is `None` once a commit or
+/// cancel has taken it, so a request racing with those finds it gone.
+pub(crate) struct Slot {
+    repo: String,
+    session: Mutex<Option<Session>>,
+}
+
+impl Slot {
+    /// Runs `f` on the session, waiting for any other request using it.
+    pub fn with<T>(&self, id: &str, f: impl FnOnce(&mut Session) -> T) -> Result<T> {
+        let mut guard = lock(&self.session);
+        let session = guard
+            .as_mut()
+            .ok_or_else(|| Error::UploadUnknown(id.to_owned()))?;
+        Ok(f(session))
+    }
+}
+
+impl Sessions {
+    pub fn insert(&self, id: UploadId, session: Session) {
+        let slot = Slot {
+            repo: session.repo.clone(),
+            session: Mutex::new(Some(session)),
+        };
+        lock(&self.map).insert(id, Arc::new(slot));
+    }
+
+    /// The session `id`, if it exists and belongs to `repo`.
+    pub fn get(&self, repo: &str, id: &str) -> Result<Arc<Slot>> {
+        lock(&self.map)
+            .get(id)
+            .filter(|slot| slot.repo == repo)
+            .cloned()
+            .ok_or_else(|| Error::UploadUnknown(id.to_owned()))
+    }
+
+    /// Removes session `id` of `repo` from the table and hands it over, once no other
+    /// request is using it.
+    pub fn take(&self, repo: &str, id: &str) -> Result<Session> {
+        let slot = self.get(repo, id)?;
+        lock(&self.map).remove(id);
+        let session = lock(&slot.session).take();
+        session.ok_or_else(|| Error::UploadUnknown(id.to_owned()))
+    }
+
+    /// Ids of sessions idle for longer than `idle`; busy sessions are skipped.
+    pub fn idle(&self, idle: Duration) -> Vec<(UploadId, String)> {
+        let now = Instant::now();
+        lock(&self.map)
+            .iter()
+            .filter(|(_, slot)| {
+                slot.session.try_lock().is_ok_and(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| now.duration_since(s.last_active) > idle)
+                })
+            })
+            .map(|(id, slot)| (id.clone(), slot.repo.clone()))
+            .collect()
+    }
+}
+
+impl Core {
+    /// Takes in one piece of an upload: hashes it now, writes it when enough has
+    /// gathered. On error the session's bytes are gone and it must be dropped.
+    pub(crate) fn append(&self, session: &mut Session, piece: Bytes) -> Result<u64> {
+        session.last_active = Instant::now();
+        session.hasher.update(&piece);
+        session.crc.update(&piece);
+        session.received += piece.len() as u64;
+        session.pending_len += piece.len();
+        session.pending.push(piece);
+        if session.pending_len >= self.options.upload_flush_bytes {
+            self.flush(session, &[])?;
+        }
+        Ok(session.received)
+    }
+
+    /// Writes the pending pieces and then `trailer`. The session's first write leases
+    /// a pack and starts with a zeroed header placeholder, filled in at commit.
+    fn flush<'s>(&self, session: &'s mut Session, trailer: &[u8]) -> Result<&'s mut Lease> {
+        let placeholder = [0u8; RECORD_HEADER_LEN as usize];
+        let first = session.lease.is_none();
+        let Session {
+            lease,
+            pending,
+            pending_len,
+            ..
+        } = session;
+        let lease = match lease {
+            Some(lease) => lease,
+            None => {
+                let writer = self.lease_pack()?;
+                lease.insert(Lease {
+                    record_start: writer.end(),
+                    writer,
+                })
+            }
+        };
+        let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(pending.len() + 2);
+        if first {
+            bufs.push(IoSlice::new(&placeholder));
+        }
+        bufs.extend(pending.iter().map(|p| IoSlice::new(p)));
+        bufs.push(IoSlice::new(trailer));
+        lease
+            .writer
+            .append(&bufs, &self.packs.path(lease.writer.id))?;
+        pending.clear();
+        *pending_len = 0;
+        Ok(lease)
+    }
+
+    /// An idle unsealed pack, or a new one, recorded in the index before use.
+    fn lease_pack(&self) -> Result<PackWriter> {
+        if let Some(writer) = self.packs.take_idle() {
+            return Ok(writer);
+        }
+        let writer = self.packs.create()?;
+        let mut batch = self.index.batch();
+        let entry = PackEntry {
+            committed: writer.end(),
+            sealed: false,
+        };
+        batch.put(
+            Family::Packs,
+            &keys::pack(writer.id),
+            &values::encode_pack(&entry),
+        );
+        batch.commit()?;
+        Ok(writer)
+    }
+
+    /// Finishes an upload: verifies the digest, stores the blob unless it exists, links
+    /// it to the session's repository, and applies `extra` (given the blob's size) in
+    /// the same atomic, synced index write. Returns once all of it is durable.
+    pub(crate) fn commit(
+        &self,
+        mut session: Session,
+        expected: &Digest,
+        extra: &dyn Fn(&mut Batch<'_>, u64),
+    ) -> Result<BlobInfo> {
+        let computed = self.final_digest(&session, expected.algorithm())?;
+        if &computed != expected {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                computed,
+            });
+        }
+        let size = session.received;
+        let _one_commit_per_digest = self.inflight.acquire(expected);
+
+        let mut batch = self.index.batch();
+        let blob_key = keys::blob(expected);
+        let new_end = if self.index.contains(Family::Blobs, &blob_key)? {
+            // Deduplicated: the session's bytes go back to its pack when it drops.
+            self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
+            None
+        } else {
+            let (pack, loc) = self.write_record(&mut session, expected)?;
+            let end = loc.offset + loc.length + RECORD_TRAILER_LEN;
+            let entry = PackEntry {
+                committed: end,
+                sealed: end >= self.packs.seal_size(),
+            };
+            batch.put(Family::Blobs, &blob_key, &values::encode_location(&loc));
+            batch.put(Family::Packs, &keys::pack(pack), &values::encode_pack(&entry));
+            Some(end)
+        };
+        batch.put(
+            Family::Links,
+            &keys::repo_digest(&session.repo, expected),
+            &values::marker(),
+        );
+        batch.put(Family::Repos, &keys::repo(&session.repo), &values::marker());
+        extra(&mut batch, size);
+        batch.commit()?;
+        if let (Some(end), Some(lease)) = (new_end, session.lease.as_mut()) {
+            lease.writer.set_committed(end);
+            self.packs.publish(lease.writer.id, end);
+        }
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(BlobInfo {
+            digest: expected.clone(),
+            size,
+        })
+    }
+
+    /// The digest of everything received, in `algorithm`. Sessions hash with the
+    /// algorithm chosen when they started; if the client's digest uses another one,
+    /// the bytes are hashed again from the pack (a rare, one-off cost).
+    fn final_digest(&self, session: &Session, algorithm: Algorithm) -> Result<Digest> {
+        if session.hasher.algorithm() == algorithm {
+            return Ok(session.hasher.clone().finish());
+        }
+        let mut hasher = algorithm.hasher();
+        if let Some(lease) = &session.lease {
+            let written = session.received - session.pending_len as u64;
+            let data_start = lease.record_start + RECORD_HEADER_LEN;
+            let path = self.packs.path(lease.writer.id);
+            let map = lease.writer.map_written(data_start + written, &path)?;
+            hasher.update(&map[data_start as usize..]);
+        }
+        for piece in &session.pending {
+            hasher.update(piece);
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Writes the rest of the session's record with its real header and trailer and
+    /// syncs it. Returns the pack id and the blob's location; the record stays
+    /// uncommitted until the caller's index write succeeds.
+    fn write_record(&self, session: &mut Session, digest: &Digest) -> Result<(u64, Location)> {
+        let crc = session.crc.clone().finalize();
+        let header = RecordHeader {
+            digest: digest.clone(),
+            length: session.received,
+        }
+        .encode();
+        let trailer = crc.to_le_bytes();
+        let length = session.received;
+        let lease = if session.lease.is_some() {
+            // The placeholder is on disk: append the rest, then fill the header in.
+            let lease = self.flush(session, &trailer)?;
+            let path = self.packs.path(lease.writer.id);
+            lease.writer.write_at(&header, lease.record_start, &path)?;
+            lease
+        } else {
+            // Everything is still in memory: one write, with the real header.
+            let writer = self.lease_pack()?;
+            let Session {
+                lease,
+                pending,
+                pending_len,
+                ..
+            } = session;
+            let lease = lease.insert(Lease {
+                record_start: writer.end(),
+                writer,
+            });
+            let mut bufs = Vec::with_capacity(pending.len() + 2);
+            bufs.push(IoSlice::new(&header));
+            bufs.extend(pending.iter().map(|p| IoSlice::new(p)));
+            bufs.push(IoSlice::new(&trailer));
+            lease.writer.append(&bufs, &self.packs.path(lease.writer.id))?;
+            pending.clear();
+            *pending_len = 0;
+            lease
+        };
+        let path = self.packs.path(lease.writer.id);
+        lease.writer.sync(&path)?;
+        self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
+        let loc = Location {
+            pack: lease.writer.id,
+            offset: lease.record_start + RECORD_HEADER_LEN,
+            length,
+            crc,
+        };
+        Ok((lease.writer.id, loc))
+    }
+}

@@ -1,0 +1,332 @@
+//! Blob store behaviour: uploads in pieces, reads and ranges, dedup, concurrency,
+//! digest checks, session lifecycle.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+
+use bytes::Bytes;
+use common::*;
+use lain_engine::{Algorithm, Digest, Engine, Error, Options};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any blob, cut into pieces anywhere, reads back exactly: whole, piece by piece,
+    /// and in arbitrary ranges; with write batches and read pieces of any size.
+    #[test]
+    fn every_byte_reads_back(
+        seed in any::<u64>(),
+        len in prop_oneof![0usize..64, 0usize..70_000, 0usize..600_000],
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        flush in 1usize..100_000,
+        piece in 1usize..50_000,
+        ranges in proptest::collection::vec((any::<u64>(), any::<u64>()), 1..8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            upload_flush_bytes: flush,
+            read_piece_bytes: piece,
+            ..small_options()
+        };
+        let engine = open(dir.path(), options);
+        let mut r = rng(seed);
+        // A neighbour blob before ours, so offsets inside the pack are not trivial.
+        let neighbour = random_bytes(&mut r, 1000);
+        upload_in_pieces(&engine, "lib/neighbour", &neighbour, &[]);
+        let data = random_bytes(&mut r, len);
+        let cuts: Vec<usize> = cuts.iter().map(|c| if len == 0 { 0 } else { c % len }).collect();
+        let digest = upload_in_pieces(&engine, "lib/app", &data, &cuts);
+
+        prop_assert_eq!(engine.blob_info(&digest).unwrap().map(|i| i.size), Some(len as u64));
+        let reader = engine.read_blob(&digest, None).unwrap();
+        prop_assert_eq!(reader.remaining(), len as u64);
+        let pieces: Vec<Bytes> = reader.collect();
+        prop_assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= piece));
+        prop_assert_eq!(pieces.concat(), data.clone());
+        for (a, b) in ranges {
+            let (a, b) = if len == 0 { (0, 0) } else { (a % (len as u64 + 1), b % (len as u64 + 1)) };
+            let (start, end) = (a.min(b), a.max(b));
+            let got: Vec<u8> = engine.read_blob(&digest, Some(start..end)).unwrap().flat_map(|p| p.to_vec()).collect();
+            prop_assert_eq!(&got[..], &data[start as usize..end as usize]);
+        }
+        prop_assert_eq!(read_all(&engine, &neighbour_digest(&neighbour)), neighbour);
+        engine.verify_blob(&digest).unwrap();
+    }
+}
+
+fn neighbour_digest(data: &[u8]) -> Digest {
+    sha256(data)
+}
+
+#[test]
+fn ranges_outside_the_blob_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let digest = upload_in_pieces(&engine, "r", b"0123456789", &[3]);
+    for range in [0..11, 11..11, 5..4, 10..12] {
+        match engine.read_blob(&digest, Some(range.clone())) {
+            Err(Error::RangeNotSatisfiable { size: 10, .. }) => {}
+            other => panic!("{range:?}: {other:?}"),
+        }
+    }
+    let tail: Vec<u8> = engine
+        .read_blob(&digest, Some(10..10))
+        .unwrap()
+        .flat_map(|p| p.to_vec())
+        .collect();
+    assert!(tail.is_empty());
+    let unknown = sha256(b"nope");
+    assert!(matches!(
+        engine.read_blob(&unknown, None),
+        Err(Error::BlobUnknown(_))
+    ));
+    assert_eq!(engine.blob_info(&unknown).unwrap(), None);
+}
+
+#[test]
+fn a_duplicate_stores_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let data = random_bytes(&mut rng(1), 100_000);
+    let packs_len = || -> u64 {
+        std::fs::read_dir(dir.path().join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    let digest = upload_in_pieces(&engine, "a", &data, &[10, 50_000]);
+    let after_first = packs_len();
+    // Same bytes again, in other pieces, into two repositories, one of them the same.
+    upload_in_pieces(&engine, "a", &data, &[99_999]);
+    upload_in_pieces(&engine, "b", &data, &[1, 2, 3]);
+    assert_eq!(packs_len(), after_first, "a duplicate must not grow the packs");
+    let stats = engine.stats();
+    assert_eq!(stats.commits, 3);
+    assert_eq!(stats.deduplicated, 2);
+    assert_eq!(read_all(&engine, &digest), data);
+    // The duplicate still links the blob to the new repository.
+    assert!(engine.repo_blob("b", &digest).unwrap().is_some());
+    assert!(engine.repo_blob("c", &digest).unwrap().is_none());
+}
+
+#[test]
+fn a_wrong_digest_drops_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let good = upload_in_pieces(&engine, "a", b"kept", &[]);
+    let packs_before = pack_bytes(dir.path());
+    let data = random_bytes(&mut rng(2), 50_000);
+    let id = engine.start_upload("a", Algorithm::Sha256).unwrap();
+    engine
+        .upload_append("a", &id, Bytes::from(data.clone()))
+        .unwrap();
+    let claimed = sha256(b"something else");
+    match engine.commit_upload("a", &id, &claimed) {
+        Err(Error::DigestMismatch { expected, computed }) => {
+            assert_eq!(expected, claimed);
+            assert_eq!(computed, sha256(&data));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pack_bytes(dir.path()), packs_before);
+    assert!(engine.blob_info(&sha256(&data)).unwrap().is_none());
+    assert!(matches!(
+        engine.upload_status("a", &id),
+        Err(Error::UploadUnknown(_))
+    ));
+    assert_eq!(read_all(&engine, &good), b"kept");
+}
+
+fn pack_bytes(root: &std::path::Path) -> u64 {
+    std::fs::read_dir(root.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn sessions_resume_report_and_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let id = engine.start_upload("a/b", Algorithm::Sha256).unwrap();
+    assert_eq!(engine.upload_status("a/b", &id).unwrap().received, 0);
+    engine
+        .upload_append("a/b", &id, Bytes::from_static(b"hello "))
+        .unwrap();
+    assert_eq!(engine.upload_status("a/b", &id).unwrap().received, 6);
+    // Another repository cannot see or touch the session.
+    assert!(matches!(
+        engine.upload_status("a/c", &id),
+        Err(Error::UploadUnknown(_))
+    ));
+    assert!(matches!(
+        engine.upload_append("a/c", &id, Bytes::from_static(b"x")),
+        Err(Error::UploadUnknown(_))
+    ));
+    let received = engine
+        .upload_append("a/b", &id, Bytes::from_static(b"world"))
+        .unwrap();
+    assert_eq!(received, 11);
+    let info = engine
+        .commit_upload("a/b", &id, &sha256(b"hello world"))
+        .unwrap();
+    assert_eq!(info.size, 11);
+    assert!(matches!(
+        engine.commit_upload("a/b", &id, &sha256(b"hello world")),
+        Err(Error::UploadUnknown(_))
+    ));
+
+    // Cancel gives the bytes back.
+    let before = pack_bytes(dir.path());
+    let id = engine.start_upload("a/b", Algorithm::Sha256).unwrap();
+    engine
+        .upload_append("a/b", &id, Bytes::from(vec![7u8; 100_000]))
+        .unwrap();
+    assert!(pack_bytes(dir.path()) > before, "big pieces are written early");
+    engine.cancel_upload("a/b", &id).unwrap();
+    assert_eq!(pack_bytes(dir.path()), before);
+    assert!(matches!(
+        engine.cancel_upload("a/b", &id),
+        Err(Error::UploadUnknown(_))
+    ));
+
+    // Idle sessions are purged.
+    let id = engine.start_upload("a/b", Algorithm::Sha256).unwrap();
+    assert_eq!(engine.purge_uploads(std::time::Duration::from_secs(3600)), 0);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(engine.purge_uploads(std::time::Duration::from_millis(10)), 1);
+    assert!(engine.upload_status("a/b", &id).is_err());
+}
+
+#[test]
+fn sha512_digests_and_algorithm_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let data = random_bytes(&mut rng(3), 40_000);
+    let d512 = Algorithm::Sha512.digest(&data);
+    // Hashed as sha256 while arriving, committed with a sha512 digest: re-hashed once.
+    let id = engine.start_upload("x", Algorithm::Sha256).unwrap();
+    engine
+        .upload_append("x", &id, Bytes::copy_from_slice(&data[..30_000]))
+        .unwrap();
+    engine
+        .upload_append("x", &id, Bytes::copy_from_slice(&data[30_000..]))
+        .unwrap();
+    engine.commit_upload("x", &id, &d512).unwrap();
+    assert_eq!(read_all(&engine, &d512), data);
+    engine.verify_blob(&d512).unwrap();
+    // The same bytes under sha256 are a different blob name for the same content.
+    let d256 = upload_in_pieces(&engine, "x", &data, &[]);
+    assert_eq!(read_all(&engine, &d256), data);
+}
+
+#[test]
+fn concurrent_writers_all_land_and_share_index_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path(), small_options()));
+    let threads = 16;
+    let per_thread = 40;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let engine = engine.clone();
+            thread::spawn(move || {
+                let mut r = rng(100 + t);
+                (0..per_thread)
+                    .map(|i| {
+                        let len = below(&mut r, 20_000);
+                        let data = random_bytes(&mut r, len);
+                        let cut = below(&mut r, len + 1);
+                        let repo = format!("team{}/app{}", t % 3, i % 5);
+                        (upload_in_pieces(&engine, &repo, &data, &[cut]), data)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().unwrap());
+    }
+    assert_eq!(all.len(), (threads * per_thread) as usize);
+    for (digest, data) in &all {
+        assert_eq!(&read_all(&engine, digest), data);
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.commits, threads * per_thread);
+    // Concurrent commits were grouped into fewer WAL syncs than commits.
+    assert!(
+        stats.index_syncs < stats.commits,
+        "no group commit: {stats:?}"
+    );
+    // And everything is still there after a reopen.
+    drop(engine);
+    let engine = open(dir.path(), small_options());
+    for (digest, data) in &all {
+        assert_eq!(&read_all(&engine, digest), data);
+    }
+}
+
+#[test]
+fn the_same_blob_raced_by_many_uploads_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path(), small_options()));
+    let data = Arc::new(random_bytes(&mut rng(4), 30_000));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (engine, data) = (engine.clone(), data.clone());
+            thread::spawn(move || upload_in_pieces(&engine, &format!("r{t}"), &data, &[t * 1000]))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.commits, 8);
+    assert_eq!(stats.deduplicated, 7);
+    // One record of 30,000 bytes plus overhead, in however many packs were opened.
+    let headers = std::fs::read_dir(dir.path().join("packs")).unwrap().count() as u64;
+    assert_eq!(pack_bytes(dir.path()), 30_000 + 88 + 16 * headers);
+}
+
+#[test]
+fn names_the_index_cannot_hold_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    for bad in ["", "a\0b"] {
+        assert!(matches!(
+            engine.start_upload(bad, Algorithm::Sha256),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    let long = "a".repeat(5000);
+    assert!(matches!(
+        engine.put_blob(&long, Bytes::new(), &sha256(b"")),
+        Err(Error::InvalidName { .. })
+    ));
+}
+
+#[test]
+fn data_survives_reopen_and_packs_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut blobs = Vec::new();
+    {
+        let engine = open(dir.path(), small_options());
+        let mut r = rng(5);
+        for _ in 0..20 {
+            let data = random_bytes(&mut r, 60_000);
+            blobs.push((upload_in_pieces(&engine, "p", &data, &[]), data));
+        }
+    }
+    // 20 x 60 kB with a 256 KiB seal size needs several packs.
+    let packs = std::fs::read_dir(dir.path().join("packs")).unwrap().count();
+    assert!(packs >= 4, "{packs} packs");
+    let engine: Engine = open(dir.path(), small_options());
+    assert_eq!(engine.recovery_report(), &Default::default());
+    for (digest, data) in &blobs {
+        assert_eq!(&read_all(&engine, digest), data);
+        engine.verify_blob(digest).unwrap();
+    }
+}
