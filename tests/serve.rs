@@ -96,14 +96,20 @@ fn base_endpoint_answers_and_sigterm_stops_cleanly() {
     let (status, head, body) = server.request("GET", "/v2/nothing/here");
     assert_eq!(status, 404);
     assert!(head.contains("docker-distribution-api-version: registry/2.0"));
-    assert!(body.contains(r#""errors":[{"code":"UNSUPPORTED""#), "{body}");
+    assert!(
+        body.contains(r#""errors":[{"code":"UNSUPPORTED""#),
+        "{body}"
+    );
 
     // The engine holds the data directory while the server runs.
     assert!(matches!(
         lain_engine::Engine::open(dir.path(), lain_engine::Options::default()),
         Err(lain_engine::Error::Locked { .. })
     ));
-    assert!(server.terminate(), "registry did not exit cleanly on SIGTERM");
+    assert!(
+        server.terminate(),
+        "registry did not exit cleanly on SIGTERM"
+    );
     // And releases it on shutdown.
     lain_engine::Engine::open(dir.path(), lain_engine::Options::default())
         .expect("data directory free after shutdown");

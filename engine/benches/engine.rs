@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use lain_engine::{Algorithm, Engine, Options};
 
 const MIB: usize = 1 << 20;
@@ -40,7 +42,7 @@ fn random_buffer(len: usize) -> Vec<u8> {
 
 /// Makes each blob unique (so dedup never skips the work) by stamping a counter into
 /// its first bytes; returns the blob as cheap zero-copy pieces.
-fn unique_pieces(template: &mut Vec<u8>, counter: u64) -> Vec<Bytes> {
+fn unique_pieces(template: &mut [u8], counter: u64) -> Vec<Bytes> {
     template[..8].copy_from_slice(&counter.to_le_bytes());
     let whole = Bytes::copy_from_slice(template);
     (0..whole.len())
@@ -97,29 +99,35 @@ fn write_group(c: &mut Criterion, size: usize, name: &str) {
         let threads = 16;
         let engine = Arc::new(engine.clone());
         group.throughput(Throughput::Bytes((size * threads) as u64));
-        group.bench_function(BenchmarkId::new("engine_commit_x16_threads", threads), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let batches: Vec<(Vec<Bytes>, lain_engine::Digest)> = (0..threads)
-                        .map(|_| {
-                            let p = unique_pieces(&mut template, counter.fetch_add(1, Ordering::Relaxed));
-                            let d = Algorithm::Sha256.digest(&p.concat());
-                            (p, d)
-                        })
-                        .collect();
-                    let start = Instant::now();
-                    std::thread::scope(|s| {
-                        for (pieces, digest) in &batches {
-                            let engine = engine.clone();
-                            s.spawn(move || timed_put(&engine, pieces, digest));
-                        }
-                    });
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("engine_commit_x16_threads", threads),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let batches: Vec<(Vec<Bytes>, lain_engine::Digest)> = (0..threads)
+                            .map(|_| {
+                                let p = unique_pieces(
+                                    &mut template,
+                                    counter.fetch_add(1, Ordering::Relaxed),
+                                );
+                                let d = Algorithm::Sha256.digest(&p.concat());
+                                (p, d)
+                            })
+                            .collect();
+                        let start = Instant::now();
+                        std::thread::scope(|s| {
+                            for (pieces, digest) in &batches {
+                                let engine = engine.clone();
+                                s.spawn(move || timed_put(&engine, pieces, digest));
+                            }
+                        });
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            },
+        );
         group.throughput(Throughput::Bytes(size as u64));
     }
 
@@ -163,7 +171,9 @@ fn range_read_group(c: &mut Criterion) {
     let mut out = vec![0u8; MIB];
     let mut offset = 0x1234_5678u64;
     let mut next_offset = move || {
-        offset = offset.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        offset = offset
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (offset >> 11) % (size - MIB) as u64
     };
     group.bench_function("engine", |b| {

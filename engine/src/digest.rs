@@ -25,7 +25,7 @@ impl Algorithm {
     }
 
     /// Length of the binary hash value in bytes.
-    pub fn len(self) -> usize {
+    pub fn hash_len(self) -> usize {
         match self {
             Algorithm::Sha256 => 32,
             Algorithm::Sha512 => 64,
@@ -68,7 +68,7 @@ impl Algorithm {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
     algorithm: Algorithm,
-    // Large enough for sha512; only the first `algorithm.len()` bytes are meaningful and
+    // Large enough for sha512; only the first `algorithm.hash_len()` bytes are meaningful and
     // the rest stay zero, so derived equality and ordering are exact.
     bytes: [u8; 64],
 }
@@ -77,7 +77,7 @@ impl Digest {
     /// Builds a digest from its binary hash value; `None` when the length does not fit
     /// the algorithm.
     pub fn from_bytes(algorithm: Algorithm, value: &[u8]) -> Option<Digest> {
-        if value.len() != algorithm.len() {
+        if value.len() != algorithm.hash_len() {
             return None;
         }
         let mut bytes = [0u8; 64];
@@ -91,13 +91,13 @@ impl Digest {
 
     /// The binary hash value.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.algorithm.len()]
+        &self.bytes[..self.algorithm.hash_len()]
     }
 
     /// The lowercase hex encoding of the hash value (no algorithm prefix).
     pub fn hex(&self) -> String {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(self.algorithm.len() * 2);
+        let mut out = String::with_capacity(self.algorithm.hash_len() * 2);
         for byte in self.as_bytes() {
             out.push(HEX[usize::from(byte >> 4)] as char);
             out.push(HEX[usize::from(byte & 0x0f)] as char);
@@ -107,7 +107,7 @@ impl Digest {
 
     /// The compact binary form used inside index keys: algorithm code, then the value.
     pub(crate) fn to_key(&self) -> Vec<u8> {
-        let mut key = Vec::with_capacity(1 + self.algorithm.len());
+        let mut key = Vec::with_capacity(1 + self.algorithm.hash_len());
         key.push(self.algorithm.code());
         key.extend_from_slice(self.as_bytes());
         key
@@ -118,8 +118,11 @@ impl Digest {
     pub(crate) fn from_key(key: &[u8]) -> Option<(Digest, usize)> {
         let (&code, rest) = key.split_first()?;
         let algorithm = Algorithm::from_code(code)?;
-        let value = rest.get(..algorithm.len())?;
-        Some((Digest::from_bytes(algorithm, value)?, 1 + algorithm.len()))
+        let value = rest.get(..algorithm.hash_len())?;
+        Some((
+            Digest::from_bytes(algorithm, value)?,
+            1 + algorithm.hash_len(),
+        ))
     }
 }
 
@@ -146,7 +149,7 @@ impl FromStr for Digest {
             "sha512" => Algorithm::Sha512,
             other => return Err(DigestParseError::UnsupportedAlgorithm(other.to_owned())),
         };
-        let expected = algorithm.len() * 2;
+        let expected = algorithm.hash_len() * 2;
         let bad = DigestParseError::BadEncoding { expected };
         if hex.len() != expected {
             return Err(bad);

@@ -16,7 +16,6 @@ use crate::inflight::Inflight;
 use crate::lock::DirLock;
 use crate::pack::{PackRecovery, Packs};
 use crate::storage::{OsStorage, Storage};
-use crate::sync::lock;
 use crate::upload::{Session, Sessions, UploadId, UploadStatus};
 
 /// Tunables. The defaults suit a registry on one node with a few hundred MiB of RAM.
@@ -42,7 +41,7 @@ impl Default for Options {
             pack_seal_size: 1 << 30,
             block_cache_bytes: 16 << 20,
             write_buffer_bytes: 16 << 20,
-            upload_flush_bytes: 4 << 20,
+            upload_flush_bytes: 1 << 20,
             read_piece_bytes: 256 << 10,
             storage: Arc::new(OsStorage),
         }

@@ -39,7 +39,10 @@ pub enum Error {
     /// The bytes of an upload hash to something other than what the client promised.
     /// The bytes have been dropped.
     #[error("digest mismatch: expected {expected}, computed {computed}")]
-    DigestMismatch { expected: Digest, computed: Digest },
+    DigestMismatch {
+        expected: Box<Digest>,
+        computed: Box<Digest>,
+    },
 
     #[error(transparent)]
     InvalidDigest(#[from] DigestParseError),

@@ -24,10 +24,7 @@ impl Inflight {
     pub fn acquire(&self, digest: &Digest) -> InflightGuard<'_> {
         let mut busy = lock(&self.busy);
         while busy.contains(digest) {
-            busy = self
-                .released
-                .wait(busy)
-                .unwrap_or_else(|p| p.into_inner());
+            busy = self.released.wait(busy).unwrap_or_else(|p| p.into_inner());
         }
         busy.insert(digest.clone());
         InflightGuard {

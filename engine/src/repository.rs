@@ -226,10 +226,10 @@ impl Engine {
         let mut batch = self.core.index.batch();
         batch.delete(Family::Manifests, &key);
         batch.delete(Family::Links, &key);
-        let tags = self
-            .core
-            .index
-            .scan(Family::Tags, &keys::repo_prefix(repo), None, usize::MAX)?;
+        let tags =
+            self.core
+                .index
+                .scan(Family::Tags, &keys::repo_prefix(repo), None, usize::MAX)?;
         for (tag_key, tag_value) in tags {
             if values::decode_tag(&tag_value)?.0 == *digest {
                 batch.delete(Family::Tags, &tag_key);
@@ -245,12 +245,10 @@ impl Engine {
     /// Up to `limit` tags of `repo` in lexical order, starting after `after`.
     pub fn list_tags(&self, repo: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let prefix = keys::repo_prefix(repo);
-        let entries = self.core.index.scan(
-            Family::Tags,
-            &prefix,
-            after.map(str::as_bytes),
-            limit,
-        )?;
+        let entries =
+            self.core
+                .index
+                .scan(Family::Tags, &prefix, after.map(str::as_bytes), limit)?;
         entries
             .iter()
             .map(|(key, _)| utf8(&key[prefix.len()..], Family::Tags))

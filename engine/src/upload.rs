@@ -239,8 +239,8 @@ impl Core {
         let computed = self.final_digest(&session, expected.algorithm())?;
         if &computed != expected {
             return Err(Error::DigestMismatch {
-                expected: expected.clone(),
-                computed,
+                expected: Box::new(expected.clone()),
+                computed: Box::new(computed),
             });
         }
         let size = session.received;
@@ -260,7 +260,11 @@ impl Core {
                 sealed: end >= self.packs.seal_size(),
             };
             batch.put(Family::Blobs, &blob_key, &values::encode_location(&loc));
-            batch.put(Family::Packs, &keys::pack(pack), &values::encode_pack(&entry));
+            batch.put(
+                Family::Packs,
+                &keys::pack(pack),
+                &values::encode_pack(&entry),
+            );
             Some(end)
         };
         batch.put(
@@ -338,7 +342,9 @@ impl Core {
             bufs.push(IoSlice::new(&header));
             bufs.extend(pending.iter().map(|p| IoSlice::new(p)));
             bufs.push(IoSlice::new(&trailer));
-            lease.writer.append(&bufs, &self.packs.path(lease.writer.id))?;
+            lease
+                .writer
+                .append(&bufs, &self.packs.path(lease.writer.id))?;
             pending.clear();
             *pending_len = 0;
             lease

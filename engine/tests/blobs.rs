@@ -66,7 +66,8 @@ fn ranges_outside_the_blob_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path(), small_options());
     let digest = upload_in_pieces(&engine, "r", b"0123456789", &[3]);
-    for range in [0..11, 11..11, 5..4, 10..12] {
+    for (start, end) in [(0, 11), (11, 11), (5, 4), (10, 12)] {
+        let range = start..end;
         match engine.read_blob(&digest, Some(range.clone())) {
             Err(Error::RangeNotSatisfiable { size: 10, .. }) => {}
             other => panic!("{range:?}: {other:?}"),
@@ -102,7 +103,11 @@ fn a_duplicate_stores_nothing_new() {
     // Same bytes again, in other pieces, into two repositories, one of them the same.
     upload_in_pieces(&engine, "a", &data, &[99_999]);
     upload_in_pieces(&engine, "b", &data, &[1, 2, 3]);
-    assert_eq!(packs_len(), after_first, "a duplicate must not grow the packs");
+    assert_eq!(
+        packs_len(),
+        after_first,
+        "a duplicate must not grow the packs"
+    );
     let stats = engine.stats();
     assert_eq!(stats.commits, 3);
     assert_eq!(stats.deduplicated, 2);
@@ -126,8 +131,8 @@ fn a_wrong_digest_drops_the_bytes() {
     let claimed = sha256(b"something else");
     match engine.commit_upload("a", &id, &claimed) {
         Err(Error::DigestMismatch { expected, computed }) => {
-            assert_eq!(expected, claimed);
-            assert_eq!(computed, sha256(&data));
+            assert_eq!(*expected, claimed);
+            assert_eq!(*computed, sha256(&data));
         }
         other => panic!("{other:?}"),
     }
@@ -185,7 +190,10 @@ fn sessions_resume_report_and_cancel() {
     engine
         .upload_append("a/b", &id, Bytes::from(vec![7u8; 100_000]))
         .unwrap();
-    assert!(pack_bytes(dir.path()) > before, "big pieces are written early");
+    assert!(
+        pack_bytes(dir.path()) > before,
+        "big pieces are written early"
+    );
     engine.cancel_upload("a/b", &id).unwrap();
     assert_eq!(pack_bytes(dir.path()), before);
     assert!(matches!(
@@ -195,9 +203,15 @@ fn sessions_resume_report_and_cancel() {
 
     // Idle sessions are purged.
     let id = engine.start_upload("a/b", Algorithm::Sha256).unwrap();
-    assert_eq!(engine.purge_uploads(std::time::Duration::from_secs(3600)), 0);
+    assert_eq!(
+        engine.purge_uploads(std::time::Duration::from_secs(3600)),
+        0
+    );
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(engine.purge_uploads(std::time::Duration::from_millis(10)), 1);
+    assert_eq!(
+        engine.purge_uploads(std::time::Duration::from_millis(10)),
+        1
+    );
     assert!(engine.upload_status("a/b", &id).is_err());
 }
 

@@ -115,7 +115,12 @@ fn manifests_tags_and_deletes() {
             .unwrap()
             .is_none()
     );
-    assert!(engine.repo_blob("lib/app", &record.digest).unwrap().is_none());
+    assert!(
+        engine
+            .repo_blob("lib/app", &record.digest)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -161,7 +166,14 @@ fn tag_and_catalog_pagination_is_lexical() {
     assert_eq!(paged, tags);
     // `last` need not be an existing tag.
     let after_t5: Vec<&String> = tags.iter().filter(|t| t.as_str() > "t5").take(2).collect();
-    assert_eq!(engine.list_tags("a", Some("t5"), 2).unwrap().iter().collect::<Vec<_>>(), after_t5);
+    assert_eq!(
+        engine
+            .list_tags("a", Some("t5"), 2)
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        after_t5
+    );
 
     for repo in ["z/last", "b", "a/c", "m/n/o"] {
         engine.link_blob(repo, &digest).unwrap();
@@ -174,7 +186,12 @@ fn tag_and_catalog_pagination_is_lexical() {
         engine.list_repositories(Some("a/b"), 2).unwrap(),
         ["a/c", "b"]
     );
-    assert!(engine.list_repositories(Some("z/last"), 5).unwrap().is_empty());
+    assert!(
+        engine
+            .list_repositories(Some("z/last"), 5)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

@@ -71,6 +71,9 @@ pub struct IndexMemory {
     pub write_buffer_bytes: usize,
 }
 
+/// Key-value pairs as a scan returns them.
+pub type Entries = Vec<(Box<[u8]>, Box<[u8]>)>;
+
 pub struct Index {
     db: DB,
     options: Options,
@@ -164,14 +167,15 @@ impl Index {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+    ) -> Result<Entries> {
         let mut start = prefix.to_vec();
         if let Some(after) = after {
             start.extend_from_slice(after);
         }
-        let iter = self
-            .db
-            .iterator_cf(self.cf(family), IteratorMode::From(&start, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(family),
+            IteratorMode::From(&start, Direction::Forward),
+        );
         let mut out = Vec::new();
         for entry in iter {
             if out.len() >= limit {
@@ -190,7 +194,7 @@ impl Index {
     }
 
     /// Every entry of a family, in key order.
-    pub fn scan_all(&self, family: Family) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+    pub fn scan_all(&self, family: Family) -> Result<Entries> {
         self.scan(family, &[], None, usize::MAX)
     }
 

@@ -78,8 +78,8 @@ impl RecordHeader {
         }
         let algorithm = Algorithm::from_code(h[5])?;
         let length = u64::from_le_bytes(h[8..16].try_into().ok()?);
-        let digest = Digest::from_bytes(algorithm, &h[16..16 + algorithm.len()])?;
-        if h[16 + algorithm.len()..80].iter().any(|&b| b != 0) {
+        let digest = Digest::from_bytes(algorithm, &h[16..16 + algorithm.hash_len()])?;
+        if h[16 + algorithm.hash_len()..80].iter().any(|&b| b != 0) {
             return None;
         }
         Some(RecordHeader { digest, length })
@@ -124,10 +124,7 @@ pub fn scan(pack: &[u8], from: u64) -> Scan {
         valid_end: from,
     };
     let mut offset = from;
-    loop {
-        let Some(rest) = usize::try_from(offset).ok().and_then(|o| pack.get(o..)) else {
-            break;
-        };
+    while let Some(rest) = usize::try_from(offset).ok().and_then(|o| pack.get(o..)) {
         let Some(header) = RecordHeader::decode(rest) else {
             break;
         };

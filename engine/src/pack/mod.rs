@@ -164,12 +164,17 @@ impl Packs {
                     continue;
                 }
             };
-            let len = file.len().context("stat", &path)?;
+            let len = file.size().context("stat", &path)?;
+            // What readers may map: never past the end of the file.
+            let mut readable = entry.committed;
             if len < entry.committed {
+                // Committed bytes are gone (a disk that lied about a sync, or a hand
+                // edit). Records before the cut stay readable; the rest read as damaged.
                 report.damaged.push((
                     id,
                     format!("{len} bytes on disk, {} committed", entry.committed),
                 ));
+                readable = len;
             } else {
                 if len > entry.committed {
                     // An upload was in flight: its bytes were never acknowledged.
@@ -197,7 +202,7 @@ impl Packs {
                 id,
                 ReadView {
                     file,
-                    committed: entry.committed,
+                    committed: readable,
                     map: Bytes::new(),
                 },
             );
@@ -291,7 +296,10 @@ impl Packs {
     /// The committed bytes `[loc.offset, loc.offset + loc.length)` as a slice of the
     /// pack's memory mapping.
     pub fn read(&self, loc: &Location) -> Result<Bytes> {
-        let end = loc.offset.checked_add(loc.length).ok_or_else(|| damaged(loc.pack, "length overflows"))?;
+        let end = loc
+            .offset
+            .checked_add(loc.length)
+            .ok_or_else(|| damaged(loc.pack, "length overflows"))?;
         let slice = |map: &Bytes| -> Option<Bytes> {
             let start = usize::try_from(loc.offset).ok()?;
             let end = usize::try_from(end).ok()?;

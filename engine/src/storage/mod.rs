@@ -34,7 +34,7 @@ pub trait Storage: Send + Sync + Debug {
 /// One pack file. A pack has a single writer at a time; readers only ever map it.
 pub trait PackFile: Send + Sync + Debug {
     /// Current length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Writes every byte of `bufs`, in order, at the end of the file.
     fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()>;
     /// Overwrites bytes that already exist (used to fill in a record header).

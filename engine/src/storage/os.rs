@@ -57,7 +57,7 @@ struct OsFile {
 }
 
 impl PackFile for OsFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
@@ -99,7 +99,7 @@ impl PackFile for OsFile {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        if len > self.len()? {
+        if len > self.size()? {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "mapping past the end of the file",

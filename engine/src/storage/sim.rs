@@ -123,7 +123,7 @@ impl Storage for SimulatedStorage {
 struct SimHandle(Arc<SimFile>);
 
 impl PackFile for SimHandle {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(lock(&self.0.bytes).current.len() as u64)
     }
 
