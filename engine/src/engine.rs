@@ -11,7 +11,8 @@ use bytes::Bytes;
 
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext, Result};
-use crate::index::{Family, Index, IndexMemory, keys, values};
+use crate::group::GroupCommit;
+use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
 use crate::inflight::Inflight;
 use crate::lock::DirLock;
 use crate::pack::{PackRecovery, Packs};
@@ -91,6 +92,7 @@ pub(crate) struct Core {
     pub index: Index,
     pub packs: Arc<Packs>,
     pub inflight: Inflight,
+    pub group: GroupCommit,
     pub sessions: Sessions,
     pub stats: Counters,
     pub repo_locks: Vec<std::sync::Mutex<()>>,
@@ -146,11 +148,11 @@ impl Engine {
         )?;
 
         let stale = index.scan_all(Family::Uploads)?;
-        let mut batch = index.batch();
+        let mut batch = Batch::default();
         for (key, _) in &stale {
             batch.delete(Family::Uploads, key);
         }
-        batch.commit()?;
+        index.commit(batch)?;
 
         let recovery = RecoveryReport {
             packs: pack_report,
@@ -164,6 +166,7 @@ impl Engine {
             index,
             packs: Arc::new(packs),
             inflight: Inflight::default(),
+            group: GroupCommit::default(),
             sessions: Sessions::default(),
             stats: Counters::default(),
             repo_locks: (0..64).map(|_| std::sync::Mutex::new(())).collect(),
@@ -201,13 +204,13 @@ impl Engine {
         let session = Session::new(repo, algorithm, self.core.packs.clone());
         // Recorded without a sync: after a crash every session is dropped anyway, and
         // this entry only lets the next start count them.
-        let mut batch = self.core.index.batch();
+        let mut batch = Batch::default();
         batch.put(
             Family::Uploads,
             &keys::upload(&id),
             &values::encode_upload(repo, session.started),
         );
-        batch.apply()?;
+        self.core.index.apply(batch)?;
         self.core.sessions.insert(id.clone(), session);
         Ok(id)
     }
@@ -255,9 +258,9 @@ impl Engine {
     }
 
     fn forget_upload(&self, id: &str) {
-        let mut batch = self.core.index.batch();
+        let mut batch = Batch::default();
         batch.delete(Family::Uploads, &keys::upload(id));
-        if let Err(e) = batch.apply() {
+        if let Err(e) = self.core.index.apply(batch) {
             tracing::warn!(upload = id, error = %e, "could not remove upload entry");
         }
     }

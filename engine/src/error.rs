@@ -71,7 +71,7 @@ pub enum Error {
 
 /// An opaque RocksDB failure; kept as its own type so the public API does not expose
 /// RocksDB types.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct IndexError(String);
 

@@ -14,6 +14,7 @@
 
 mod engine;
 mod error;
+mod group;
 mod inflight;
 mod lock;
 mod repository;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::digest::{Algorithm, Digest};
 use crate::engine::{BlobInfo, Engine, check_name};
 use crate::error::{Error, Result};
-use crate::index::{Family, keys, values};
+use crate::index::{Batch, Family, keys, values};
 use crate::sync::lock;
 use crate::upload::Session;
 
@@ -73,14 +73,14 @@ impl Engine {
         let Some(info) = self.blob_info(digest)? else {
             return Ok(None);
         };
-        let mut batch = self.core.index.batch();
+        let mut batch = Batch::default();
         batch.put(
             Family::Links,
             &keys::repo_digest(repo, digest),
             &values::marker(),
         );
         batch.put(Family::Repos, &keys::repo(repo), &values::marker());
-        batch.commit()?;
+        self.core.index.commit(batch)?;
         Ok(Some(info))
     }
 
@@ -91,9 +91,9 @@ impl Engine {
         if !self.core.index.contains(Family::Links, &key)? {
             return Ok(false);
         }
-        let mut batch = self.core.index.batch();
+        let mut batch = Batch::default();
         batch.delete(Family::Links, &key);
-        batch.commit()?;
+        self.core.index.commit(batch)?;
         Ok(true)
     }
 
@@ -192,13 +192,13 @@ impl Engine {
         if !self.core.index.contains(Family::Manifests, &manifest)? {
             return Err(Error::ManifestUnknown(digest.to_string()));
         }
-        let mut batch = self.core.index.batch();
+        let mut batch = Batch::default();
         batch.put(
             Family::Tags,
             &keys::tag(repo, tag),
             &values::encode_tag(digest, SystemTime::now()),
         );
-        batch.commit()
+        self.core.index.commit(batch)
     }
 
     /// Removes a tag (not the manifest); returns whether it existed.
@@ -208,9 +208,9 @@ impl Engine {
         if !self.core.index.contains(Family::Tags, &key)? {
             return Ok(false);
         }
-        let mut batch = self.core.index.batch();
+        let mut batch = Batch::default();
         batch.delete(Family::Tags, &key);
-        batch.commit()?;
+        self.core.index.commit(batch)?;
         Ok(true)
     }
 
@@ -223,7 +223,7 @@ impl Engine {
             return Ok(false);
         };
         let (_, meta) = values::decode_manifest(&value, Family::Manifests)?;
-        let mut batch = self.core.index.batch();
+        let mut batch = Batch::default();
         batch.delete(Family::Manifests, &key);
         batch.delete(Family::Links, &key);
         let tags =
@@ -238,7 +238,7 @@ impl Engine {
         if let Some(subject) = &meta.subject {
             batch.delete(Family::Referrers, &keys::referrer(repo, subject, digest));
         }
-        batch.commit()?;
+        self.core.index.commit(batch)?;
         Ok(true)
     }
 

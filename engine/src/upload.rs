@@ -18,10 +18,15 @@ use bytes::Bytes;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::engine::{BlobInfo, Core};
 use crate::error::{Error, Result};
+use crate::group::SmallRecord;
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_TRAILER_LEN, RecordHeader};
 use crate::pack::{Location, PackEntry, PackWriter, Packs};
 use crate::sync::lock;
+
+/// Pieces an upload holds before writing, whatever their size: bounds the per-piece
+/// bookkeeping a client sending tiny pieces can cause, and the `writev` length.
+const MAX_PENDING_PIECES: usize = 1024;
 
 /// Identifies an upload session (a UUID in text form).
 pub type UploadId = String;
@@ -166,15 +171,18 @@ impl Core {
         session.received += piece.len() as u64;
         session.pending_len += piece.len();
         session.pending.push(piece);
-        if session.pending_len >= self.options.upload_flush_bytes {
-            self.flush(session, &[])?;
+        if session.pending_len >= self.options.upload_flush_bytes
+            || session.pending.len() >= MAX_PENDING_PIECES
+        {
+            self.write_pending(session, &[])?;
         }
         Ok(session.received)
     }
 
-    /// Writes the pending pieces and then `trailer`. The session's first write leases
-    /// a pack and starts with a zeroed header placeholder, filled in at commit.
-    fn flush<'s>(&self, session: &'s mut Session, trailer: &[u8]) -> Result<&'s mut Lease> {
+    /// Writes the pending pieces, then `trailer`. A session's first write leases a
+    /// pack and starts its record with a zeroed header placeholder, which
+    /// [`Core::finish_record`] fills in.
+    fn write_pending<'s>(&self, session: &'s mut Session, trailer: &[u8]) -> Result<&'s mut Lease> {
         let placeholder = [0u8; RECORD_HEADER_LEN as usize];
         let first = session.lease.is_none();
         let Session {
@@ -208,12 +216,12 @@ impl Core {
     }
 
     /// An idle unsealed pack, or a new one, recorded in the index before use.
-    fn lease_pack(&self) -> Result<PackWriter> {
+    pub(crate) fn lease_pack(&self) -> Result<PackWriter> {
         if let Some(writer) = self.packs.take_idle() {
             return Ok(writer);
         }
         let writer = self.packs.create()?;
-        let mut batch = self.index.batch();
+        let mut batch = Batch::default();
         let entry = PackEntry {
             committed: writer.end(),
             sealed: false,
@@ -223,7 +231,7 @@ impl Core {
             &keys::pack(writer.id),
             &values::encode_pack(&entry),
         );
-        batch.commit()?;
+        self.index.commit(batch)?;
         Ok(writer)
     }
 
@@ -234,7 +242,7 @@ impl Core {
         &self,
         mut session: Session,
         expected: &Digest,
-        extra: &dyn Fn(&mut Batch<'_>, u64),
+        extra: &dyn Fn(&mut Batch, u64),
     ) -> Result<BlobInfo> {
         let computed = self.final_digest(&session, expected.algorithm())?;
         if &computed != expected {
@@ -244,40 +252,54 @@ impl Core {
             });
         }
         let size = session.received;
-        let _one_commit_per_digest = self.inflight.acquire(expected);
+        let mut meta = Batch::default();
+        meta.put(
+            Family::Links,
+            &keys::repo_digest(&session.repo, expected),
+            &values::marker(),
+        );
+        meta.put(Family::Repos, &keys::repo(&session.repo), &values::marker());
+        extra(&mut meta, size);
 
-        let mut batch = self.index.batch();
-        let blob_key = keys::blob(expected);
-        let new_end = if self.index.contains(Family::Blobs, &blob_key)? {
+        let _one_commit_per_digest = self.inflight.acquire(expected);
+        if self.index.contains(Family::Blobs, &keys::blob(expected))? {
             // Deduplicated: the session's bytes go back to its pack when it drops.
             self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-            None
+            self.index.commit(meta)?;
+        } else if session.lease.is_none() {
+            // The whole blob is in memory: share a write and its syncs with others.
+            let record = SmallRecord {
+                header: RecordHeader {
+                    digest: expected.clone(),
+                    length: size,
+                },
+                data: std::mem::take(&mut session.pending),
+                crc: session.crc.clone().finalize(),
+                meta,
+            };
+            self.group_commit(record)?;
         } else {
-            let (pack, loc) = self.write_record(&mut session, expected)?;
+            let (pack, loc) = self.finish_record(&mut session, expected)?;
             let end = loc.offset + loc.length + RECORD_TRAILER_LEN;
             let entry = PackEntry {
                 committed: end,
                 sealed: end >= self.packs.seal_size(),
             };
-            batch.put(Family::Blobs, &blob_key, &values::encode_location(&loc));
-            batch.put(
+            meta.put(
+                Family::Blobs,
+                &keys::blob(expected),
+                &values::encode_location(&loc),
+            );
+            meta.put(
                 Family::Packs,
                 &keys::pack(pack),
                 &values::encode_pack(&entry),
             );
-            Some(end)
-        };
-        batch.put(
-            Family::Links,
-            &keys::repo_digest(&session.repo, expected),
-            &values::marker(),
-        );
-        batch.put(Family::Repos, &keys::repo(&session.repo), &values::marker());
-        extra(&mut batch, size);
-        batch.commit()?;
-        if let (Some(end), Some(lease)) = (new_end, session.lease.as_mut()) {
-            lease.writer.set_committed(end);
-            self.packs.publish(lease.writer.id, end);
+            self.index.commit(meta)?;
+            if let Some(lease) = session.lease.as_mut() {
+                lease.writer.set_committed(end);
+                self.packs.publish(lease.writer.id, end);
+            }
         }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(BlobInfo {
@@ -307,49 +329,20 @@ impl Core {
         Ok(hasher.finish())
     }
 
-    /// Writes the rest of the session's record with its real header and trailer and
-    /// syncs it. Returns the pack id and the blob's location; the record stays
-    /// uncommitted until the caller's index write succeeds.
-    fn write_record(&self, session: &mut Session, digest: &Digest) -> Result<(u64, Location)> {
+    /// Writes the rest of a session's record (its pieces, the trailer), fills in the
+    /// header placeholder and syncs. Returns the pack id and the blob's location; the
+    /// record stays uncommitted until the caller's index write succeeds.
+    fn finish_record(&self, session: &mut Session, digest: &Digest) -> Result<(u64, Location)> {
         let crc = session.crc.clone().finalize();
         let header = RecordHeader {
             digest: digest.clone(),
             length: session.received,
         }
         .encode();
-        let trailer = crc.to_le_bytes();
         let length = session.received;
-        let lease = if session.lease.is_some() {
-            // The placeholder is on disk: append the rest, then fill the header in.
-            let lease = self.flush(session, &trailer)?;
-            let path = self.packs.path(lease.writer.id);
-            lease.writer.write_at(&header, lease.record_start, &path)?;
-            lease
-        } else {
-            // Everything is still in memory: one write, with the real header.
-            let writer = self.lease_pack()?;
-            let Session {
-                lease,
-                pending,
-                pending_len,
-                ..
-            } = session;
-            let lease = lease.insert(Lease {
-                record_start: writer.end(),
-                writer,
-            });
-            let mut bufs = Vec::with_capacity(pending.len() + 2);
-            bufs.push(IoSlice::new(&header));
-            bufs.extend(pending.iter().map(|p| IoSlice::new(p)));
-            bufs.push(IoSlice::new(&trailer));
-            lease
-                .writer
-                .append(&bufs, &self.packs.path(lease.writer.id))?;
-            pending.clear();
-            *pending_len = 0;
-            lease
-        };
+        let lease = self.write_pending(session, &crc.to_le_bytes())?;
         let path = self.packs.path(lease.writer.id);
+        lease.writer.write_at(&header, lease.record_start, &path)?;
         lease.writer.sync(&path)?;
         self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
         let loc = Location {

@@ -152,11 +152,27 @@ impl Index {
         Ok(self.db.get_pinned_cf(self.cf(family), key)?.is_some())
     }
 
-    pub fn batch(&self) -> Batch<'_> {
-        Batch {
-            index: self,
-            inner: WriteBatch::default(),
+    /// Applies `batch` atomically and returns once it is durable (the WAL is synced).
+    /// Concurrent callers are grouped by RocksDB's write thread and share one sync.
+    pub fn commit(&self, batch: Batch) -> Result<()> {
+        self.write(batch, &self.synced)
+    }
+
+    /// Applies `batch` atomically without waiting for durability (for state that is
+    /// discarded after a crash anyway).
+    pub fn apply(&self, batch: Batch) -> Result<()> {
+        self.write(batch, &self.unsynced)
+    }
+
+    fn write(&self, batch: Batch, options: &WriteOptions) -> Result<()> {
+        let mut raw = WriteBatch::default();
+        for (family, key, value) in batch.ops {
+            match value {
+                Some(value) => raw.put_cf(self.cf(family), key, value),
+                None => raw.delete_cf(self.cf(family), key),
+            }
         }
+        self.db.write_opt(raw, options).map_err(Error::from)
     }
 
     /// Entries whose key starts with `prefix`, in key order, starting after the key
@@ -205,36 +221,24 @@ impl Index {
     }
 }
 
-/// An atomic group of index changes.
-pub struct Batch<'a> {
-    index: &'a Index,
-    inner: WriteBatch,
+/// An atomic group of index changes, applied by [`Index::commit`]. It owns its
+/// operations, so batches built on different threads can be merged into one write.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ops: Vec<(Family, Vec<u8>, Option<Vec<u8>>)>,
 }
 
-impl Batch<'_> {
+impl Batch {
     pub fn put(&mut self, family: Family, key: &[u8], value: &[u8]) {
-        self.inner.put_cf(self.index.cf(family), key, value);
+        self.ops.push((family, key.to_vec(), Some(value.to_vec())));
     }
 
     pub fn delete(&mut self, family: Family, key: &[u8]) {
-        self.inner.delete_cf(self.index.cf(family), key);
+        self.ops.push((family, key.to_vec(), None));
     }
 
-    /// Applies the batch and returns once it is durable (the WAL is synced). Concurrent
-    /// callers are grouped by RocksDB's write thread and share one WAL sync.
-    pub fn commit(self) -> Result<()> {
-        self.index
-            .db
-            .write_opt(self.inner, &self.index.synced)
-            .map_err(Error::from)
-    }
-
-    /// Applies the batch without waiting for durability (for state that is rebuilt or
-    /// discarded after a crash anyway).
-    pub fn apply(self) -> Result<()> {
-        self.index
-            .db
-            .write_opt(self.inner, &self.index.unsynced)
-            .map_err(Error::from)
+    /// Appends another batch's operations after this one's.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
     }
 }

@@ -68,3 +68,12 @@ pub fn read_all(engine: &Engine, digest: &Digest) -> Vec<u8> {
 pub fn below(rng: &mut impl Rng, n: usize) -> usize {
     rng.random_range(0..n)
 }
+
+/// Bytes of records in all packs: file sizes less the 16-byte pack headers (creating a
+/// pack adds a header; only records count as stored data).
+pub fn record_bytes(root: &Path) -> u64 {
+    std::fs::read_dir(root.join("packs"))
+        .expect("packs dir")
+        .map(|e| e.expect("entry").metadata().expect("metadata").len() - 16)
+        .sum()
+}

@@ -1,0 +1,182 @@
+//! Group commit for blobs whose bytes are all in memory at commit time (small blobs,
+//! manifests): concurrent commits are written to one shared pack with one `writev`,
+//! made durable with one `fdatasync`, and indexed with one synced RocksDB write.
+//!
+//! Leader/follower: a committer queues its record; if no group is being written, it
+//! becomes the leader, takes everything queued, writes it, and publishes each record's
+//! outcome. Commits that arrive while a group is in flight queue up and form the next
+//! group, so the more commits wait, the more each sync is shared.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering;
+use std::sync::{Condvar, Mutex};
+
+use bytes::Bytes;
+
+use crate::engine::Core;
+use crate::error::{Error, Result};
+use crate::index::{Batch, Family, keys, values};
+use crate::pack::format::{RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader};
+use crate::pack::{Location, PackEntry, PackWriter};
+use crate::sync::lock;
+
+/// A complete record waiting for a group, and the index changes that go with it.
+pub(crate) struct SmallRecord {
+    pub header: RecordHeader,
+    pub data: Vec<Bytes>,
+    pub crc: u32,
+    /// Repository metadata to write atomically with the blob's entry.
+    pub meta: Batch,
+}
+
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    state: Mutex<State>,
+    finished: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<(u64, SmallRecord)>,
+    outcomes: HashMap<u64, Result<()>>,
+    leader_active: bool,
+    next_ticket: u64,
+    /// The pack groups append to, kept leased between groups.
+    pack: Option<PackWriter>,
+}
+
+impl Core {
+    /// Stores `record` durably, sharing the write and syncs with concurrent callers.
+    pub(crate) fn group_commit(&self, record: SmallRecord) -> Result<()> {
+        let group = &self.group;
+        let mut state = lock(&group.state);
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push((ticket, record));
+        loop {
+            if let Some(outcome) = state.outcomes.remove(&ticket) {
+                return outcome;
+            }
+            if !state.leader_active {
+                state.leader_active = true;
+                let (tickets, records): (Vec<u64>, Vec<SmallRecord>) =
+                    std::mem::take(&mut state.queue).into_iter().unzip();
+                let pack = state.pack.take();
+                drop(state);
+                let (pack, outcome) = self.write_group(pack, records);
+                state = lock(&group.state);
+                state.pack = pack;
+                for ticket in &tickets {
+                    let own = match &outcome {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(replicate(e)),
+                    };
+                    state.outcomes.insert(*ticket, own);
+                }
+                state.leader_active = false;
+                group.finished.notify_all();
+                continue;
+            }
+            state = group
+                .finished
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Writes one group: every record in one vectored append, one fdatasync, one synced
+    /// index write. Returns the pack to keep for the next group (none once sealed or
+    /// after a failure, when the uncommitted bytes have been cut off).
+    fn write_group(
+        &self,
+        pack: Option<PackWriter>,
+        records: Vec<SmallRecord>,
+    ) -> (Option<PackWriter>, Result<()>) {
+        let mut writer = match pack {
+            Some(writer) => writer,
+            None => match self.lease_pack() {
+                Ok(writer) => writer,
+                Err(e) => return (None, Err(e)),
+            },
+        };
+        match self.write_group_to(&mut writer, records) {
+            Ok(end) => {
+                writer.set_committed(end);
+                self.packs.publish(writer.id, end);
+                if end >= self.packs.seal_size() {
+                    self.packs.release(writer);
+                    (None, Ok(()))
+                } else {
+                    (Some(writer), Ok(()))
+                }
+            }
+            Err(e) => {
+                self.packs.release(writer);
+                (None, Err(e))
+            }
+        }
+    }
+
+    fn write_group_to(&self, writer: &mut PackWriter, records: Vec<SmallRecord>) -> Result<u64> {
+        let headers: Vec<_> = records.iter().map(|r| r.header.encode()).collect();
+        let trailers: Vec<_> = records.iter().map(|r| r.crc.to_le_bytes()).collect();
+        let mut bufs = Vec::new();
+        let mut batch = Batch::default();
+        let mut offset = writer.end();
+        for (i, record) in records.iter().enumerate() {
+            bufs.push(IoSlice::new(&headers[i]));
+            bufs.extend(record.data.iter().map(|d| IoSlice::new(d)));
+            bufs.push(IoSlice::new(&trailers[i]));
+            let loc = Location {
+                pack: writer.id,
+                offset: offset + RECORD_HEADER_LEN,
+                length: record.header.length,
+                crc: record.crc,
+            };
+            offset += RECORD_OVERHEAD + record.header.length;
+            batch.put(
+                Family::Blobs,
+                &keys::blob(&record.header.digest),
+                &values::encode_location(&loc),
+            );
+        }
+        let path = self.packs.path(writer.id);
+        writer.append(&bufs, &path)?;
+        drop(bufs);
+        writer.sync(&path)?;
+        self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
+        let entry = PackEntry {
+            committed: offset,
+            sealed: offset >= self.packs.seal_size(),
+        };
+        batch.put(
+            Family::Packs,
+            &keys::pack(writer.id),
+            &values::encode_pack(&entry),
+        );
+        for record in records {
+            batch.extend(record.meta);
+        }
+        self.index.commit(batch)?;
+        Ok(offset)
+    }
+}
+
+/// The group's failure, once for each member (errors are not `Clone`: I/O errors are
+/// re-created with their kind and message).
+fn replicate(e: &Error) -> Error {
+    match e {
+        Error::Io { op, path, source } => Error::Io {
+            op,
+            path: path.clone(),
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Index(inner) => Error::Index(inner.clone()),
+        other => Error::Io {
+            op: "group commit",
+            path: Default::default(),
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
