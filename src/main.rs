@@ -83,6 +83,10 @@ fn serve() -> Result<(), String> {
     settings.apply_env()?;
     let engine = Engine::open(&settings.root, Options::default())
         .map_err(|e| format!("cannot open {}: {e}", settings.root.display()))?;
+    // The directory exists now; print where the data really is.
+    if let Ok(absolute) = settings.root.canonicalize() {
+        settings.root = absolute;
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let listener = TcpListener::bind(settings.addr)

@@ -256,6 +256,24 @@ mod tests {
         assert!("sha256:".parse::<Digest>().is_err());
     }
 
+    proptest::proptest! {
+        /// Digests come from clients: any text either parses and prints back the same,
+        /// or is refused; it never panics.
+        #[test]
+        fn any_text_parses_back_or_is_refused(text in "\\PC{0,80}|sha(256|512):[0-9a-fA-F]{0,130}") {
+            if let Ok(d) = text.parse::<Digest>() {
+                proptest::prop_assert_eq!(d.to_string(), text);
+            }
+        }
+
+        #[test]
+        fn any_key_bytes_are_safe(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            if let Some((d, used)) = Digest::from_key(&bytes) {
+                proptest::prop_assert_eq!(&d.to_key()[..], &bytes[..used]);
+            }
+        }
+    }
+
     #[test]
     fn key_round_trip() {
         let d = Algorithm::Sha512.digest(b"x");

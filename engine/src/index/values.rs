@@ -247,6 +247,17 @@ mod tests {
     use super::*;
     use crate::digest::Algorithm;
 
+    proptest::proptest! {
+        /// Index values are read back from disk: garbage is an error, never a panic.
+        #[test]
+        fn arbitrary_values_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = decode_location(&bytes);
+            let _ = decode_pack(&bytes);
+            let _ = decode_tag(&bytes);
+            let _ = decode_manifest(&bytes, Family::Manifests);
+        }
+    }
+
     #[test]
     fn values_round_trip_and_reject_garbage() {
         let loc = Location {
