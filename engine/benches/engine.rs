@@ -65,34 +65,81 @@ fn timed_put(engine: &Engine, pieces: &[Bytes], digest: &lain_engine::Digest) {
         .expect("commit");
 }
 
+/// The two write paths compared: the engine committing a new blob, and a plain append +
+/// fdatasync of the same bytes to a file. Each benchmark times its own step but runs
+/// the other one right after it, so both see the same disk and host conditions (on a
+/// shared host, figures taken minutes apart drift too much to be compared).
+struct WriteSteps {
+    engine: Engine,
+    template: Vec<u8>,
+    counter: AtomicU64,
+    raw: File,
+}
+
+impl WriteSteps {
+    fn engine_step(&mut self) -> Duration {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let pieces = unique_pieces(&mut self.template, n);
+        // The client supplies the digest; computing it is not server work.
+        let digest = Algorithm::Sha256.digest(&pieces.concat());
+        let start = Instant::now();
+        timed_put(&self.engine, &pieces, &digest);
+        start.elapsed()
+    }
+
+    fn raw_step(&mut self) -> Duration {
+        let start = Instant::now();
+        for chunk in self.template.chunks(4 * MIB) {
+            self.raw.write_all(chunk).expect("write raw");
+        }
+        self.raw.sync_data().expect("fdatasync raw");
+        start.elapsed()
+    }
+}
+
 fn write_group(c: &mut Criterion, size: usize, name: &str) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let engine = Engine::open(&dir.path().join("engine"), Options::default()).expect("open");
-    let mut template = random_buffer(size);
-    let counter = AtomicU64::new(1);
+    // New bytes on new blocks, as the engine writes them: the raw file is appended to
+    // and never truncated (rewriting the same blocks can be much faster).
+    let raw = File::create(dir.path().join("raw")).expect("create raw");
+    let steps = std::cell::RefCell::new(WriteSteps {
+        engine: engine.clone(),
+        template: random_buffer(size),
+        counter: AtomicU64::new(1),
+        raw,
+    });
 
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(size as u64));
     if size >= 64 * MIB {
         group.sample_size(10).sampling_mode(SamplingMode::Flat);
     }
-
     group.bench_function("engine_commit", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let pieces = unique_pieces(&mut template, counter.fetch_add(1, Ordering::Relaxed));
-                // The client supplies the digest; computing it is not server work.
-                let mut h = Algorithm::Sha256.hasher();
-                pieces.iter().for_each(|p| h.update(p));
-                let digest = h.finish();
-                let start = Instant::now();
-                timed_put(&engine, &pieces, &digest);
-                total += start.elapsed();
-            }
-            total
+            let mut steps = steps.borrow_mut();
+            (0..iters)
+                .map(|_| {
+                    let measured = steps.engine_step();
+                    steps.raw_step();
+                    measured
+                })
+                .sum()
         })
     });
+    group.bench_function("raw_write_fdatasync", |b| {
+        b.iter_custom(|iters| {
+            let mut steps = steps.borrow_mut();
+            (0..iters)
+                .map(|_| {
+                    steps.engine_step();
+                    steps.raw_step()
+                })
+                .sum()
+        })
+    });
+    let mut template = steps.borrow().template.clone();
+    let counter = AtomicU64::new(u64::MAX / 2);
 
     if size < MIB {
         // Many small commits at once, from 16 threads that stay up for the whole
@@ -135,19 +182,6 @@ fn write_group(c: &mut Criterion, size: usize, name: &str) {
         b.iter(|| std::hint::black_box(Algorithm::Sha256.digest(&template)))
     });
 
-    // New bytes on new blocks, as the engine writes them: appending to one file that is
-    // never truncated (rewriting the same blocks is much faster on a host that caches
-    // writes, and would flatter the baseline).
-    let raw_path = dir.path().join("raw");
-    group.bench_function("raw_write_fdatasync", |b| {
-        let mut file = File::create(&raw_path).expect("create raw");
-        b.iter(|| {
-            for chunk in template.chunks(4 * MIB) {
-                file.write_all(chunk).expect("write raw");
-            }
-            file.sync_data().expect("fdatasync raw");
-        })
-    });
     group.finish();
 }
 
