@@ -74,8 +74,10 @@ pub struct EngineStats {
     pub deduplicated: u64,
     /// fdatasync calls on packs made by commits.
     pub pack_syncs: u64,
-    /// Syncs of the index's write-ahead log. Fewer than `commits` means concurrent
-    /// commits shared syncs.
+    /// Synced index writes (commits, links, tags, manifest deletes, new packs).
+    pub index_writes: u64,
+    /// Syncs of the index's write-ahead log. Fewer than `index_writes` means
+    /// concurrent writes shared syncs.
     pub index_syncs: u64,
 }
 
@@ -190,6 +192,7 @@ impl Engine {
             commits: c.commits.load(Ordering::Relaxed),
             deduplicated: c.deduplicated.load(Ordering::Relaxed),
             pack_syncs: c.pack_syncs.load(Ordering::Relaxed),
+            index_writes: self.core.index.synced_writes(),
             index_syncs: self.core.index.wal_syncs(),
         }
     }
@@ -219,10 +222,10 @@ impl Engine {
     /// the write fails the session is cancelled.
     pub fn upload_append(&self, repo: &str, id: &str, piece: Bytes) -> Result<u64> {
         let slot = self.core.sessions.get(repo, id)?;
-        let result = slot.with(id, |session| self.core.append(session, piece))?;
+        let result = slot.try_with(id, |session| self.core.append(session, piece));
         if result.is_err() {
-            // The session's bytes are in an unknown state: end it.
-            let _ = self.cancel_upload(repo, id);
+            self.core.sessions.remove(id);
+            self.forget_upload(id);
         }
         result
     }
@@ -250,11 +253,11 @@ impl Engine {
 
     /// Cancels every session idle for longer than `idle`; returns how many.
     pub fn purge_uploads(&self, idle: Duration) -> usize {
-        let idle = self.core.sessions.idle(idle);
-        for (id, repo) in &idle {
-            let _ = self.cancel_upload(repo, id);
+        let purged = self.core.sessions.purge(idle);
+        for id in &purged {
+            self.forget_upload(id);
         }
-        idle.len()
+        purged.len()
     }
 
     fn forget_upload(&self, id: &str) {

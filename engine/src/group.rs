@@ -64,18 +64,15 @@ impl Core {
                     std::mem::take(&mut state.queue).into_iter().unzip();
                 let pack = state.pack.take();
                 drop(state);
+                let mut duty = LeaderDuty {
+                    group,
+                    tickets,
+                    done: false,
+                };
                 let (pack, outcome) = self.write_group(pack, records);
                 state = lock(&group.state);
                 state.pack = pack;
-                for ticket in &tickets {
-                    let own = match &outcome {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(replicate(e)),
-                    };
-                    state.outcomes.insert(*ticket, own);
-                }
-                state.leader_active = false;
-                group.finished.notify_all();
+                duty.hand_over(&mut state, &outcome);
                 continue;
             }
             state = group
@@ -100,25 +97,36 @@ impl Core {
                 Err(e) => return (None, Err(e)),
             },
         };
-        match self.write_group_to(&mut writer, records) {
-            Ok(end) => {
-                writer.set_committed(end);
-                self.packs.publish(writer.id, end);
-                if end >= self.packs.seal_size() {
-                    self.packs.release(writer);
-                    (None, Ok(()))
-                } else {
-                    (Some(writer), Ok(()))
-                }
-            }
+        let (batch, end) = match self.write_group_to(&mut writer, records) {
+            Ok(written) => written,
             Err(e) => {
+                // Nothing was indexed: cut the group's bytes off.
                 self.packs.release(writer);
-                (None, Err(e))
+                return (None, Err(e));
             }
+        };
+        if let Err(e) = self.index.commit(batch) {
+            // The synced records may still be committed by a replay of the index's log.
+            self.packs.abandon(writer);
+            return (None, Err(e));
+        }
+        writer.set_committed(end);
+        self.packs.publish(writer.id, end);
+        if end >= self.packs.seal_size() {
+            self.packs.release(writer);
+            (None, Ok(()))
+        } else {
+            (Some(writer), Ok(()))
         }
     }
 
-    fn write_group_to(&self, writer: &mut PackWriter, records: Vec<SmallRecord>) -> Result<u64> {
+    /// Appends and syncs the group's records; returns the index batch that commits
+    /// them and the pack's new committed length.
+    fn write_group_to(
+        &self,
+        writer: &mut PackWriter,
+        records: Vec<SmallRecord>,
+    ) -> Result<(Batch, u64)> {
         let headers: Vec<_> = records.iter().map(|r| r.header.encode()).collect();
         let trailers: Vec<_> = records.iter().map(|r| r.crc.to_le_bytes()).collect();
         let mut bufs = Vec::new();
@@ -158,8 +166,46 @@ impl Core {
         for record in records {
             batch.extend(record.meta);
         }
-        self.index.commit(batch)?;
-        Ok(offset)
+        Ok((batch, offset))
+    }
+}
+
+/// The leader's obligation to answer every ticket it took and to step down. If the
+/// leader unwinds before doing so, dropping this answers them with an error, so no
+/// follower waits forever.
+struct LeaderDuty<'a> {
+    group: &'a GroupCommit,
+    tickets: Vec<u64>,
+    done: bool,
+}
+
+impl LeaderDuty<'_> {
+    fn hand_over(&mut self, state: &mut State, outcome: &Result<()>) {
+        for ticket in &self.tickets {
+            let own = match outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(replicate(e)),
+            };
+            state.outcomes.insert(*ticket, own);
+        }
+        state.leader_active = false;
+        self.done = true;
+        self.group.finished.notify_all();
+    }
+}
+
+impl Drop for LeaderDuty<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let failed: Result<()> = Err(Error::Io {
+            op: "group commit",
+            path: Default::default(),
+            source: io::Error::other("the group's leader failed unexpectedly"),
+        });
+        let mut state = lock(&self.group.state);
+        self.hand_over(&mut state, &failed);
     }
 }
 

@@ -87,6 +87,7 @@ impl Engine {
     /// Removes `repo`'s link to a blob; returns whether there was one. The bytes stay
     /// until garbage collection finds no other reference.
     pub fn unlink_blob(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        check_name(repo, "repository name")?;
         let key = keys::repo_digest(repo, digest);
         if !self.core.index.contains(Family::Links, &key)? {
             return Ok(false);
@@ -186,6 +187,7 @@ impl Engine {
 
     /// Points `tag` at a manifest already stored in `repo`.
     pub fn tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<()> {
+        check_name(repo, "repository name")?;
         check_name(tag, "tag")?;
         let _repo = self.repo_lock(repo);
         let manifest = keys::repo_digest(repo, digest);
@@ -203,6 +205,8 @@ impl Engine {
 
     /// Removes a tag (not the manifest); returns whether it existed.
     pub fn untag(&self, repo: &str, tag: &str) -> Result<bool> {
+        check_name(repo, "repository name")?;
+        check_name(tag, "tag")?;
         let _repo = self.repo_lock(repo);
         let key = keys::tag(repo, tag);
         if !self.core.index.contains(Family::Tags, &key)? {
@@ -217,6 +221,7 @@ impl Engine {
     /// Removes a manifest from `repo` with every tag pointing at it and its referrer
     /// entry; returns whether it existed. Referrers *of* it stay, as the OCI spec asks.
     pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        check_name(repo, "repository name")?;
         let _repo = self.repo_lock(repo);
         let key = keys::repo_digest(repo, digest);
         let Some(value) = self.core.index.get(Family::Manifests, &key)? else {

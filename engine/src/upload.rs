@@ -116,6 +116,22 @@ impl Slot {
             .ok_or_else(|| Error::UploadUnknown(id.to_owned()))?;
         Ok(f(session))
     }
+
+    /// Like [`Slot::with`] for a fallible `f`; if `f` fails, the session ends before
+    /// the lock is released, so no other request can touch its half-written bytes.
+    pub fn try_with<T>(&self, id: &str, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+        let mut guard = lock(&self.session);
+        let session = guard
+            .as_mut()
+            .ok_or_else(|| Error::UploadUnknown(id.to_owned()))?;
+        let result = f(session);
+        if result.is_err() {
+            // Dropping the session cuts its bytes off the pack and puts the writer back
+            // at the last commit.
+            *guard = None;
+        }
+        result
+    }
 }
 
 impl Sessions {
@@ -136,6 +152,11 @@ impl Sessions {
             .ok_or_else(|| Error::UploadUnknown(id.to_owned()))
     }
 
+    /// Forgets session `id` (after it has ended).
+    pub fn remove(&self, id: &str) {
+        lock(&self.map).remove(id);
+    }
+
     /// Removes session `id` of `repo` from the table and hands it over, once no other
     /// request is using it.
     pub fn take(&self, repo: &str, id: &str) -> Result<Session> {
@@ -145,19 +166,29 @@ impl Sessions {
         session.ok_or_else(|| Error::UploadUnknown(id.to_owned()))
     }
 
-    /// Ids of sessions idle for longer than `idle`; busy sessions are skipped.
-    pub fn idle(&self, idle: Duration) -> Vec<(UploadId, String)> {
-        let now = Instant::now();
-        lock(&self.map)
+    /// Ends every session idle for longer than `idle` (busy ones are skipped) and
+    /// returns their ids.
+    pub fn purge(&self, idle: Duration) -> Vec<UploadId> {
+        let slots: Vec<(UploadId, Arc<Slot>)> = lock(&self.map)
             .iter()
-            .filter(|(_, slot)| {
-                slot.session.try_lock().is_ok_and(|s| {
-                    s.as_ref()
-                        .is_some_and(|s| now.duration_since(s.last_active) > idle)
-                })
-            })
-            .map(|(id, slot)| (id.clone(), slot.repo.clone()))
-            .collect()
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect();
+        let mut purged = Vec::new();
+        for (id, slot) in slots {
+            let Ok(mut guard) = slot.session.try_lock() else {
+                continue;
+            };
+            // Checked under the session's own lock: a request that just touched it wins.
+            if guard
+                .as_ref()
+                .is_some_and(|s| s.last_active.elapsed() > idle)
+            {
+                *guard = None;
+                lock(&self.map).remove(&id);
+                purged.push(id);
+            }
+        }
+        purged
     }
 }
 
@@ -264,8 +295,8 @@ impl Core {
         let _one_commit_per_digest = self.inflight.acquire(expected);
         if self.index.contains(Family::Blobs, &keys::blob(expected))? {
             // Deduplicated: the session's bytes go back to its pack when it drops.
-            self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
             self.index.commit(meta)?;
+            self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
         } else if session.lease.is_none() {
             // The whole blob is in memory: share a write and its syncs with others.
             let record = SmallRecord {
@@ -295,11 +326,20 @@ impl Core {
                 &keys::pack(pack),
                 &values::encode_pack(&entry),
             );
-            self.index.commit(meta)?;
-            if let Some(lease) = session.lease.as_mut() {
-                lease.writer.set_committed(end);
-                self.packs.publish(lease.writer.id, end);
+            let indexed = self.index.commit(meta);
+            if let Some(lease) = session.lease.take() {
+                let mut writer = lease.writer;
+                if indexed.is_ok() {
+                    writer.set_committed(end);
+                    self.packs.publish(writer.id, end);
+                    self.packs.release(writer);
+                } else {
+                    // The synced record may still be committed by a replay of the
+                    // index's log: it must be neither cut nor overwritten.
+                    self.packs.abandon(writer);
+                }
             }
+            indexed?;
         }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(BlobInfo {

@@ -208,3 +208,51 @@ fn acknowledged_blobs_survive_a_power_cut() {
     let engine = open(dir.path(), options());
     assert_intact(&engine, &kept);
 }
+
+/// A write that fails halfway (a full disk) ends its upload and leaves the pack exactly
+/// as it was: later uploads into the same pack, and a reopen, read back intact.
+#[test]
+fn a_failed_write_ends_the_upload_and_corrupts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(SimulatedStorage::new());
+    let options = || Options {
+        storage: storage.clone(),
+        ..small_options()
+    };
+    let engine = open(dir.path(), options());
+    let mut kept = store_sized(&engine, 40, 3, 20_000);
+
+    let id = engine.start_upload("lib/x", Algorithm::Sha256).unwrap();
+    engine
+        .upload_append(
+            "lib/x",
+            &id,
+            Bytes::from(random_bytes(&mut rng(41), 20_000)),
+        )
+        .unwrap();
+    storage.fail_next_append_after(5_000);
+    match engine.upload_append(
+        "lib/x",
+        &id,
+        Bytes::from(random_bytes(&mut rng(42), 20_000)),
+    ) {
+        Err(Error::Io { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The session is gone: nothing can append to or commit its half-written bytes.
+    assert!(matches!(
+        engine.upload_status("lib/x", &id),
+        Err(Error::UploadUnknown(_))
+    ));
+    assert!(matches!(
+        engine.commit_upload("lib/x", &id, &sha256(b"x")),
+        Err(Error::UploadUnknown(_))
+    ));
+    // The next uploads reuse the pack from where the last commit ended.
+    kept.extend(store_sized(&engine, 43, 3, 20_000));
+    assert_intact(&engine, &kept);
+    drop(engine);
+    let engine = open(dir.path(), options());
+    assert_eq!(engine.recovery_report(), &Default::default());
+    assert_intact(&engine, &kept);
+}

@@ -75,6 +75,8 @@ pub struct IndexMemory {
 pub type Entries = Vec<(Box<[u8]>, Box<[u8]>)>;
 
 pub struct Index {
+    /// Synced batches written, to compare with the WAL syncs they needed.
+    synced_writes: std::sync::atomic::AtomicU64,
     db: DB,
     options: Options,
     synced: WriteOptions,
@@ -127,6 +129,7 @@ impl Index {
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
         Ok(Index {
+            synced_writes: Default::default(),
             db,
             options,
             synced,
@@ -155,7 +158,16 @@ impl Index {
     /// Applies `batch` atomically and returns once it is durable (the WAL is synced).
     /// Concurrent callers are grouped by RocksDB's write thread and share one sync.
     pub fn commit(&self, batch: Batch) -> Result<()> {
-        self.write(batch, &self.synced)
+        self.write(batch, &self.synced)?;
+        self.synced_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Synced batches written so far.
+    pub fn synced_writes(&self) -> u64 {
+        self.synced_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Applies `batch` atomically without waiting for durability (for state that is
@@ -214,8 +226,8 @@ impl Index {
         self.scan(family, &[], None, usize::MAX)
     }
 
-    /// How many times RocksDB has synced its write-ahead log. Compared with the number
-    /// of synced commits it shows how many commits shared one sync.
+    /// How many times RocksDB has synced its write-ahead log. Compared with
+    /// [`Index::synced_writes`] it shows how many writes shared one sync.
     pub fn wal_syncs(&self) -> u64 {
         self.options.get_ticker_count(Ticker::WalFileSynced)
     }

@@ -128,14 +128,19 @@ pub fn scan(pack: &[u8], from: u64) -> Scan {
         let Some(header) = RecordHeader::decode(rest) else {
             break;
         };
-        let Some(data_len) = usize::try_from(header.length).ok() else {
-            break;
-        };
+        // A header can pass its CRC and still claim any length: all arithmetic on it
+        // is checked.
         let header_len = RECORD_HEADER_LEN as usize;
-        let Some(data) = rest.get(header_len..header_len + data_len) else {
+        let Some(data_end) = usize::try_from(header.length)
+            .ok()
+            .and_then(|n| n.checked_add(header_len))
+        else {
             break;
         };
-        let Some(trailer) = rest.get(header_len + data_len..header_len + data_len + 4) else {
+        let Some(data) = rest.get(header_len..data_end) else {
+            break;
+        };
+        let Some(trailer) = data_end.checked_add(4).and_then(|e| rest.get(data_end..e)) else {
             break;
         };
         let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);

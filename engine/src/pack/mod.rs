@@ -53,17 +53,29 @@ pub struct Packs {
     next_id: AtomicU64,
     /// Unsealed packs that no writer holds right now.
     idle: Mutex<Vec<PackWriter>>,
-    /// Every known pack, for reading.
-    open: RwLock<HashMap<u64, ReadView>>,
+    /// Every readable pack.
+    open: RwLock<HashMap<u64, Arc<ReadView>>>,
 }
 
-#[derive(Debug, Clone)]
+/// One pack as readers see it. Each has its own lock, so remapping one pack never
+/// stalls reads of another.
+#[derive(Debug)]
 struct ReadView {
     file: Arc<dyn PackFile>,
-    /// Bytes known to be committed (synced and indexed).
-    committed: u64,
+    /// Bytes known to be synced and indexed: a mapping never reaches past them.
+    committed: AtomicU64,
     /// The newest mapping; it may be shorter than `committed` until a read needs more.
-    map: Bytes,
+    map: RwLock<Bytes>,
+}
+
+impl ReadView {
+    fn new(file: Arc<dyn PackFile>, committed: u64) -> Arc<ReadView> {
+        Arc::new(ReadView {
+            file,
+            committed: AtomicU64::new(committed),
+            map: RwLock::new(Bytes::new()),
+        })
+    }
 }
 
 /// Exclusive write access to one unsealed pack.
@@ -188,8 +200,11 @@ impl Packs {
                 }
                 let header = file.map(PACK_HEADER_LEN.min(len)).context("map", &path)?;
                 if let Err(detail) = format::check_pack_header(&header) {
+                    // Not a pack this version can read: refuse it entirely.
                     report.damaged.push((id, detail));
-                } else if !entry.sealed {
+                    continue;
+                }
+                if !entry.sealed {
                     idle.push(PackWriter {
                         id,
                         file: file.clone(),
@@ -198,14 +213,7 @@ impl Packs {
                     });
                 }
             }
-            open.insert(
-                id,
-                ReadView {
-                    file,
-                    committed: readable,
-                    map: Bytes::new(),
-                },
-            );
+            open.insert(id, ReadView::new(file, readable));
         }
         for path in storage.list(&dir).context("list", &dir)? {
             let id = path
@@ -256,14 +264,7 @@ impl Packs {
         self.storage
             .sync_dir(&self.dir)
             .context("fsync directory", &self.dir)?;
-        write_lock(&self.open).insert(
-            id,
-            ReadView {
-                file: file.clone(),
-                committed: PACK_HEADER_LEN,
-                map: Bytes::new(),
-            },
-        );
+        write_lock(&self.open).insert(id, ReadView::new(file.clone(), PACK_HEADER_LEN));
         Ok(PackWriter {
             id,
             file,
@@ -286,11 +287,29 @@ impl Packs {
         }
     }
 
+    /// Gives up a writer whose last record's fate is unknown: its bytes were synced
+    /// but the index write that would commit them failed (and may yet be replayed
+    /// from RocksDB's log). The tail is neither cut nor reused by this process; the
+    /// next open cuts it or keeps it according to what the index then says.
+    pub fn abandon(&self, writer: PackWriter) {
+        tracing::error!(
+            pack = writer.id,
+            "index write failed after the pack was synced; pack retired until restart"
+        );
+    }
+
     /// Makes committed bytes up to `end` of pack `id` visible to readers.
     pub fn publish(&self, id: u64, end: u64) {
-        if let Some(view) = write_lock(&self.open).get_mut(&id) {
-            view.committed = view.committed.max(end);
+        if let Some(view) = read_lock(&self.open).get(&id) {
+            view.committed.fetch_max(end, Ordering::Release);
         }
+    }
+
+    fn view(&self, id: u64) -> Result<Arc<ReadView>> {
+        read_lock(&self.open)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| damaged(id, "pack is missing or unreadable"))
     }
 
     /// The committed bytes `[loc.offset, loc.offset + loc.length)` as a slice of the
@@ -305,39 +324,22 @@ impl Packs {
             let end = usize::try_from(end).ok()?;
             (end <= map.len()).then(|| map.slice(start..end))
         };
-        {
-            let open = read_lock(&self.open);
-            let view = open
-                .get(&loc.pack)
-                .ok_or_else(|| damaged(loc.pack, "pack is missing"))?;
-            if let Some(bytes) = slice(&view.map) {
-                return Ok(bytes);
-            }
+        let view = self.view(loc.pack)?;
+        if let Some(bytes) = slice(&read_lock(&view.map)) {
+            return Ok(bytes);
         }
         // The cached mapping is too short (or absent): map the committed length again.
-        let mut open = write_lock(&self.open);
-        let view = open
-            .get_mut(&loc.pack)
-            .ok_or_else(|| damaged(loc.pack, "pack is missing"))?;
-        if (view.map.len() as u64) < end {
-            let want = view.committed.max(end);
-            view.map = view
+        // Only the index hands out locations, and it does so only for synced bytes, so
+        // mapping up to `end` never reaches past the end of the file.
+        let mut map = write_lock(&view.map);
+        if (map.len() as u64) < end {
+            let want = view.committed.load(Ordering::Acquire).max(end);
+            *map = view
                 .file
                 .map(want)
                 .map_err(|e| damaged(loc.pack, &format!("cannot map {want} bytes: {e}")))?;
         }
-        slice(&view.map).ok_or_else(|| damaged(loc.pack, "record lies past the end of the pack"))
-    }
-
-    /// Maps a whole pack up to its committed length (for verification and scans).
-    pub fn map_committed(&self, id: u64) -> Result<Bytes> {
-        let view = read_lock(&self.open)
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| damaged(id, "pack is missing"))?;
-        view.file
-            .map(view.committed)
-            .map_err(|e| damaged(id, &format!("cannot map: {e}")))
+        slice(&map).ok_or_else(|| damaged(loc.pack, "record lies past the end of the pack"))
     }
 }
 

@@ -15,6 +15,14 @@ use crate::sync::lock;
 #[derive(Debug, Default)]
 pub struct SimulatedStorage {
     state: Mutex<State>,
+    faults: Arc<Faults>,
+}
+
+/// Failures to inject into the next operations.
+#[derive(Debug, Default)]
+struct Faults {
+    /// The next append writes this many bytes, then fails as a full disk would.
+    short_append: Mutex<Option<usize>>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +65,12 @@ impl SimulatedStorage {
         }
     }
 
+    /// Makes the next append to any file write only `bytes` bytes and then fail with
+    /// "no space left on device", as a filling disk does.
+    pub fn fail_next_append_after(&self, bytes: usize) {
+        *lock(&self.faults.short_append) = Some(bytes);
+    }
+
     /// Bytes written but not yet synced, summed over all files.
     pub fn unsynced_bytes(&self) -> u64 {
         let state = lock(&self.state);
@@ -79,13 +93,13 @@ impl Storage for SimulatedStorage {
         }
         let file = Arc::new(SimFile::default());
         state.files.insert(path.to_owned(), file.clone());
-        Ok(Box::new(SimHandle(file)))
+        Ok(Box::new(SimHandle(file, self.faults.clone())))
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn PackFile>> {
         let state = lock(&self.state);
         let file = state.files.get(path).ok_or(io::ErrorKind::NotFound)?;
-        Ok(Box::new(SimHandle(file.clone())))
+        Ok(Box::new(SimHandle(file.clone(), self.faults.clone())))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -120,7 +134,7 @@ impl Storage for SimulatedStorage {
 }
 
 #[derive(Debug)]
-struct SimHandle(Arc<SimFile>);
+struct SimHandle(Arc<SimFile>, Arc<Faults>);
 
 impl PackFile for SimHandle {
     fn size(&self) -> io::Result<u64> {
@@ -128,8 +142,17 @@ impl PackFile for SimHandle {
     }
 
     fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        let mut budget = lock(&self.1.short_append).take();
         let mut bytes = lock(&self.0.bytes);
         for buf in bufs {
+            match budget.as_mut() {
+                Some(left) if *left < buf.len() => {
+                    bytes.current.extend_from_slice(&buf[..*left]);
+                    return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+                }
+                Some(left) => *left -= buf.len(),
+                None => {}
+            }
             bytes.current.extend_from_slice(buf);
         }
         Ok(())
