@@ -208,13 +208,12 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Digest {
-        let algorithm = self.algorithm();
-        let value = match self {
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Sha512(h) => h.finalize().to_vec(),
+        let digest = match self {
+            Hasher::Sha256(h) => Digest::from_bytes(Algorithm::Sha256, &h.finalize()),
+            Hasher::Sha512(h) => Digest::from_bytes(Algorithm::Sha512, &h.finalize()),
         };
-        // The hash output always has the algorithm's length.
-        Digest::from_bytes(algorithm, &value).expect("hash output has the algorithm's length")
+        // A hash output always has its algorithm's length.
+        digest.expect("hash output has the algorithm's length")
     }
 }
 
