@@ -29,5 +29,5 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # gcc/g++ build RocksDB; bindgen needs libclang; etcd-client's build needs protoc and
-# the protobuf well-known types.
-ensure_packages build-essential libclang-dev protobuf-compiler libprotobuf-dev
+# the protobuf well-known types; the tests signal servers with procps' `kill`.
+ensure_packages build-essential libclang-dev protobuf-compiler libprotobuf-dev procps
