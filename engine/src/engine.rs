@@ -239,7 +239,7 @@ impl Engine {
     /// a mismatch its bytes are dropped and [`Error::DigestMismatch`] is returned.
     pub fn commit_upload(&self, repo: &str, id: &str, expected: &Digest) -> Result<BlobInfo> {
         let session = self.core.sessions.take(repo, id)?;
-        let result = self.core.commit(session, expected, &|_, _| {});
+        let result = self.core.commit(session, Some(expected), &|_, _, _| {});
         self.forget_upload(id);
         result
     }
@@ -273,7 +273,7 @@ impl Engine {
         check_name(repo, "repository name")?;
         let mut session = Session::new(repo, expected.algorithm(), self.core.packs.clone());
         self.core.append(&mut session, bytes)?;
-        self.core.commit(session, expected, &|_, _| {})
+        self.core.commit(session, Some(expected), &|_, _, _| {})
     }
 
     // ---- reads ---------------------------------------------------------------------

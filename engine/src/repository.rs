@@ -100,48 +100,57 @@ impl Engine {
 
     // ---- manifests and tags --------------------------------------------------------
 
-    /// Stores a manifest: its bytes as a blob (hashed with `algorithm`), its metadata,
-    /// the optional tag, and its referrer entry when it has a subject, in one atomic
-    /// durable write. Returns the record, whose digest the engine computed itself.
+    /// Stores a manifest pushed under `reference`: its bytes as a blob, its metadata,
+    /// its referrer entry when it has a subject, and the tag when `reference` is one,
+    /// in one atomic durable write. Pushed by digest, the bytes must hash to it
+    /// ([`Error::DigestMismatch`] otherwise); pushed by tag, they are hashed with sha256.
+    /// The bytes are hashed once, here.
     pub fn put_manifest(
         &self,
         repo: &str,
         bytes: Bytes,
-        algorithm: Algorithm,
+        reference: &Reference,
         meta: ManifestMeta,
-        tag: Option<&str>,
     ) -> Result<ManifestRecord> {
         check_name(repo, "repository name")?;
-        if let Some(tag) = tag {
-            check_name(tag, "tag")?;
-        }
-        let digest = algorithm.digest(&bytes);
-        let size = bytes.len() as u64;
+        let (algorithm, expected, tag) = match reference {
+            Reference::Digest(d) => (d.algorithm(), Some(d), None),
+            Reference::Tag(t) => {
+                check_name(t, "tag")?;
+                (Algorithm::Sha256, None, Some(t.as_str()))
+            }
+        };
         let pushed = SystemTime::now();
         let _repo = self.repo_lock(repo);
         let mut session = Session::new(repo, algorithm, self.core.packs.clone());
         self.core.append(&mut session, bytes)?;
-        self.core.commit(session, &digest, &|batch, size| {
-            let key = keys::repo_digest(repo, &digest);
-            let value = values::encode_manifest(size, &meta, Family::Manifests);
-            batch.put(Family::Manifests, &key, &value);
-            if let Some(tag) = tag {
-                batch.put(
-                    Family::Tags,
-                    &keys::tag(repo, tag),
-                    &values::encode_tag(&digest, pushed),
-                );
-            }
-            if let Some(subject) = &meta.subject {
-                let value = values::encode_manifest(size, &meta, Family::Referrers);
-                batch.put(
-                    Family::Referrers,
-                    &keys::referrer(repo, subject, &digest),
-                    &value,
-                );
-            }
-        })?;
-        Ok(ManifestRecord { digest, size, meta })
+        let stored = self
+            .core
+            .commit(session, expected, &|batch, digest, size| {
+                let key = keys::repo_digest(repo, digest);
+                let value = values::encode_manifest(size, &meta, Family::Manifests);
+                batch.put(Family::Manifests, &key, &value);
+                if let Some(tag) = tag {
+                    batch.put(
+                        Family::Tags,
+                        &keys::tag(repo, tag),
+                        &values::encode_tag(digest, pushed),
+                    );
+                }
+                if let Some(subject) = &meta.subject {
+                    let value = values::encode_manifest(size, &meta, Family::Referrers);
+                    batch.put(
+                        Family::Referrers,
+                        &keys::referrer(repo, subject, digest),
+                        &value,
+                    );
+                }
+            })?;
+        Ok(ManifestRecord {
+            digest: stored.digest,
+            size: stored.size,
+            meta,
+        })
     }
 
     /// The manifest `reference` names in `repo`, if any.

@@ -266,22 +266,30 @@ impl Core {
         Ok(writer)
     }
 
-    /// Finishes an upload: verifies the digest, stores the blob unless it exists, links
-    /// it to the session's repository, and applies `extra` (given the blob's size) in
-    /// the same atomic, synced index write. Returns once all of it is durable.
+    /// Finishes an upload: verifies the digest against `expected` (or, without one,
+    /// takes what the bytes hash to), stores the blob unless it exists, links it to the
+    /// session's repository, and applies `extra` (given the digest and size) in the same
+    /// atomic, synced index write. Returns once all of it is durable.
     pub(crate) fn commit(
         &self,
         mut session: Session,
-        expected: &Digest,
-        extra: &dyn Fn(&mut Batch, u64),
+        expected: Option<&Digest>,
+        extra: &dyn Fn(&mut Batch, &Digest, u64),
     ) -> Result<BlobInfo> {
-        let computed = self.final_digest(&session, expected.algorithm())?;
-        if &computed != expected {
-            return Err(Error::DigestMismatch {
-                expected: Box::new(expected.clone()),
-                computed: Box::new(computed),
-            });
-        }
+        let digest = match expected {
+            None => session.hasher.clone().finish(),
+            Some(expected) => {
+                let computed = self.final_digest(&session, expected.algorithm())?;
+                if &computed != expected {
+                    return Err(Error::DigestMismatch {
+                        expected: Box::new(expected.clone()),
+                        computed: Box::new(computed),
+                    });
+                }
+                computed
+            }
+        };
+        let expected = &digest;
         let size = session.received;
         let mut meta = Batch::default();
         meta.put(
@@ -290,7 +298,7 @@ impl Core {
             &values::marker(),
         );
         meta.put(Family::Repos, &keys::repo(&session.repo), &values::marker());
-        extra(&mut meta, size);
+        extra(&mut meta, expected, size);
 
         let _one_commit_per_digest = self.inflight.acquire(expected);
         if self.index.contains(Family::Blobs, &keys::blob(expected))? {

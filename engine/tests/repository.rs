@@ -58,9 +58,8 @@ fn manifests_tags_and_deletes() {
         .put_manifest(
             "lib/app",
             body.clone(),
-            Algorithm::Sha256,
+            &Reference::Tag("v1".into()),
             meta(OCI_MANIFEST),
-            Some("v1"),
         )
         .unwrap();
     assert_eq!(record.digest, sha256(&body));
@@ -130,9 +129,8 @@ fn tag_and_catalog_pagination_is_lexical() {
         .put_manifest(
             "a",
             Bytes::from_static(b"{}"),
-            Algorithm::Sha256,
+            &Reference::Digest(sha256(b"{}")),
             meta(OCI_MANIFEST),
-            None,
         )
         .unwrap()
         .digest;
@@ -146,9 +144,8 @@ fn tag_and_catalog_pagination_is_lexical() {
         .put_manifest(
             "a/b",
             Bytes::from_static(b"{}"),
-            Algorithm::Sha256,
+            &Reference::Tag("zzz".into()),
             meta(OCI_MANIFEST),
-            Some("zzz"),
         )
         .unwrap();
     tags.sort();
@@ -201,9 +198,8 @@ fn referrers_are_listed_and_filtered() {
         .put_manifest(
             "app",
             Bytes::from_static(b"{\"s\":1}"),
-            Algorithm::Sha256,
+            &Reference::Tag("v1".into()),
             meta(OCI_MANIFEST),
-            Some("v1"),
         )
         .unwrap();
     let referrer = |body: &'static [u8], artifact: &str| {
@@ -214,7 +210,12 @@ fn referrers_are_listed_and_filtered() {
             annotations: vec![("org.example.note".into(), artifact.into())],
         };
         engine
-            .put_manifest("app", Bytes::from_static(body), Algorithm::Sha256, m, None)
+            .put_manifest(
+                "app",
+                Bytes::from_static(body),
+                &Reference::Digest(sha256(body)),
+                m,
+            )
             .unwrap()
     };
     let sig = referrer(b"{\"sig\":1}", "application/vnd.example.sig");
@@ -256,16 +257,17 @@ fn metadata_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let digest = {
         let engine = open(dir.path(), small_options());
-        engine
+        let digest = engine
             .put_manifest(
                 "p/q",
                 Bytes::from_static(b"[1]"),
-                Algorithm::Sha512,
+                &Reference::Digest(Algorithm::Sha512.digest(b"[1]")),
                 meta("application/vnd.oci.image.index.v1+json"),
-                Some("stable"),
             )
             .unwrap()
-            .digest
+            .digest;
+        engine.tag("p/q", "stable", &digest).unwrap();
+        digest
     };
     let engine = open(dir.path(), small_options());
     let (record, bytes) = engine
@@ -276,4 +278,31 @@ fn metadata_survives_reopen() {
     assert_eq!(record.digest.algorithm(), Algorithm::Sha512);
     assert_eq!(&bytes[..], b"[1]");
     assert_eq!(engine.list_repositories(None, 10).unwrap(), ["p/q"]);
+}
+
+#[test]
+fn a_manifest_pushed_by_a_wrong_digest_is_refused_and_stores_nothing() {
+    let (_dir, engine) = engine();
+    let body = Bytes::from_static(b"{\"schemaVersion\":2}");
+    let claimed = sha256(b"another manifest");
+    match engine.put_manifest(
+        "lib/app",
+        body.clone(),
+        &Reference::Digest(claimed.clone()),
+        meta(OCI_MANIFEST),
+    ) {
+        Err(Error::DigestMismatch { expected, computed }) => {
+            assert_eq!(*expected, claimed);
+            assert_eq!(*computed, sha256(&body));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        engine
+            .manifest("lib/app", &Reference::Digest(sha256(&body)))
+            .unwrap()
+            .is_none()
+    );
+    assert!(engine.blob_info(&sha256(&body)).unwrap().is_none());
+    assert!(!engine.repository_exists("lib/app").unwrap());
 }
