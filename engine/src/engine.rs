@@ -239,8 +239,13 @@ impl Engine {
     /// a mismatch its bytes are dropped and [`Error::DigestMismatch`] is returned.
     pub fn commit_upload(&self, repo: &str, id: &str, expected: &Digest) -> Result<BlobInfo> {
         let session = self.core.sessions.take(repo, id)?;
-        let result = self.core.commit(session, Some(expected), &|_, _, _| {});
-        self.forget_upload(id);
+        // On success the session's entry goes in the commit's own batch.
+        let result = self.core.commit(session, Some(expected), &|batch, _, _| {
+            batch.delete(Family::Uploads, &keys::upload(id));
+        });
+        if result.is_err() {
+            self.forget_upload(id);
+        }
         result
     }
 
