@@ -222,7 +222,7 @@ impl Engine {
     /// the write fails the session is cancelled.
     pub fn upload_append(&self, repo: &str, id: &str, piece: Bytes) -> Result<u64> {
         let slot = self.core.sessions.get(repo, id)?;
-        let result = slot.try_with(id, |session| self.core.append(session, piece));
+        let result = slot.with(id, |session| self.core.append(session, piece));
         if result.is_err() {
             self.core.sessions.remove(id);
             self.forget_upload(id);
@@ -231,7 +231,10 @@ impl Engine {
     }
 
     pub fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
-        self.core.sessions.get(repo, id)?.with(id, |s| s.status())
+        self.core
+            .sessions
+            .get(repo, id)?
+            .with(id, |s| Ok(s.status()))
     }
 
     /// Completes upload `id`: the blob is stored (unless it already was) and linked to
@@ -276,9 +279,9 @@ impl Engine {
     /// Stores `bytes` as a blob of `repo` in one call (small blobs, tests).
     pub fn put_blob(&self, repo: &str, bytes: Bytes, expected: &Digest) -> Result<BlobInfo> {
         check_name(repo, "repository name")?;
-        let mut session = Session::new(repo, expected.algorithm(), self.core.packs.clone());
-        self.core.append(&mut session, bytes)?;
-        self.core.commit(session, Some(expected), &|_, _, _| {})
+        let algorithm = expected.algorithm();
+        self.core
+            .store(repo, bytes, algorithm, Some(expected), &|_, _, _| {})
     }
 
     // ---- reads ---------------------------------------------------------------------

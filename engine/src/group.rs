@@ -18,7 +18,7 @@ use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader};
-use crate::pack::{Location, PackEntry, PackWriter};
+use crate::pack::{Location, PackWriter};
 use crate::sync::lock;
 
 /// A complete record waiting for a group, and the index changes that go with it.
@@ -105,19 +105,8 @@ impl Core {
                 return (None, Err(e));
             }
         };
-        if let Err(e) = self.index.commit(batch) {
-            // The synced records may still be committed by a replay of the index's log.
-            self.packs.abandon(writer);
-            return (None, Err(e));
-        }
-        writer.set_committed(end);
-        self.packs.publish(writer.id, end);
-        if end >= self.packs.seal_size() {
-            self.packs.release(writer);
-            (None, Ok(()))
-        } else {
-            (Some(writer), Ok(()))
-        }
+        let indexed = self.index.commit(batch);
+        (self.packs.settle(writer, end, indexed.is_ok()), indexed)
     }
 
     /// Appends and syncs the group's records; returns the index batch that commits
@@ -149,20 +138,11 @@ impl Core {
                 &values::encode_location(&loc),
             );
         }
-        let path = self.packs.path(writer.id);
-        writer.append(&bufs, &path)?;
+        writer.append(&bufs)?;
         drop(bufs);
-        writer.sync(&path)?;
+        writer.sync()?;
         self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
-        let entry = PackEntry {
-            committed: offset,
-            sealed: offset >= self.packs.seal_size(),
-        };
-        batch.put(
-            Family::Packs,
-            &keys::pack(writer.id),
-            &values::encode_pack(&entry),
-        );
+        self.stage_pack(&mut batch, writer.id, offset);
         for record in records {
             batch.extend(record.meta);
         }

@@ -13,7 +13,6 @@ use crate::engine::{BlobInfo, Engine, check_name};
 use crate::error::{Error, Result};
 use crate::index::{Batch, Family, keys, values};
 use crate::sync::lock;
-use crate::upload::Session;
 
 /// How a client names a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,30 +121,28 @@ impl Engine {
         };
         let pushed = SystemTime::now();
         let _repo = self.repo_lock(repo);
-        let mut session = Session::new(repo, algorithm, self.core.packs.clone());
-        self.core.append(&mut session, bytes)?;
-        let stored = self
-            .core
-            .commit(session, expected, &|batch, digest, size| {
-                let key = keys::repo_digest(repo, digest);
-                let value = values::encode_manifest(size, &meta, Family::Manifests);
-                batch.put(Family::Manifests, &key, &value);
-                if let Some(tag) = tag {
-                    batch.put(
-                        Family::Tags,
-                        &keys::tag(repo, tag),
-                        &values::encode_tag(digest, pushed),
-                    );
-                }
-                if let Some(subject) = &meta.subject {
-                    let value = values::encode_manifest(size, &meta, Family::Referrers);
-                    batch.put(
-                        Family::Referrers,
-                        &keys::referrer(repo, subject, digest),
-                        &value,
-                    );
-                }
-            })?;
+        let stored =
+            self.core
+                .store(repo, bytes, algorithm, expected, &|batch, digest, size| {
+                    let key = keys::repo_digest(repo, digest);
+                    let value = values::encode_manifest(size, &meta, Family::Manifests);
+                    batch.put(Family::Manifests, &key, &value);
+                    if let Some(tag) = tag {
+                        batch.put(
+                            Family::Tags,
+                            &keys::tag(repo, tag),
+                            &values::encode_tag(digest, pushed),
+                        );
+                    }
+                    if let Some(subject) = &meta.subject {
+                        let value = values::encode_manifest(size, &meta, Family::Referrers);
+                        batch.put(
+                            Family::Referrers,
+                            &keys::referrer(repo, subject, digest),
+                            &value,
+                        );
+                    }
+                })?;
         Ok(ManifestRecord {
             digest: stored.digest,
             size: stored.size,

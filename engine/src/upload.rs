@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::group::SmallRecord;
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_TRAILER_LEN, RecordHeader};
-use crate::pack::{Location, PackEntry, PackWriter, Packs};
+use crate::pack::{Location, PackWriter, Packs};
 use crate::sync::lock;
 
 /// Pieces an upload holds before writing, whatever their size: bounds the per-piece
@@ -108,18 +108,10 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Runs `f` on the session, waiting for any other request using it.
-    pub fn with<T>(&self, id: &str, f: impl FnOnce(&mut Session) -> T) -> Result<T> {
-        let mut guard = lock(&self.session);
-        let session = guard
-            .as_mut()
-            .ok_or_else(|| Error::UploadUnknown(id.to_owned()))?;
-        Ok(f(session))
-    }
-
-    /// Like [`Slot::with`] for a fallible `f`; if `f` fails, the session ends before
-    /// the lock is released, so no other request can touch its half-written bytes.
-    pub fn try_with<T>(&self, id: &str, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the session, waiting for any other request using it. If `f` fails,
+    /// the session ends before the lock is released, so no other request can touch its
+    /// half-written bytes.
+    pub fn with<T>(&self, id: &str, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.session);
         let session = guard
             .as_mut()
@@ -238,9 +230,7 @@ impl Core {
         }
         bufs.extend(pending.iter().map(|p| IoSlice::new(p)));
         bufs.push(IoSlice::new(trailer));
-        lease
-            .writer
-            .append(&bufs, &self.packs.path(lease.writer.id))?;
+        lease.writer.append(&bufs)?;
         pending.clear();
         *pending_len = 0;
         Ok(lease)
@@ -253,17 +243,30 @@ impl Core {
         }
         let writer = self.packs.create()?;
         let mut batch = Batch::default();
-        let entry = PackEntry {
-            committed: writer.end(),
-            sealed: false,
-        };
-        batch.put(
-            Family::Packs,
-            &keys::pack(writer.id),
-            &values::encode_pack(&entry),
-        );
+        self.stage_pack(&mut batch, writer.id, writer.end());
         self.index.commit(batch)?;
         Ok(writer)
+    }
+
+    /// Adds to `batch` the index entry saying pack `id` is committed up to `end`.
+    pub(crate) fn stage_pack(&self, batch: &mut Batch, id: u64, end: u64) {
+        let entry = self.packs.entry(end);
+        batch.put(Family::Packs, &keys::pack(id), &values::encode_pack(&entry));
+    }
+
+    /// Stores bytes that are all at hand (a manifest, a small blob) as if uploaded in
+    /// one piece: see [`Core::commit`].
+    pub(crate) fn store(
+        &self,
+        repo: &str,
+        bytes: Bytes,
+        algorithm: Algorithm,
+        expected: Option<&Digest>,
+        extra: &dyn Fn(&mut Batch, &Digest, u64),
+    ) -> Result<BlobInfo> {
+        let mut session = Session::new(repo, algorithm, self.packs.clone());
+        self.append(&mut session, bytes)?;
+        self.commit(session, expected, extra)
     }
 
     /// Finishes an upload: verifies the digest against `expected` (or, without one,
@@ -289,19 +292,18 @@ impl Core {
                 computed
             }
         };
-        let expected = &digest;
         let size = session.received;
         let mut meta = Batch::default();
         meta.put(
             Family::Links,
-            &keys::repo_digest(&session.repo, expected),
+            &keys::repo_digest(&session.repo, &digest),
             &values::marker(),
         );
         meta.put(Family::Repos, &keys::repo(&session.repo), &values::marker());
-        extra(&mut meta, expected, size);
+        extra(&mut meta, &digest, size);
 
-        let _one_commit_per_digest = self.inflight.acquire(expected);
-        if self.index.contains(Family::Blobs, &keys::blob(expected))? {
+        let _one_commit_per_digest = self.inflight.acquire(&digest);
+        if self.index.contains(Family::Blobs, &keys::blob(&digest))? {
             // Deduplicated: the session's bytes go back to its pack when it drops.
             self.index.commit(meta)?;
             self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
@@ -309,7 +311,7 @@ impl Core {
             // The whole blob is in memory: share a write and its syncs with others.
             let record = SmallRecord {
                 header: RecordHeader {
-                    digest: expected.clone(),
+                    digest: digest.clone(),
                     length: size,
                 },
                 data: std::mem::take(&mut session.pending),
@@ -318,42 +320,24 @@ impl Core {
             };
             self.group_commit(record)?;
         } else {
-            let (pack, loc) = self.finish_record(&mut session, expected)?;
+            let loc = self.finish_record(&mut session, &digest)?;
             let end = loc.offset + loc.length + RECORD_TRAILER_LEN;
-            let entry = PackEntry {
-                committed: end,
-                sealed: end >= self.packs.seal_size(),
-            };
             meta.put(
                 Family::Blobs,
-                &keys::blob(expected),
+                &keys::blob(&digest),
                 &values::encode_location(&loc),
             );
-            meta.put(
-                Family::Packs,
-                &keys::pack(pack),
-                &values::encode_pack(&entry),
-            );
+            self.stage_pack(&mut meta, loc.pack, end);
             let indexed = self.index.commit(meta);
-            if let Some(lease) = session.lease.take() {
-                let mut writer = lease.writer;
-                if indexed.is_ok() {
-                    writer.set_committed(end);
-                    self.packs.publish(writer.id, end);
-                    self.packs.release(writer);
-                } else {
-                    // The synced record may still be committed by a replay of the
-                    // index's log: it must be neither cut nor overwritten.
-                    self.packs.abandon(writer);
-                }
+            if let Some(lease) = session.lease.take()
+                && let Some(writer) = self.packs.settle(lease.writer, end, indexed.is_ok())
+            {
+                self.packs.release(writer);
             }
             indexed?;
         }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        Ok(BlobInfo {
-            digest: expected.clone(),
-            size,
-        })
+        Ok(BlobInfo { digest, size })
     }
 
     /// The digest of everything received, in `algorithm`. Sessions hash with the
@@ -367,8 +351,7 @@ impl Core {
         if let Some(lease) = &session.lease {
             let written = session.received - session.pending_len as u64;
             let data_start = lease.record_start + RECORD_HEADER_LEN;
-            let path = self.packs.path(lease.writer.id);
-            let map = lease.writer.map_written(data_start + written, &path)?;
+            let map = lease.writer.map_written(data_start + written)?;
             hasher.update(&map[data_start as usize..]);
         }
         for piece in &session.pending {
@@ -378,9 +361,9 @@ impl Core {
     }
 
     /// Writes the rest of a session's record (its pieces, the trailer), fills in the
-    /// header placeholder and syncs. Returns the pack id and the blob's location; the
-    /// record stays uncommitted until the caller's index write succeeds.
-    fn finish_record(&self, session: &mut Session, digest: &Digest) -> Result<(u64, Location)> {
+    /// header placeholder and syncs. Returns the blob's location; the record stays
+    /// uncommitted until the caller's index write succeeds.
+    fn finish_record(&self, session: &mut Session, digest: &Digest) -> Result<Location> {
         let crc = session.crc.clone().finalize();
         let header = RecordHeader {
             digest: digest.clone(),
@@ -389,9 +372,8 @@ impl Core {
         .encode();
         let length = session.received;
         let lease = self.write_pending(session, &crc.to_le_bytes())?;
-        let path = self.packs.path(lease.writer.id);
-        lease.writer.write_at(&header, lease.record_start, &path)?;
-        lease.writer.sync(&path)?;
+        lease.writer.write_at(&header, lease.record_start)?;
+        lease.writer.sync()?;
         self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
         let loc = Location {
             pack: lease.writer.id,
@@ -399,6 +381,6 @@ impl Core {
             length,
             crc,
         };
-        Ok((lease.writer.id, loc))
+        Ok(loc)
     }
 }

@@ -9,7 +9,7 @@ pub mod format;
 
 use std::collections::HashMap;
 use std::io::IoSlice;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -82,6 +82,8 @@ impl ReadView {
 #[derive(Debug)]
 pub struct PackWriter {
     pub id: u64,
+    /// For error messages.
+    path: PathBuf,
     file: Arc<dyn PackFile>,
     /// End of the last committed record: where the next record starts.
     end: u64,
@@ -95,35 +97,39 @@ impl PackWriter {
     }
 
     /// Appends bytes after whatever this writer appended since its last commit.
-    pub fn append(&mut self, bufs: &[IoSlice<'_>], path: &Path) -> Result<()> {
+    pub fn append(&mut self, bufs: &[IoSlice<'_>]) -> Result<()> {
         self.dirty = true;
-        self.file.append(bufs).context("append to", path)
+        self.file.append(bufs).context("append to", &self.path)
     }
 
-    pub fn write_at(&mut self, buf: &[u8], offset: u64, path: &Path) -> Result<()> {
+    pub fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
         self.dirty = true;
-        self.file.write_at(buf, offset).context("write to", path)
+        self.file
+            .write_at(buf, offset)
+            .context("write to", &self.path)
     }
 
-    pub fn sync(&self, path: &Path) -> Result<()> {
-        self.file.sync_data().context("fdatasync", path)
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().context("fdatasync", &self.path)
     }
 
     /// Maps everything written so far, committed or not (used to re-hash an upload).
-    pub fn map_written(&self, len: u64, path: &Path) -> Result<Bytes> {
-        self.file.map(len).context("map", path)
+    pub fn map_written(&self, len: u64) -> Result<Bytes> {
+        self.file.map(len).context("map", &self.path)
     }
 
     /// Records that everything up to `end` is committed.
-    pub fn set_committed(&mut self, end: u64) {
+    fn set_committed(&mut self, end: u64) {
         self.end = end;
         self.dirty = false;
     }
 
     /// Drops every byte past the last commit.
-    pub fn discard_uncommitted(&mut self, path: &Path) -> Result<()> {
+    pub fn discard_uncommitted(&mut self) -> Result<()> {
         if self.dirty {
-            self.file.truncate(self.end).context("truncate", path)?;
+            self.file
+                .truncate(self.end)
+                .context("truncate", &self.path)?;
             self.dirty = false;
         }
         Ok(())
@@ -207,6 +213,7 @@ impl Packs {
                 if !entry.sealed {
                     idle.push(PackWriter {
                         id,
+                        path: path.clone(),
                         file: file.clone(),
                         end: entry.committed,
                         dirty: false,
@@ -238,12 +245,17 @@ impl Packs {
         Ok((packs, report))
     }
 
-    pub fn path(&self, id: u64) -> PathBuf {
+    fn path(&self, id: u64) -> PathBuf {
         self.dir.join(file_name(id))
     }
 
-    pub fn seal_size(&self) -> u64 {
-        self.seal_size
+    /// How the index records a pack whose committed length is `committed`: sealed once
+    /// it reaches the seal size.
+    pub fn entry(&self, committed: u64) -> PackEntry {
+        PackEntry {
+            committed,
+            sealed: committed >= self.seal_size,
+        }
     }
 
     /// Takes an idle writable pack, or `None` if the pool is empty.
@@ -267,6 +279,7 @@ impl Packs {
         write_lock(&self.open).insert(id, ReadView::new(file.clone(), PACK_HEADER_LEN));
         Ok(PackWriter {
             id,
+            path,
             file,
             end: PACK_HEADER_LEN,
             dirty: false,
@@ -276,8 +289,7 @@ impl Packs {
     /// Gives a writer back. Its uncommitted bytes are dropped; a pack past the seal size
     /// is not pooled again (the committer marks it sealed in the index).
     pub fn release(&self, mut writer: PackWriter) {
-        let path = self.path(writer.id);
-        if let Err(e) = writer.discard_uncommitted(&path) {
+        if let Err(e) = writer.discard_uncommitted() {
             // Do not reuse a pack whose tail we could not cut: recovery will at next open.
             tracing::error!(pack = writer.id, error = %e, "dropping pack from the write pool");
             return;
@@ -287,22 +299,25 @@ impl Packs {
         }
     }
 
-    /// Gives up a writer whose last record's fate is unknown: its bytes were synced
-    /// but the index write that would commit them failed (and may yet be replayed
-    /// from RocksDB's log). The tail is neither cut nor reused by this process; the
-    /// next open cuts it or keeps it according to what the index then says.
-    pub fn abandon(&self, writer: PackWriter) {
-        tracing::error!(
-            pack = writer.id,
-            "index write failed after the pack was synced; pack retired until restart"
-        );
-    }
-
-    /// Makes committed bytes up to `end` of pack `id` visible to readers.
-    pub fn publish(&self, id: u64, end: u64) {
-        if let Some(view) = read_lock(&self.open).get(&id) {
+    /// Settles a writer once the index write meant to commit its synced records up to
+    /// `end` has returned. On success the bytes become readable and the writer comes
+    /// back for more records, unless the pack is now sealed. On failure the records'
+    /// fate is unknown (RocksDB may yet replay the write from its log), so they are
+    /// neither cut nor overwritten: the pack is retired until the next open, which
+    /// keeps or cuts them according to what the index then says.
+    pub fn settle(&self, mut writer: PackWriter, end: u64, indexed: bool) -> Option<PackWriter> {
+        if !indexed {
+            tracing::error!(
+                pack = writer.id,
+                "index write failed after the pack was synced; pack retired until restart"
+            );
+            return None;
+        }
+        writer.set_committed(end);
+        if let Some(view) = read_lock(&self.open).get(&writer.id) {
             view.committed.fetch_max(end, Ordering::Release);
         }
+        (end < self.seal_size).then_some(writer)
     }
 
     fn view(&self, id: u64) -> Result<Arc<ReadView>> {
