@@ -99,7 +99,7 @@ fn serve() -> Result<(), String> {
             "registry listening on http://{addr}/v2/ with data in {}",
             settings.root.display()
         );
-        lain_http::serve(listener, engine, shutdown_signal())
+        lain_http::serve(listener, engine, lain_http::Settings::default(), shutdown_signal())
             .await
             .map_err(|e| e.to_string())
     })?;

@@ -1,10 +1,35 @@
-//! `lain-http`: the Docker Registry HTTP API V2 / OCI Distribution protocol on top of
-//! `lain-engine`.
-//!
-//! For now it serves the API's base endpoint, `/v2/`, and answers everything else with
-//! the spec's JSON error body; the full API is built on this skeleton next.
+//! `lain-http`: the Docker Registry HTTP API V2 / OCI Distribution v1.1 protocol on top of
+//! `lain-engine`. `PROTOCOL.md` lists every endpoint with its status codes.
 
 mod errors;
 mod server;
 
+use std::time::Duration;
+
 pub use server::serve;
+
+/// What the protocol layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Whether blobs and manifests may be deleted (distribution's `storage.delete.enabled`).
+    /// When false, deletes answer 405 `UNSUPPORTED`.
+    pub delete_enabled: bool,
+    /// Upload sessions idle for longer than this are cancelled
+    /// (distribution's `storage.maintenance.uploadpurging.age`).
+    pub upload_purge_age: Duration,
+    /// How often the purge runs (`storage.maintenance.uploadpurging.interval`); `None`
+    /// disables purging (`uploadpurging.enabled: false`).
+    pub upload_purge_interval: Option<Duration>,
+}
+
+impl Default for Settings {
+    /// The embedded default: deletes enabled (LAIN's weekly clean-up needs them), idle
+    /// sessions purged after a day, checked every ten minutes.
+    fn default() -> Settings {
+        Settings {
+            delete_enabled: true,
+            upload_purge_age: Duration::from_secs(24 * 3600),
+            upload_purge_interval: Some(Duration::from_secs(600)),
+        }
+    }
+}

@@ -24,6 +24,7 @@ const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
+    _settings: crate::Settings,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);

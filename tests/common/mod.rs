@@ -1,0 +1,369 @@
+//! Shared by the black-box tests: the real `registry` binary on a free loopback port,
+//! and a plain HTTP/1.1 client small enough that a test controls every byte it sends
+//! (odd paths, bad headers, chunked bodies) and sees every byte it gets back.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A running `registry serve`, stopped when dropped. Its output (stdout and stderr:
+/// the start-up lines and one access-log line per request) is collected in `log`.
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`, as the server printed it.
+    pub addr: String,
+    /// The data directory; removed on drop when the registry created it.
+    pub root: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+    log: Arc<Mutex<String>>,
+}
+
+/// How to start a registry; `Registry::start()` is the default of everything.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Extra arguments after `serve` (a configuration file).
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(&'a str, String)>,
+    /// Data directory; a fresh temporary one when `None`.
+    pub root: Option<PathBuf>,
+    /// Set `REGISTRY_HTTP_ADDR=127.0.0.1:0` (a free port); false when the test's
+    /// configuration file chooses the address itself.
+    pub keep_addr: bool,
+    /// Set `REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`; false when the configuration
+    /// file chooses it.
+    pub keep_root: bool,
+}
+
+impl Registry {
+    /// The embedded default on a free port with a fresh data directory.
+    pub fn start() -> Registry {
+        Registry::launch(Launch::default())
+    }
+
+    pub fn start_in(root: &Path) -> Registry {
+        Registry::launch(Launch {
+            root: Some(root.to_owned()),
+            ..Launch::default()
+        })
+    }
+
+    pub fn launch(launch: Launch<'_>) -> Registry {
+        let (root, tempdir) = match launch.root {
+            Some(root) => (root, None),
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                (dir.path().to_owned(), Some(dir))
+            }
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_registry"));
+        command.arg("serve").args(&launch.args);
+        command.env_remove("REGISTRY_HTTP_ADDR");
+        command.env_remove("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY");
+        if !launch.keep_addr {
+            command.env("REGISTRY_HTTP_ADDR", "127.0.0.1:0");
+        }
+        if !launch.keep_root {
+            command.env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &root);
+        }
+        command
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(launch.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start registry");
+        let log = Arc::new(Mutex::new(String::new()));
+        // stderr is drained into the log on its own thread.
+        let stderr = child.stderr.take().expect("stderr");
+        let err_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                push_line(&err_log, &line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        // The start-up line names the bound address: "... listening on http://ADDR/v2/ ...".
+        let addr = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "registry exited before listening; its output:\n{}",
+                    log.lock().unwrap()
+                );
+            };
+            push_line(&log, &line);
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split('/').next().expect("address").to_owned();
+            }
+        };
+        // Keep draining, so the server never blocks on a full pipe.
+        let out_log = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                push_line(&out_log, &line);
+            }
+        });
+        Registry {
+            child,
+            addr,
+            root,
+            _tempdir: tempdir,
+            log,
+        }
+    }
+
+    /// Everything the server printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A request on a new connection.
+    pub fn request(&self, method: &str, path: &str) -> Request<'_> {
+        Request {
+            addr: &self.addr,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Body::Empty,
+        }
+    }
+
+    /// Sends SIGTERM and returns whether the process exited successfully.
+    pub fn terminate(mut self) -> bool {
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().expect("wait");
+        status.success()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn push_line(log: &Mutex<String>, line: &str) {
+    let mut log = log.lock().unwrap();
+    log.push_str(line);
+    log.push('\n');
+}
+
+/// Sends `kill -SIG pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{sig} {pid} failed");
+}
+
+enum Body {
+    Empty,
+    /// Sent with `Content-Length`.
+    Bytes(Vec<u8>),
+    /// Sent with `Transfer-Encoding: chunked`, one chunk per element.
+    Chunked(Vec<Vec<u8>>),
+}
+
+/// A request being built; `send()` performs it.
+pub struct Request<'a> {
+    addr: &'a str,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Request<'_> {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Body::Bytes(body.into());
+        self
+    }
+
+    pub fn chunked(mut self, chunks: Vec<Vec<u8>>) -> Self {
+        self.body = Body::Chunked(chunks);
+        self
+    }
+
+    /// The request's bytes on the wire.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.method, self.path, self.addr
+        );
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let mut out = out.into_bytes();
+        match &self.body {
+            Body::Empty => out.extend_from_slice(b"\r\n"),
+            Body::Bytes(bytes) => {
+                out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", bytes.len()).as_bytes());
+                out.extend_from_slice(bytes);
+            }
+            Body::Chunked(chunks) => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+                    out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    out.extend_from_slice(chunk);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        }
+        out
+    }
+
+    pub fn send(self) -> Response {
+        let head_only = self.method == "HEAD";
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        stream.write_all(&self.encode()).expect("send request");
+        read_response(&mut BufReader::new(stream), head_only)
+    }
+}
+
+/// A response as received.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `code` of the first error in a spec error body.
+    pub fn error_code(&self) -> String {
+        let json = self.json();
+        json["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a spec error body: {}", self.text()))
+            .to_owned()
+    }
+
+    /// Asserts the status and, for errors, that the body is the spec's error JSON with
+    /// `code`.
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: Option<&str>) -> &Self {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; headers {:?}, body {}",
+            self.headers,
+            self.text()
+        );
+        if let Some(code) = code {
+            assert_eq!(self.error_code(), code, "body {}", self.text());
+            assert_eq!(self.header("content-type"), Some("application/json"));
+        }
+        assert_eq!(
+            self.header("docker-distribution-api-version"),
+            Some("registry/2.0")
+        );
+        self
+    }
+}
+
+/// Reads one response (status line, headers, body framed by `Content-Length` or
+/// chunked, or nothing for HEAD / 204 / 304).
+pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':').expect("header");
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if !head_only && status != 204 && status != 304 {
+        if let Some(len) = find("content-length") {
+            let len: usize = len.parse().expect("content-length");
+            body.resize(len, 0);
+            reader.read_exact(&mut body).expect("body");
+        } else if find("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                line.clear();
+                reader.read_line(&mut line).expect("chunk size");
+                let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+                if size == 0 {
+                    line.clear();
+                    reader.read_line(&mut line).expect("trailer end");
+                    break;
+                }
+                let start = body.len();
+                body.resize(start + size, 0);
+                reader.read_exact(&mut body[start..]).expect("chunk");
+                line.clear();
+                reader.read_line(&mut line).expect("chunk end");
+            }
+        } else {
+            reader.read_to_end(&mut body).expect("body");
+        }
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `sha256:<hex>` of `bytes`, computed by the engine's digest code.
+pub fn sha256(bytes: &[u8]) -> String {
+    lain_engine::Algorithm::Sha256.digest(bytes).to_string()
+}
