@@ -1,58 +1,154 @@
-//! Error responses in the distribution spec's JSON shape:
-//! `{"errors":[{"code":"...","message":"...","detail":...}]}`.
+//! Protocol errors: the spec's error codes, the status each is sent with, and the JSON
+//! body `{"errors":[{"code":"...","message":"...","detail":...}]}`.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode, header};
+use hyper::StatusCode;
+use hyper::header::{HeaderName, HeaderValue};
+use lain_engine::Error as EngineError;
 
-/// An error code from the spec, with the status it is sent with.
+/// An error code from the distribution spec (and docker/distribution's additions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// The route or method is not part of the API.
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    TagInvalid,
+    RangeInvalid,
+    PaginationNumberInvalid,
     Unsupported,
+    /// The server's own failure; never caused by what a client sends.
+    Unknown,
 }
 
 impl ErrorCode {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
+            ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
+            ErrorCode::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            ErrorCode::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            ErrorCode::DigestInvalid => "DIGEST_INVALID",
+            ErrorCode::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            ErrorCode::ManifestInvalid => "MANIFEST_INVALID",
+            ErrorCode::ManifestUnknown => "MANIFEST_UNKNOWN",
+            ErrorCode::NameInvalid => "NAME_INVALID",
+            ErrorCode::NameUnknown => "NAME_UNKNOWN",
+            ErrorCode::SizeInvalid => "SIZE_INVALID",
+            ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::RangeInvalid => "RANGE_INVALID",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::Unknown => "UNKNOWN",
         }
     }
 
-    fn status(self) -> StatusCode {
+    /// The status the code is normally sent with (docker/distribution's table).
+    pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::Unsupported => StatusCode::NOT_FOUND,
+            ErrorCode::BlobUnknown
+            | ErrorCode::BlobUploadUnknown
+            | ErrorCode::ManifestUnknown
+            | ErrorCode::NameUnknown => StatusCode::NOT_FOUND,
+            ErrorCode::BlobUploadInvalid
+            | ErrorCode::DigestInvalid
+            | ErrorCode::ManifestBlobUnknown
+            | ErrorCode::ManifestInvalid
+            | ErrorCode::NameInvalid
+            | ErrorCode::SizeInvalid
+            | ErrorCode::TagInvalid
+            | ErrorCode::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
+            ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
-/// The JSON error response for `code`.
-pub fn error_response(code: ErrorCode, message: &str) -> Response<Full<Bytes>> {
-    let body = format!(
-        r#"{{"errors":[{{"code":"{}","message":"{}","detail":null}}]}}"#,
-        code.name(),
-        json_escape(message)
-    );
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = code.status();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+/// One error response: code, status, message, optional detail and extra headers
+/// (`Range` on a refused chunk, `Content-Range` on an unsatisfiable range, `Allow`).
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: serde_json::Value,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            status: code.status(),
+            message: message.into(),
+            detail: serde_json::Value::Null,
+            headers: Vec::new(),
         }
     }
-    out
+
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
+        self.detail = detail;
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: String) -> ApiError {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            self.headers.push((name, value));
+        }
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        serde_json::json!({
+            "errors": [{
+                "code": self.code.name(),
+                "message": self.message,
+                "detail": self.detail,
+            }]
+        })
+        .to_string()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let code = match &e {
+            EngineError::DigestMismatch { .. } | EngineError::InvalidDigest(_) => {
+                ErrorCode::DigestInvalid
+            }
+            EngineError::UploadUnknown(_) => ErrorCode::BlobUploadUnknown,
+            EngineError::BlobUnknown(_) => ErrorCode::BlobUnknown,
+            EngineError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
+            EngineError::RangeNotSatisfiable { .. } => ErrorCode::RangeInvalid,
+            EngineError::InvalidName { .. } => ErrorCode::NameInvalid,
+            EngineError::Locked { .. }
+            | EngineError::Io { .. }
+            | EngineError::Index(_)
+            | EngineError::CorruptIndex { .. }
+            | EngineError::CorruptPack { .. } => {
+                tracing::error!(error = %e, "storage failure");
+                return ApiError::new(ErrorCode::Unknown, "internal storage error");
+            }
+        };
+        let error = ApiError::new(code, e.to_string());
+        match e {
+            EngineError::RangeNotSatisfiable { size, .. } => {
+                error.with_header(hyper::header::CONTENT_RANGE, format!("bytes */{size}"))
+            }
+            _ => error,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -60,7 +156,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_quotes_and_controls() {
-        assert_eq!(json_escape("a\"b\\c\n"), "a\\\"b\\\\c\\u000a");
+    fn body_is_the_spec_shape_and_escapes() {
+        let e = ApiError::new(ErrorCode::NameInvalid, "bad \"name\"\n")
+            .with_detail(serde_json::json!({"name": "x"}));
+        let parsed: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(parsed["errors"][0]["code"], "NAME_INVALID");
+        assert_eq!(parsed["errors"][0]["message"], "bad \"name\"\n");
+        assert_eq!(parsed["errors"][0]["detail"]["name"], "x");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

@@ -1,7 +1,13 @@
 //! `lain-http`: the Docker Registry HTTP API V2 / OCI Distribution v1.1 protocol on top of
 //! `lain-engine`. `PROTOCOL.md` lists every endpoint with its status codes.
 
+mod api;
+mod body;
 mod errors;
+mod manifest;
+mod names;
+mod ranges;
+mod route;
 mod server;
 
 use std::time::Duration;

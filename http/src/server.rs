@@ -1,81 +1,132 @@
-//! The accept loop and the router.
+//! The accept loop: connections (HTTP/1.1 with keep-alive, or h2c), graceful shutdown,
+//! the upload purge timer, and the headers and access log every response gets.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, header};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use lain_engine::Engine;
 use tokio::net::TcpListener;
 
-use crate::errors::{ErrorCode, error_response};
+use crate::Settings;
+use crate::api::{self, Context};
+use crate::body::ResponseBody;
+use crate::errors::{ApiError, ErrorCode};
+use crate::route::Route;
 
 /// Sent on every response, as the V2 API requires.
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
-/// Serves the API on `listener` until `shutdown` resolves, then stops accepting and
-/// returns. Each connection speaks HTTP/1.1 (keep-alive) or h2c.
+/// How long in-flight requests may take to finish once shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets
+/// in-flight requests finish (up to 30 s) and returns, dropping its engine handles.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
-    _settings: crate::Settings,
+    settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let purge = settings.upload_purge_interval.map(|every| {
+        tokio::spawn(purge_uploads(
+            engine.clone(),
+            every,
+            settings.upload_purge_age,
+        ))
+    });
+    let ctx = Context { engine, settings };
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin or exit.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
         };
-        let engine = engine.clone();
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let service = service_fn(move |req| {
+            let ctx = ctx.clone();
+            async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let engine = engine.clone();
-                async move { Ok::<_, Infallible>(handle(req, &engine, peer)) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    if let Some(purge) = purge {
+        purge.abort();
+    }
+    drop(ctx);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+    }
+    Ok(())
 }
 
-fn handle(req: Request<Incoming>, _engine: &Engine, peer: SocketAddr) -> Response<Full<Bytes>> {
-    let mut response = route(&req);
-    response.headers_mut().insert(
-        API_VERSION.0,
-        header::HeaderValue::from_static(API_VERSION.1),
-    );
+async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let reply = match Route::parse(&path) {
+        Some(route) => api::dispatch(ctx, route, req).await,
+        None => api::error_reply(
+            ApiError::new(ErrorCode::Unsupported, "no such endpoint")
+                .with_status(hyper::StatusCode::NOT_FOUND),
+        ),
+    };
+    let mut response = reply.into_response();
+    response
+        .headers_mut()
+        .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
     tracing::info!(
         target: "access",
         %peer,
-        method = %req.method(),
-        path = req.uri().path(),
+        method = %method,
+        path,
         status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
     );
     response
 }
 
-fn route(req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/v2/" | "/v2") => {
-            let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            response
+/// Cancels idle upload sessions every `every`.
+async fn purge_uploads(engine: Engine, every: Duration, age: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let engine = engine.clone();
+        match tokio::task::spawn_blocking(move || engine.purge_uploads(age)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "cancelled idle upload sessions"),
+            Err(e) => tracing::error!(error = %e, "upload purge failed"),
         }
-        _ => error_response(ErrorCode::Unsupported, "this endpoint is not served yet"),
     }
 }

@@ -1,0 +1,145 @@
+//! The listing endpoints: `tags/list`, `_catalog` and `referrers`.
+
+use hyper::StatusCode;
+use hyper::header;
+
+use super::{Call, Context, Reply};
+use crate::errors::{ApiError, ErrorCode};
+use crate::manifest::OCI_INDEX;
+use crate::names::parse_digest;
+
+/// At most this many repositories per catalog page (distribution's `catalog.maxentries`).
+const CATALOG_PAGE: usize = 1000;
+
+pub fn tags(ctx: &Context, name: &str, call: &Call) -> Result<Reply, ApiError> {
+    let page = Page::from_query(call, None)?;
+    if !ctx.engine.repository_exists(name)? {
+        return Err(ApiError::new(
+            ErrorCode::NameUnknown,
+            "repository name not known to registry",
+        )
+        .with_detail(serde_json::json!({ "name": name })));
+    }
+    let tags = ctx
+        .engine
+        .list_tags(name, page.last.as_deref(), page.fetch())?;
+    let (tags, link) = page.cut(tags, &format!("/v2/{name}/tags/list"));
+    let reply = Reply::new(StatusCode::OK).json(
+        &serde_json::json!({ "name": name, "tags": tags }),
+        "application/json",
+    );
+    Ok(with_link(reply, link))
+}
+
+pub fn catalog(ctx: &Context, call: &Call) -> Result<Reply, ApiError> {
+    let page = Page::from_query(call, Some(CATALOG_PAGE))?;
+    let repos = ctx
+        .engine
+        .list_repositories(page.last.as_deref(), page.fetch())?;
+    let (repos, link) = page.cut(repos, "/v2/_catalog");
+    let reply = Reply::new(StatusCode::OK).json(
+        &serde_json::json!({ "repositories": repos }),
+        "application/json",
+    );
+    Ok(with_link(reply, link))
+}
+
+pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply, ApiError> {
+    let subject = parse_digest(digest)?;
+    let filter = call.query("artifactType").filter(|t| !t.is_empty());
+    let manifests: Vec<serde_json::Value> = ctx
+        .engine
+        .referrers(name, &subject, filter)?
+        .into_iter()
+        .map(|r| {
+            let mut descriptor = serde_json::json!({
+                "mediaType": r.meta.media_type,
+                "digest": r.digest.to_string(),
+                "size": r.size,
+            });
+            if let Some(artifact_type) = r.meta.artifact_type {
+                descriptor["artifactType"] = artifact_type.into();
+            }
+            if !r.meta.annotations.is_empty() {
+                let map: serde_json::Map<String, serde_json::Value> = r
+                    .meta
+                    .annotations
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into()))
+                    .collect();
+                descriptor["annotations"] = map.into();
+            }
+            descriptor
+        })
+        .collect();
+    let mut reply = Reply::new(StatusCode::OK).json(
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": manifests,
+        }),
+        OCI_INDEX,
+    );
+    if filter.is_some() {
+        reply = reply.named("oci-filters-applied", "artifactType");
+    }
+    Ok(reply)
+}
+
+/// `n` and `last` of a listing.
+struct Page {
+    /// The page size, if the client asked for one (or a default applies).
+    n: Option<usize>,
+    last: Option<String>,
+}
+
+impl Page {
+    fn from_query(call: &Call, max: Option<usize>) -> Result<Page, ApiError> {
+        let n = match call.query("n") {
+            Some(text) => Some(text.parse::<usize>().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::PaginationNumberInvalid,
+                    format!("invalid number of results requested: {text:?}"),
+                )
+                .with_detail(serde_json::json!({ "n": text }))
+            })?),
+            None => max,
+        };
+        let n = match (n, max) {
+            (Some(n), Some(max)) => Some(n.min(max)),
+            (n, _) => n,
+        };
+        let last = call
+            .query("last")
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned);
+        Ok(Page { n, last })
+    }
+
+    /// How many entries to fetch: one more than the page, to learn whether more follow.
+    fn fetch(&self) -> usize {
+        self.n.map_or(usize::MAX, |n| n.saturating_add(1))
+    }
+
+    /// Cuts `entries` to the page; returns them and the `Link` to the next page.
+    fn cut(&self, mut entries: Vec<String>, path: &str) -> (Vec<String>, Option<String>) {
+        let Some(n) = self.n else {
+            return (entries, None);
+        };
+        if entries.len() <= n {
+            return (entries, None);
+        }
+        entries.truncate(n);
+        let link = entries
+            .last()
+            .map(|last| format!("<{path}?n={n}&last={last}>; rel=\"next\""));
+        (entries, link)
+    }
+}
+
+fn with_link(reply: Reply, link: Option<String>) -> Reply {
+    match link {
+        Some(link) => reply.header(header::LINK, link),
+        None => reply,
+    }
+}

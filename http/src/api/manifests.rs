@@ -1,0 +1,143 @@
+//! `HEAD`/`GET`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use bytes::Bytes;
+use hyper::header;
+use hyper::{Method, StatusCode};
+use lain_engine::{Algorithm, Reference};
+
+use super::{
+    Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking, check_delete_enabled, read_body,
+};
+use crate::body::ResponseBody;
+use crate::errors::{ApiError, ErrorCode};
+use crate::manifest::{self, EMPTY_BLOB, MAX_MANIFEST_BYTES};
+use crate::names::parse_reference;
+
+pub async fn put(
+    ctx: &Context,
+    name: String,
+    reference: &str,
+    mut call: Call,
+) -> Result<Reply, ApiError> {
+    let reference = parse_reference(reference)?;
+    let bytes = read_body(&mut call, MAX_MANIFEST_BYTES).await?;
+    let parsed = manifest::parse(&bytes, call.header(header::CONTENT_TYPE))?;
+    let subject = parsed.meta.subject.clone();
+    let repo = name.clone();
+    let record = blocking(ctx, move |e| {
+        let empty = Algorithm::Sha256.digest(EMPTY_BLOB);
+        for digest in &parsed.blobs {
+            if e.repo_blob(&repo, digest)?.is_some() {
+                continue;
+            }
+            if *digest == empty {
+                // Artifacts' empty config: store it rather than fail the client.
+                e.put_blob(&repo, Bytes::from_static(EMPTY_BLOB), digest)?;
+                continue;
+            }
+            return Err(ApiError::new(
+                ErrorCode::ManifestBlobUnknown,
+                format!("blob {digest} is not in repository {repo}"),
+            )
+            .with_detail(serde_json::json!({ "digest": digest.to_string() })));
+        }
+        for child in &parsed.children {
+            if e.manifest(&repo, &Reference::Digest(child.clone()))?
+                .is_none()
+            {
+                return Err(ApiError::new(
+                    ErrorCode::ManifestUnknown,
+                    format!("manifest {child} is not in repository {repo}"),
+                )
+                .with_status(StatusCode::BAD_REQUEST)
+                .with_detail(serde_json::json!({ "digest": child.to_string() })));
+            }
+        }
+        Ok(e.put_manifest(&repo, bytes, &reference, parsed.meta)?)
+    })
+    .await?;
+    let mut reply = Reply::new(StatusCode::CREATED)
+        .header(
+            header::LOCATION,
+            format!("/v2/{name}/manifests/{}", record.digest),
+        )
+        .header(header::CONTENT_LENGTH, "0")
+        .named(DOCKER_CONTENT_DIGEST, record.digest.to_string());
+    if let Some(subject) = subject {
+        reply = reply.named("oci-subject", subject.to_string());
+    }
+    Ok(reply)
+}
+
+pub fn get(ctx: &Context, name: &str, reference: &str, call: &Call) -> Result<Reply, ApiError> {
+    let reference = parse_reference(reference).map_err(|_| unknown(reference))?;
+    let head = call.method == Method::HEAD;
+    let (record, bytes) = if head {
+        let record = ctx.engine.manifest(name, &reference)?;
+        (record, None)
+    } else {
+        match ctx.engine.get_manifest(name, &reference)? {
+            Some((record, bytes)) => (Some(record), Some(bytes)),
+            None => (None, None),
+        }
+    };
+    let Some(record) = record else {
+        return Err(unknown(&reference_text(&reference)));
+    };
+    // By digest the client asks for exact bytes; by tag it says what it can read.
+    if let Reference::Tag(_) = reference {
+        let accept = call
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        if !manifest::accepts(accept, &record.meta.media_type) {
+            return Err(ApiError::new(
+                ErrorCode::ManifestUnknown,
+                format!(
+                    "the manifest is a {}, which the Accept header does not list",
+                    record.meta.media_type
+                ),
+            ));
+        }
+    }
+    let reply = Reply::new(StatusCode::OK)
+        .header(header::CONTENT_TYPE, record.meta.media_type.clone())
+        .header(header::CONTENT_LENGTH, record.size.to_string())
+        .header(header::ETAG, format!("\"{}\"", record.digest))
+        .named(DOCKER_CONTENT_DIGEST, record.digest.to_string());
+    Ok(match bytes {
+        Some(bytes) => reply.body(ResponseBody::full(bytes)),
+        None => reply,
+    })
+}
+
+/// By tag: removes the tag. By digest: removes the manifest and its tags.
+pub async fn delete(ctx: &Context, name: String, reference: &str) -> Result<Reply, ApiError> {
+    check_delete_enabled(ctx)?;
+    let reference = parse_reference(reference).map_err(|_| unknown(reference))?;
+    let text = reference_text(&reference);
+    let removed = blocking(ctx, move |e| {
+        Ok(match &reference {
+            Reference::Tag(tag) => e.untag(&name, tag)?,
+            Reference::Digest(digest) => e.delete_manifest(&name, digest)?,
+        })
+    })
+    .await?;
+    if !removed {
+        return Err(unknown(&text));
+    }
+    Ok(Reply::new(StatusCode::ACCEPTED).header(header::CONTENT_LENGTH, "0"))
+}
+
+fn reference_text(reference: &Reference) -> String {
+    match reference {
+        Reference::Tag(tag) => tag.clone(),
+        Reference::Digest(digest) => digest.to_string(),
+    }
+}
+
+fn unknown(reference: &str) -> ApiError {
+    ApiError::new(ErrorCode::ManifestUnknown, "manifest unknown")
+        .with_detail(serde_json::json!({ "reference": reference }))
+}

@@ -1,0 +1,253 @@
+//! The endpoints: which method of which route runs which handler, and the small
+//! pieces every handler shares (the reply builder, running engine calls off the
+//! async runtime, reading a bounded request body).
+
+mod blobs;
+mod listing;
+mod manifests;
+mod uploads;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use lain_engine::Engine;
+
+use crate::Settings;
+use crate::body::ResponseBody;
+use crate::errors::{ApiError, ErrorCode};
+use crate::names::check_repository;
+use crate::route::{Route, query_pairs};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct Context {
+    pub engine: Engine,
+    pub settings: Settings,
+}
+
+/// A request taken apart: method, decoded query, headers, and the body still streaming.
+pub struct Call {
+    pub method: Method,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Incoming,
+}
+
+impl Call {
+    pub fn header(&self, name: HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn query(&self, key: &str) -> Option<&str> {
+        crate::route::query_value(&self.query, key)
+    }
+
+    /// The declared body length, if the client sent a valid `Content-Length`.
+    pub fn content_length(&self) -> Option<u64> {
+        self.header(header::CONTENT_LENGTH)?.trim().parse().ok()
+    }
+}
+
+/// A successful response being built. Header values that are not valid header text
+/// are dropped rather than failing the request (every value set here is ASCII).
+pub struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: ResponseBody,
+}
+
+impl Reply {
+    pub fn new(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: ResponseBody::Empty,
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Reply {
+        if let Ok(value) = HeaderValue::try_from(value.into()) {
+            self.headers.insert(name, value);
+        }
+        self
+    }
+
+    /// A header by name; for the API's own `Docker-*` / `OCI-*` headers.
+    pub fn named(self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.header(HeaderName::from_static(name), value)
+    }
+
+    pub fn body(mut self, body: ResponseBody) -> Reply {
+        self.body = body;
+        self
+    }
+
+    pub fn json(self, value: &serde_json::Value, content_type: &'static str) -> Reply {
+        self.header(header::CONTENT_TYPE, content_type)
+            .body(ResponseBody::full(value.to_string()))
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+pub const DOCKER_UPLOAD_UUID: &str = "docker-upload-uuid";
+
+/// Runs `f` on the blocking pool: engine calls that write wait for fdatasync and
+/// synced index writes, which must not stall the async workers.
+pub async fn blocking<T, F>(ctx: &Context, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
+{
+    let engine = ctx.engine.clone();
+    match tokio::task::spawn_blocking(move || f(&engine)).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "engine task failed");
+            Err(ApiError::new(ErrorCode::Unknown, "internal error"))
+        }
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes; a longer one is refused with
+/// 413 `SIZE_INVALID` before it is read when its `Content-Length` says so.
+pub async fn read_body(call: &mut Call, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::SizeInvalid,
+            format!("body larger than {limit} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if call.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = BytesMut::new();
+    while let Some(frame) = call.body.frame().await {
+        let frame = frame.map_err(|e| body_error(&e))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// A request body that broke off (the client went away or sent bad framing).
+pub fn body_error(e: &hyper::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("reading the request body failed: {e}"),
+    )
+}
+
+/// Runs the endpoint `route` names.
+pub async fn dispatch(ctx: &Context, route: Route, req: Request<Incoming>) -> Reply {
+    let (parts, body) = req.into_parts();
+    let call = Call {
+        method: parts.method,
+        query: query_pairs(parts.uri.query()),
+        headers: parts.headers,
+        body,
+    };
+    match run(ctx, route, call).await {
+        Ok(reply) => reply,
+        Err(error) => error_reply(error),
+    }
+}
+
+/// The response for an error.
+pub fn error_reply(error: ApiError) -> Reply {
+    let mut reply = Reply::new(error.status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(ResponseBody::full(error.body()));
+    for (name, value) in error.headers {
+        reply.headers.insert(name, value);
+    }
+    reply
+}
+
+async fn run(ctx: &Context, route: Route, call: Call) -> Result<Reply, ApiError> {
+    use Method as M;
+    let method = call.method.clone();
+    let allowed: &[Method] = match &route {
+        Route::Base => &[M::GET, M::HEAD],
+        Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => &[M::GET],
+        Route::Manifest { .. } => &[M::GET, M::HEAD, M::PUT, M::DELETE],
+        Route::Blob { .. } => &[M::GET, M::HEAD, M::DELETE],
+        Route::UploadStart { .. } => &[M::POST],
+        Route::Upload { .. } => &[M::GET, M::PATCH, M::PUT, M::DELETE],
+    };
+    if !allowed.contains(&method) {
+        let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("{method} is not supported here"),
+        )
+        .with_header(header::ALLOW, allow.join(", ")));
+    }
+    match route {
+        Route::Base => {
+            Ok(Reply::new(StatusCode::OK).json(&serde_json::json!({}), "application/json"))
+        }
+        Route::Catalog => listing::catalog(ctx, &call),
+        Route::Tags { name } => {
+            check_repository(&name)?;
+            listing::tags(ctx, &name, &call)
+        }
+        Route::Referrers { name, digest } => {
+            check_repository(&name)?;
+            listing::referrers(ctx, &name, &digest, &call)
+        }
+        Route::Manifest { name, reference } => {
+            check_repository(&name)?;
+            match method {
+                M::PUT => manifests::put(ctx, name, &reference, call).await,
+                M::DELETE => manifests::delete(ctx, name, &reference).await,
+                _ => manifests::get(ctx, &name, &reference, &call),
+            }
+        }
+        Route::Blob { name, digest } => {
+            check_repository(&name)?;
+            match method {
+                M::DELETE => blobs::delete(ctx, name, &digest).await,
+                _ => blobs::get(ctx, &name, &digest, &call),
+            }
+        }
+        Route::UploadStart { name } => {
+            check_repository(&name)?;
+            uploads::start(ctx, name, call).await
+        }
+        Route::Upload { name, id } => {
+            check_repository(&name)?;
+            match method {
+                M::PATCH => uploads::patch(ctx, name, id, call).await,
+                M::PUT => uploads::finish(ctx, name, id, call).await,
+                M::DELETE => uploads::cancel(ctx, name, id).await,
+                _ => uploads::status(ctx, &name, &id),
+            }
+        }
+    }
+}
+
+/// 405 `UNSUPPORTED` unless the configuration allows deletes.
+pub fn check_delete_enabled(ctx: &Context) -> Result<(), ApiError> {
+    if ctx.settings.delete_enabled {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "deletes are disabled (storage.delete.enabled)",
+        ))
+    }
+}

@@ -1,0 +1,56 @@
+//! Response bodies: nothing, one buffer, or a blob streamed as zero-copy slices of the
+//! engine's pack mappings.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use lain_engine::BlobReader;
+
+#[derive(Debug)]
+pub enum ResponseBody {
+    Empty,
+    Full(Option<Bytes>),
+    Blob(BlobReader),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = match self.get_mut() {
+            ResponseBody::Empty => None,
+            ResponseBody::Full(bytes) => bytes.take(),
+            ResponseBody::Blob(reader) => reader.next(),
+        };
+        Poll::Ready(next.map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Empty => true,
+            ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Blob(reader) => reader.remaining() == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(match self {
+            ResponseBody::Empty => 0,
+            ResponseBody::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
+            ResponseBody::Blob(reader) => reader.remaining(),
+        })
+    }
+}
