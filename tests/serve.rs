@@ -32,3 +32,57 @@ fn base_endpoint_answers_and_sigterm_stops_cleanly() {
     lain_engine::Engine::open(dir.path(), lain_engine::Options::default())
         .expect("data directory free after shutdown");
 }
+
+/// SIGTERM while an upload's body is still arriving: the server stops accepting new
+/// connections, the request in flight completes (and its blob is durable), then the
+/// process exits cleanly.
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    use std::io::{BufReader, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Registry::start_in(dir.path());
+    let body = vec![7u8; 3 << 20];
+    let digest = common::sha256(&body);
+
+    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST /v2/lain/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    )
+    .expect("send head");
+    let (first, rest) = body.split_at(1 << 20);
+    stream.write_all(first).expect("send first MiB");
+    std::thread::sleep(Duration::from_millis(200));
+
+    common::signal(server.pid(), "TERM");
+    // The listener closes: new connections are refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&server.addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stream.write_all(rest).expect("send the rest after SIGTERM");
+    let response = common::read_response(&mut BufReader::new(&stream), false);
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.header("docker-content-digest"), Some(digest.as_str()));
+    drop(stream);
+
+    assert!(server.wait(), "registry did not exit cleanly");
+    let engine = lain_engine::Engine::open(dir.path(), lain_engine::Options::default())
+        .expect("data directory free after shutdown");
+    let stored = engine
+        .repo_blob("lain/app", &digest.parse().expect("digest"))
+        .expect("lookup");
+    assert_eq!(stored.map(|b| b.size), Some(body.len() as u64));
+}

@@ -141,8 +141,13 @@ impl Registry {
     }
 
     /// Sends SIGTERM and returns whether the process exited successfully.
-    pub fn terminate(mut self) -> bool {
+    pub fn terminate(self) -> bool {
         signal(self.child.id(), "TERM");
+        self.wait()
+    }
+
+    /// Waits for the process to exit; returns whether it exited successfully.
+    pub fn wait(mut self) -> bool {
         let status = self.child.wait().expect("wait");
         status.success()
     }
@@ -216,7 +221,9 @@ impl Request<'_> {
         match &self.body {
             Body::Empty => out.extend_from_slice(b"\r\n"),
             Body::Bytes(bytes) => {
-                out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", bytes.len()).as_bytes());
+                out.extend_from_slice(
+                    format!("Content-Length: {}\r\n\r\n", bytes.len()).as_bytes(),
+                );
                 out.extend_from_slice(bytes);
             }
             Body::Chunked(chunks) => {
@@ -366,4 +373,9 @@ pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
 /// `sha256:<hex>` of `bytes`, computed by the engine's digest code.
 pub fn sha256(bytes: &[u8]) -> String {
     lain_engine::Algorithm::Sha256.digest(bytes).to_string()
+}
+
+/// `sha512:<hex>` of `bytes`, computed by the engine's digest code.
+pub fn sha512(bytes: &[u8]) -> String {
+    lain_engine::Algorithm::Sha512.digest(bytes).to_string()
 }
