@@ -3,47 +3,26 @@
 //! This file only wires: it reads the command line and environment, opens the engine,
 //! and hands both to the HTTP layer.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod config;
+
+use std::path::Path;
 use std::process::ExitCode;
 
+use config::Config;
 use lain_engine::{Engine, Options};
 use tokio::net::TcpListener;
 
 const USAGE: &str = "usage: registry serve [config.yml]
        registry --version
 
-Without a configuration file the registry runs on its embedded default: data in
-./registry-data, listening on 127.0.0.1:5000. REGISTRY_HTTP_ADDR and
-REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY override those.";
-
-/// What `serve` runs with.
-#[derive(Debug)]
-struct ServeSettings {
-    addr: SocketAddr,
-    root: PathBuf,
-}
-
-impl ServeSettings {
-    fn embedded_default() -> ServeSettings {
-        ServeSettings {
-            addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            root: PathBuf::from("registry-data"),
-        }
-    }
-
-    fn apply_env(&mut self) -> Result<(), String> {
-        if let Ok(addr) = std::env::var("REGISTRY_HTTP_ADDR") {
-            self.addr = addr
-                .parse()
-                .map_err(|e| format!("REGISTRY_HTTP_ADDR={addr}: {e}"))?;
-        }
-        if let Ok(root) = std::env::var("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY") {
-            self.root = PathBuf::from(root);
-        }
-        Ok(())
-    }
-}
+With a configuration file (docker/distribution's config.yml) the registry applies
+http.addr (\":5000\" is every interface), storage.filesystem.rootdirectory,
+storage.delete.enabled (off unless set) and storage.maintenance.uploadpurging
+(enabled, age, interval); every other key is accepted and logged as not applied.
+Without a file it runs on its embedded default: data in ./registry-data, listening
+on 127.0.0.1:5000, deletes enabled. In both cases REGISTRY_HTTP_ADDR,
+REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY and REGISTRY_STORAGE_DELETE_ENABLED
+override those.";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -54,11 +33,7 @@ fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("serve") if args.len() == 1 => serve(),
-        Some("serve") => Err(format!(
-            "configuration files are not read yet ({}); run `registry serve` for the embedded default",
-            args[1]
-        )),
+        Some("serve") if args.len() <= 2 => serve(args.get(1).map(Path::new)),
         Some("--version" | "-V") => {
             println!("registry {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -78,28 +53,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve() -> Result<(), String> {
-    let mut settings = ServeSettings::embedded_default();
-    settings.apply_env()?;
-    let engine = Engine::open(&settings.root, Options::default())
-        .map_err(|e| format!("cannot open {}: {e}", settings.root.display()))?;
+fn serve(file: Option<&Path>) -> Result<(), String> {
+    let mut config =
+        Config::load(file, |name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+    config.log_not_applied();
+    let engine = Engine::open(&config.root, Options::default())
+        .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
     // The directory exists now; print where the data really is.
-    if let Ok(absolute) = settings.root.canonicalize() {
-        settings.root = absolute;
+    if let Ok(absolute) = config.root.canonicalize() {
+        config.root = absolute;
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let listener = TcpListener::bind(settings.addr)
+        let listener = TcpListener::bind(config.addr.bind_target())
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.addr))?;
+            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let purge = match config.http.upload_purge_interval {
+            Some(every) => format!(
+                "after {} idle, checked every {}",
+                config::format_duration(config.http.upload_purge_age),
+                config::format_duration(every)
+            ),
+            None => "off".to_owned(),
+        };
         tracing::info!(
-            data = %settings.root.display(),
+            config = %config.file.as_deref().map_or("(embedded default)".into(), |f| f.display().to_string()),
+            data = %config.root.display(),
             %addr,
+            delete_enabled = config.http.delete_enabled,
+            upload_purge = %purge,
             "registry listening on http://{addr}/v2/ with data in {}",
-            settings.root.display()
+            config.root.display()
         );
-        lain_http::serve(listener, engine, lain_http::Settings::default(), shutdown_signal())
+        lain_http::serve(listener, engine, config.http.clone(), shutdown_signal())
             .await
             .map_err(|e| e.to_string())
     })?;

@@ -75,7 +75,10 @@ fn sigterm_lets_the_request_in_flight_finish() {
     stream.write_all(rest).expect("send the rest after SIGTERM");
     let response = common::read_response(&mut BufReader::new(&stream), false);
     assert_eq!(response.status, 201, "{}", response.text());
-    assert_eq!(response.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(
+        response.header("docker-content-digest"),
+        Some(digest.as_str())
+    );
     drop(stream);
 
     assert!(server.wait(), "registry did not exit cleanly");
