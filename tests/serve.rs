@@ -89,3 +89,56 @@ fn sigterm_lets_the_request_in_flight_finish() {
         .expect("lookup");
     assert_eq!(stored.map(|b| b.size), Some(body.len() as u64));
 }
+
+/// A 256 MiB blob pushed in one request never sits in the server's memory: its peak
+/// resident set stays far below the blob's size.
+#[test]
+fn large_bodies_stream_through_without_buffering() {
+    use std::io::{BufReader, Write};
+    use std::net::TcpStream;
+
+    const SIZE: usize = 256 << 20;
+    let server = Registry::start();
+    // A deterministic pattern, hashed as it is generated, sent in 1 MiB writes.
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let mut hasher = lain_engine::Algorithm::Sha256.hasher();
+    for _ in 0..SIZE / chunk.len() {
+        hasher.update(&chunk);
+    }
+    let digest = hasher.finish().to_string();
+
+    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    write!(
+        stream,
+        "POST /v2/big/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Length: {SIZE}\r\n\r\n",
+        server.addr
+    )
+    .expect("send head");
+    for _ in 0..SIZE / chunk.len() {
+        stream.write_all(&chunk).expect("send body");
+    }
+    let response = common::read_response(&mut BufReader::new(&stream), false);
+    assert_eq!(response.status, 201, "{}", response.text());
+
+    let peak_kib = peak_rss_kib(server.pid());
+    eprintln!("peak resident set after a 256 MiB push: {} MiB", peak_kib >> 10);
+    assert!(
+        peak_kib < 128 << 10,
+        "peak resident set {peak_kib} KiB: the body was buffered"
+    );
+
+    // And the bytes are all there.
+    let head = server.request("HEAD", &format!("/v2/big/blobs/{digest}")).send();
+    head.expect(200, None);
+    assert_eq!(head.header("content-length"), Some(SIZE.to_string().as_str()));
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}

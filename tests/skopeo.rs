@@ -1,0 +1,726 @@
+//! A real client against the real registry: skopeo pushes an OCI image and a
+//! multi-architecture index from an OCI layout written here, pulls them back into a
+//! second layout, and the two layouts must agree byte for byte (manifests, configs,
+//! layers, digests). A second push of the same content must move no blob bytes.
+//!
+//! skopeo runs with `--preserve-digests`, so it never re-compresses or rewrites
+//! anything: a digest that changed on the way is a failure, not a silent conversion.
+//! Every skopeo run gets its own HOME, registries.conf, auth file and registries.d in a
+//! temporary directory (only the registry on 127.0.0.1 is ever contacted) and is killed
+//! after `SKOPEO_TIMEOUT`. (Run as root, skopeo 1.9 still keeps its blob-info cache, the
+//! known locations of blobs, in /var/lib/containers/cache; stale entries there only cost
+//! a HEAD.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SKOPEO_TIMEOUT: Duration = Duration::from_secs(120);
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// `len` deterministic pseudo-random bytes (splitmix64 seeded with `seed`).
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A descriptor as it appears in manifests and indexes.
+fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
+    json!({ "mediaType": media_type, "digest": digest, "size": size })
+}
+
+/// An OCI image layout being written: `oci-layout`, `blobs/sha256/*`, and finally
+/// `index.json`.
+struct LayoutWriter {
+    dir: PathBuf,
+    /// Every blob written, by digest.
+    blobs: BTreeMap<String, Vec<u8>>,
+}
+
+impl LayoutWriter {
+    fn new(dir: &Path) -> LayoutWriter {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).expect("mkdir blobs");
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("write oci-layout");
+        LayoutWriter {
+            dir: dir.to_owned(),
+            blobs: BTreeMap::new(),
+        }
+    }
+
+    /// Stores `bytes` as a blob and returns its descriptor.
+    fn blob(&mut self, media_type: &str, bytes: Vec<u8>) -> Value {
+        let digest = common::sha256(&bytes);
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        std::fs::write(self.dir.join("blobs/sha256").join(hex), &bytes).expect("write blob");
+        let desc = descriptor(media_type, &digest, bytes.len());
+        self.blobs.insert(digest, bytes);
+        desc
+    }
+
+    /// Stores a config for `layers` (uncompressed, so each diff_id is the layer digest)
+    /// and the image manifest; returns the manifest's descriptor.
+    fn image(&mut self, arch: &str, layers: &[Value]) -> Value {
+        let diff_ids: Vec<&Value> = layers.iter().map(|l| &l["digest"]).collect();
+        let history: Vec<Value> = (0..layers.len())
+            .map(|i| json!({ "created_by": format!("lain test layer {i}") }))
+            .collect();
+        let config = json!({
+            "created": "2024-01-02T03:04:05Z",
+            "architecture": arch,
+            "os": "linux",
+            "config": { "Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/app"] },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "history": history,
+        });
+        let config = self.blob(OCI_CONFIG, serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config,
+            "layers": layers,
+            "annotations": { "org.opencontainers.image.title": format!("lain test {arch}") },
+        });
+        self.blob(OCI_MANIFEST, serde_json::to_vec_pretty(&manifest).unwrap())
+    }
+
+    /// Writes `index.json` naming each of `refs` (descriptor, ref name).
+    fn finish(self, refs: &[(&Value, &str)]) -> BTreeMap<String, Vec<u8>> {
+        let manifests: Vec<Value> = refs
+            .iter()
+            .map(|(desc, name)| {
+                let mut desc = (*desc).clone();
+                desc["annotations"] = json!({ REF_NAME: name });
+                desc
+            })
+            .collect();
+        let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .expect("write index.json");
+        self.blobs
+    }
+}
+
+/// What the input layout holds.
+struct Input {
+    /// Every blob of the layout, by digest.
+    blobs: BTreeMap<String, Vec<u8>>,
+    /// The single-platform image (`oci:DIR:image`).
+    image: Value,
+    /// The multi-architecture index (`oci:DIR:multi`).
+    multi: Value,
+    /// The layer descriptors of `image`, and of every manifest of `multi`.
+    image_layers: Vec<Value>,
+    multi_layers: Vec<Value>,
+    /// The digests of the manifests `multi` lists.
+    multi_manifests: Vec<String>,
+}
+
+impl Input {
+    fn bytes(&self, desc: &Value) -> &[u8] {
+        &self.blobs[desc["digest"].as_str().unwrap()]
+    }
+}
+
+fn write_input(dir: &Path) -> Input {
+    let mut layout = LayoutWriter::new(dir);
+    const MIB: usize = 1024 * 1024;
+    // Not tar archives: with `--preserve-digests` skopeo copies layer bytes as they
+    // are, which is what a registry must do too.
+    let big = layout.blob(OCI_LAYER, pseudo_random(1, 6 * MIB + 12_345));
+    let medium = layout.blob(OCI_LAYER, pseudo_random(2, 300 * 1024 + 1));
+    let small = layout.blob(OCI_LAYER, pseudo_random(3, 517));
+    let tiny = layout.blob(OCI_LAYER, pseudo_random(4, 1));
+    let amd64_only = layout.blob(OCI_LAYER, pseudo_random(5, MIB + 3));
+    let arm64_only = layout.blob(OCI_LAYER, pseudo_random(6, 2 * MIB - 7));
+
+    let image_layers = vec![big.clone(), medium.clone(), small.clone(), tiny.clone()];
+    let image = layout.image("amd64", &image_layers);
+
+    // The index shares `big` and `small` with the image, and `small` between its
+    // two platforms.
+    let amd64_layers = [big.clone(), amd64_only.clone(), small.clone()];
+    let arm64_layers = [arm64_only.clone(), small.clone()];
+    let mut amd64 = layout.image("amd64", &amd64_layers);
+    let mut arm64 = layout.image("arm64", &arm64_layers);
+    amd64["platform"] = json!({ "architecture": "amd64", "os": "linux" });
+    arm64["platform"] = json!({ "architecture": "arm64", "os": "linux", "variant": "v8" });
+    let multi_manifests = vec![
+        amd64["digest"].as_str().unwrap().to_owned(),
+        arm64["digest"].as_str().unwrap().to_owned(),
+    ];
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [amd64, arm64],
+        "annotations": { "org.opencontainers.image.title": "lain multi" },
+    });
+    let multi = layout.blob(OCI_INDEX, serde_json::to_vec_pretty(&index).unwrap());
+    let multi_layers = vec![big, amd64_only, small, arm64_only];
+
+    let blobs = layout.finish(&[(&image, "image"), (&multi, "multi")]);
+    Input {
+        blobs,
+        image,
+        multi,
+        image_layers,
+        multi_layers,
+        multi_manifests,
+    }
+}
+
+/// Runs skopeo in an environment of its own under `root`.
+struct Skopeo {
+    root: PathBuf,
+}
+
+/// A finished skopeo run.
+struct Run {
+    command: String,
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn output(&self) -> String {
+        format!(
+            "$ {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Skopeo {
+    fn new(root: &Path) -> Skopeo {
+        for sub in [
+            "home",
+            "config",
+            "data",
+            "cache",
+            "run",
+            "tmp",
+            "registries.d",
+            "certs.d",
+        ] {
+            std::fs::create_dir_all(root.join(sub)).expect("mkdir");
+        }
+        // No search registries, no mirrors, no aliases: a reference names its host.
+        std::fs::write(
+            root.join("registries.conf"),
+            "unqualified-search-registries = []\nshort-name-mode = \"disabled\"\n",
+        )
+        .expect("write registries.conf");
+        std::fs::write(root.join("containers.conf"), "").expect("write containers.conf");
+        std::fs::write(root.join("auth.json"), r#"{"auths":{}}"#).expect("write auth.json");
+        Skopeo {
+            root: root.to_owned(),
+        }
+    }
+
+    /// Runs `skopeo --debug SUBCOMMAND ARGS`, with the options that keep it inside its
+    /// own directory, killing it after `SKOPEO_TIMEOUT`.
+    fn run(&self, subcommand: &str, args: &[&str]) -> Run {
+        let r = |sub: &str| self.root.join(sub).display().to_string();
+        let mut all: Vec<String> = [
+            "--debug",
+            "--insecure-policy",
+            "--registries.d",
+            &r("registries.d"),
+            "--tmpdir",
+            &r("tmp"),
+            subcommand,
+            // Hidden in skopeo 1.9 but honoured; newer versions read the variable below.
+            "--registries-conf",
+            &r("registries.conf"),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let certs = r("certs.d");
+        match subcommand {
+            "copy" => all.extend(
+                [
+                    "--preserve-digests",
+                    "--src-cert-dir",
+                    &certs,
+                    "--dest-cert-dir",
+                    &certs,
+                ]
+                .map(str::to_owned),
+            ),
+            "inspect" => all.extend(["--cert-dir", &certs].map(str::to_owned)),
+            _ => {}
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut command = Command::new("skopeo");
+        command
+            .args(&all)
+            .env("HOME", r("home"))
+            .env("XDG_CONFIG_HOME", r("config"))
+            .env("XDG_DATA_HOME", r("data"))
+            .env("XDG_CACHE_HOME", r("cache"))
+            .env("XDG_RUNTIME_DIR", r("run"))
+            .env("TMPDIR", r("tmp"))
+            .env("CONTAINERS_REGISTRIES_CONF", r("registries.conf"))
+            .env("CONTAINERS_CONF", r("containers.conf"))
+            .env("REGISTRY_AUTH_FILE", r("auth.json"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "no_proxy",
+            "DOCKER_CONFIG",
+            "REGISTRIES_CONFIG_PATH",
+        ] {
+            command.env_remove(var);
+        }
+        let line = format!("skopeo {}", all.join(" "));
+        let mut child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run `{line}` ({e}); scripts/test installs skopeo (apt-get install skopeo)"
+            )
+        });
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + SKOPEO_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for skopeo") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let run = Run {
+            command: line,
+            success: status.is_some_and(|s| s.success()),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        };
+        assert!(
+            status.is_some(),
+            "skopeo did not finish within {SKOPEO_TIMEOUT:?}\n{}",
+            run.output()
+        );
+        run
+    }
+
+    /// Runs skopeo and fails the test, with skopeo's output and the registry's log,
+    /// unless it succeeds.
+    #[track_caller]
+    fn ok(&self, registry: Option<&common::Registry>, subcommand: &str, args: &[&str]) -> Run {
+        let run = self.run(subcommand, args);
+        assert!(
+            run.success,
+            "skopeo failed\n{}\n--- registry log ---\n{}",
+            run.output(),
+            registry.map(|r| r.log()).unwrap_or_default()
+        );
+        run
+    }
+}
+
+/// `(digest of the manifest named `name`, its media type)` in a layout's index.json.
+fn layout_ref(dir: &Path, name: &str) -> (String, String) {
+    let bytes = std::fs::read(dir.join("index.json")).expect("read index.json");
+    let index: Value = serde_json::from_slice(&bytes).expect("index.json is JSON");
+    let entries: Vec<&Value> = index["manifests"]
+        .as_array()
+        .expect("index.json manifests")
+        .iter()
+        .filter(|m| m["annotations"][REF_NAME] == name)
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "{name:?} in {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    (
+        entries[0]["digest"].as_str().unwrap().to_owned(),
+        entries[0]["mediaType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// Every blob file of a layout, by digest.
+fn layout_blobs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut blobs = BTreeMap::new();
+    for entry in std::fs::read_dir(dir.join("blobs/sha256")).expect("read blobs") {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        blobs.insert(
+            format!("sha256:{name}"),
+            std::fs::read(entry.path()).unwrap(),
+        );
+    }
+    blobs
+}
+
+/// Asserts `out` holds `expected` byte for byte (and nothing else).
+#[track_caller]
+fn assert_same_blobs(expected: &BTreeMap<String, Vec<u8>>, out: &Path) {
+    let got = layout_blobs(out);
+    for (digest, bytes) in expected {
+        let Some(copy) = got.get(digest) else {
+            panic!(
+                "blob {digest} ({} bytes) missing from {}; it has {:?}",
+                bytes.len(),
+                out.display(),
+                got.keys().collect::<Vec<_>>()
+            );
+        };
+        assert!(
+            copy == bytes,
+            "blob {digest} differs: {} bytes expected, {} bytes got (sha256 of the copy {})",
+            bytes.len(),
+            copy.len(),
+            common::sha256(copy)
+        );
+    }
+    let extra: Vec<&String> = got.keys().filter(|d| !expected.contains_key(*d)).collect();
+    assert!(
+        extra.is_empty(),
+        "unexpected blobs in {}: {extra:?}",
+        out.display()
+    );
+}
+
+/// The blobs reachable from the manifest or index `root` (itself included).
+fn closure(input: &Input, root: &Value) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.clone()];
+    while let Some(desc) = todo.pop() {
+        let digest = desc["digest"].as_str().unwrap().to_owned();
+        let bytes = input.blobs[&digest].clone();
+        let media_type = desc["mediaType"].as_str().unwrap();
+        if media_type == OCI_MANIFEST || media_type == OCI_INDEX {
+            let doc: Value = serde_json::from_slice(&bytes).unwrap();
+            if let Some(config) = doc.get("config") {
+                todo.push(config.clone());
+            }
+            for key in ["layers", "manifests"] {
+                if let Some(list) = doc.get(key).and_then(Value::as_array) {
+                    todo.extend(list.iter().cloned());
+                }
+            }
+        }
+        out.insert(digest, bytes);
+    }
+    out
+}
+
+/// One access-log line: `(method, path)`, from its `method=` and `path=` fields.
+fn access(line: &str) -> Option<(String, String)> {
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .map(|v| v.trim_matches('"').to_owned())
+    };
+    Some((field("method=")?, field("path=")?))
+}
+
+/// The access-log lines of `log` (from its `from`th byte on) that upload blob bytes:
+/// a `PATCH` or `PUT` to `/blobs/uploads/`.
+fn uploads(log: &str, from: usize) -> Vec<String> {
+    log[from..]
+        .lines()
+        .filter(|line| {
+            access(line).is_some_and(|(method, path)| {
+                (method == "PATCH" || method == "PUT") && path.contains("/blobs/uploads/")
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The registry's log once it holds every request made so far: the access-log lines
+/// reach the log through a pipe and a thread, so a marker request is sent and awaited.
+fn settled_log(registry: &common::Registry) -> String {
+    static MARKERS: AtomicUsize = AtomicUsize::new(0);
+    let marker = format!(
+        "/v2/skopeo-test-marker-{}/tags/list",
+        MARKERS.fetch_add(1, Ordering::Relaxed)
+    );
+    registry.request("GET", &marker).send();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = registry.log();
+        if let Some(at) = log.find(&marker) {
+            // Up to the end of the marker's line.
+            let end = log[at..].find('\n').map_or(log.len(), |i| at + i + 1);
+            return log[..end].to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the registry never logged {marker}\n--- registry log ---\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts skopeo's `--debug` output says it skipped every one of `blobs` because the
+/// registry already had it (in the repository, or mounted from another one).
+#[track_caller]
+fn assert_skipped(run: &Run, blobs: &[Value]) {
+    for blob in blobs {
+        let digest = blob["digest"].as_str().unwrap();
+        let skipped = format!("Skipping blob {digest} (already present)");
+        assert!(
+            run.stderr.contains(&skipped),
+            "skopeo did not reuse {digest}\n{}",
+            run.output()
+        );
+    }
+}
+
+/// The digests of the blobs skopeo's `--debug` output says it uploaded.
+fn uploaded(run: &Run) -> Vec<String> {
+    run.stderr
+        .lines()
+        .filter_map(|line| line.split("Upload of layer ").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn skopeo_round_trips_images_and_indexes_byte_for_byte() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let input_dir = work.path().join("input");
+    let input = write_input(&input_dir);
+    let skopeo = Skopeo::new(&work.path().join("skopeo"));
+    let oci = |dir: &Path, name: &str| format!("oci:{}:{name}", dir.display());
+    let image_manifest = input.bytes(&input.image).to_vec();
+    let multi_index = input.bytes(&input.multi).to_vec();
+    let image_digest = input.image["digest"].as_str().unwrap();
+    let multi_digest = input.multi["digest"].as_str().unwrap();
+    let image_doc: Value = serde_json::from_slice(&image_manifest).unwrap();
+
+    // The layout itself is valid: skopeo reads both references back as written, and
+    // copies them into another layout unchanged.
+    for (name, bytes) in [("image", &image_manifest), ("multi", &multi_index)] {
+        let run = skopeo.ok(None, "inspect", &["--raw", &oci(&input_dir, name)]);
+        assert!(
+            run.stdout.as_bytes() == bytes.as_slice(),
+            "skopeo reads {name} differently\n{}",
+            run.output()
+        );
+    }
+    let local = work.path().join("local");
+    skopeo.ok(
+        None,
+        "copy",
+        &[&oci(&input_dir, "image"), &oci(&local, "image")],
+    );
+    skopeo.ok(
+        None,
+        "copy",
+        &["--all", &oci(&input_dir, "multi"), &oci(&local, "multi")],
+    );
+    assert_eq!(layout_ref(&local, "image").0, image_digest);
+    assert_eq!(layout_ref(&local, "multi").0, multi_digest);
+    assert_same_blobs(&input.blobs, &local);
+
+    let registry = common::Registry::start();
+    let reg = Some(&registry);
+    let addr = registry.addr.clone();
+    let docker = |reference: &str| format!("docker://{addr}/{reference}");
+    // `oci:input:NAME` to `docker://ADDR/DEST` (with every manifest of an index).
+    let push = |name: &str, dest: &str| {
+        skopeo.ok(
+            reg,
+            "copy",
+            &[
+                "--all",
+                "--dest-tls-verify=false",
+                &oci(&input_dir, name),
+                &docker(dest),
+            ],
+        )
+    };
+    let inspect = |reference: &str, extra: &[&str]| {
+        let target = docker(reference);
+        let mut args = vec!["--raw", "--tls-verify=false"];
+        args.extend(extra);
+        args.push(&target);
+        skopeo.ok(reg, "inspect", &args).stdout
+    };
+
+    // Push the image, and the index with all its manifests. Every config and layer is
+    // uploaded once: the layers the index shares with the image are mounted from
+    // lain/app, or found by HEAD.
+    let runs = [push("image", "lain/app:v1"), push("multi", "lain/multi:v1")];
+    let sent_by_skopeo: Vec<String> = runs.iter().flat_map(uploaded).collect();
+    let mut distinct = sent_by_skopeo.clone();
+    distinct.sort();
+    distinct.dedup();
+    let blobs: Vec<&String> = input
+        .blobs
+        .keys()
+        .filter(|d| *d != image_digest && *d != multi_digest)
+        .filter(|d| !input.multi_manifests.contains(d))
+        .collect();
+    assert_eq!(
+        distinct.iter().collect::<Vec<_>>(),
+        blobs,
+        "skopeo did not upload every config and layer\n{}\n{}",
+        runs[0].output(),
+        runs[1].output()
+    );
+    // The access log shows those uploads (one finishing PUT each): the checks on the
+    // log below are not vacuous.
+    let log = settled_log(&registry);
+    let puts = uploads(&log, 0)
+        .iter()
+        .filter(|line| line.contains("method=PUT"))
+        .count();
+    assert_eq!(
+        puts,
+        sent_by_skopeo.len(),
+        "one PUT to /blobs/uploads/ per blob skopeo uploaded ({sent_by_skopeo:?})\n--- registry log ---\n{log}"
+    );
+
+    // The registry serves the manifests exactly as pushed, by tag and by digest, and
+    // the config as pushed.
+    for (reference, expected) in [
+        ("lain/app:v1".to_owned(), &image_manifest),
+        (format!("lain/app@{image_digest}"), &image_manifest),
+        ("lain/multi:v1".to_owned(), &multi_index),
+        (format!("lain/multi@{multi_digest}"), &multi_index),
+    ] {
+        let got = inspect(&reference, &[]);
+        assert!(
+            got.as_bytes() == expected.as_slice(),
+            "manifest of {reference} differs from the pushed one\nexpected:\n{}\ngot:\n{got}",
+            String::from_utf8_lossy(expected)
+        );
+    }
+    let config = inspect("lain/app:v1", &["--config"]);
+    assert!(
+        config.as_bytes() == input.bytes(&image_doc["config"]),
+        "config differs: {config}"
+    );
+
+    // Pull both back into a fresh layout: same digests, same bytes, nothing else.
+    let out = work.path().join("out");
+    let pull = |src: &str, name: &str| {
+        skopeo.ok(
+            reg,
+            "copy",
+            &[
+                "--all",
+                "--src-tls-verify=false",
+                &docker(src),
+                &oci(&out, name),
+            ],
+        )
+    };
+    pull("lain/app:v1", "image");
+    assert_eq!(
+        layout_ref(&out, "image"),
+        (image_digest.to_owned(), OCI_MANIFEST.to_owned())
+    );
+    assert_same_blobs(&closure(&input, &input.image), &out);
+    pull("lain/multi:v1", "multi");
+    assert_eq!(
+        layout_ref(&out, "multi"),
+        (multi_digest.to_owned(), OCI_INDEX.to_owned())
+    );
+    assert_same_blobs(&input.blobs, &out);
+
+    // Pushing the same content again moves no blob bytes: to another tag of the same
+    // repositories, every blob (configs included) is found by HEAD.
+    let before = settled_log(&registry).len();
+    let runs = [push("image", "lain/app:v2"), push("multi", "lain/multi:v2")];
+    assert_skipped(&runs[0], &input.image_layers);
+    assert_skipped(&runs[1], &input.multi_layers);
+    for run in &runs {
+        assert!(
+            uploaded(run).is_empty(),
+            "skopeo uploaded blobs again\n{}",
+            run.output()
+        );
+    }
+    let log = settled_log(&registry);
+    let sent = uploads(&log, before);
+    assert!(
+        sent.is_empty(),
+        "second push to the same repositories uploaded blob bytes:\n{}\n--- registry log ---\n{log}",
+        sent.join("\n")
+    );
+    assert_eq!(inspect("lain/app:v2", &[]), inspect("lain/app:v1", &[]));
+    assert_eq!(inspect("lain/multi:v2", &[]), inspect("lain/multi:v1", &[]));
+
+    // To a fresh repository, skopeo mounts every layer it pushed before (POST
+    // ?mount=&from=) instead of sending it. skopeo 1.9 never tries to mount a config,
+    // so the config's few hundred bytes (one upload session) are the only ones sent.
+    let before = settled_log(&registry).len();
+    let run = push("image", "lain/other:v1");
+    assert_skipped(&run, &input.image_layers);
+    let config_digest = image_doc["config"]["digest"].as_str().unwrap();
+    let sent_by_skopeo = uploaded(&run);
+    assert!(
+        sent_by_skopeo.iter().all(|d| d == config_digest),
+        "skopeo uploaded {sent_by_skopeo:?} to a fresh repository, not only the config {config_digest}\n{}",
+        run.output()
+    );
+    let log = settled_log(&registry);
+    let sent = uploads(&log, before);
+    let puts = sent.iter().filter(|l| l.contains("method=PUT")).count();
+    let patches = sent.len() - puts;
+    assert!(
+        puts <= sent_by_skopeo.len() && patches <= sent_by_skopeo.len(),
+        "push to a fresh repository uploaded more than the config:\n{}\n{}\n--- registry log ---\n{log}",
+        sent.join("\n"),
+        run.output()
+    );
+    assert_eq!(
+        inspect("lain/other:v1", &[]).as_bytes(),
+        image_manifest.as_slice()
+    );
+}
