@@ -100,7 +100,9 @@ fn large_bodies_stream_through_without_buffering() {
     const SIZE: usize = 256 << 20;
     let server = Registry::start();
     // A deterministic pattern, hashed as it is generated, sent in 1 MiB writes.
-    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let mut hasher = lain_engine::Algorithm::Sha256.hasher();
     for _ in 0..SIZE / chunk.len() {
         hasher.update(&chunk);
@@ -121,16 +123,24 @@ fn large_bodies_stream_through_without_buffering() {
     assert_eq!(response.status, 201, "{}", response.text());
 
     let peak_kib = peak_rss_kib(server.pid());
-    eprintln!("peak resident set after a 256 MiB push: {} MiB", peak_kib >> 10);
+    eprintln!(
+        "peak resident set after a 256 MiB push: {} MiB",
+        peak_kib >> 10
+    );
     assert!(
         peak_kib < 128 << 10,
         "peak resident set {peak_kib} KiB: the body was buffered"
     );
 
     // And the bytes are all there.
-    let head = server.request("HEAD", &format!("/v2/big/blobs/{digest}")).send();
+    let head = server
+        .request("HEAD", &format!("/v2/big/blobs/{digest}"))
+        .send();
     head.expect(200, None);
-    assert_eq!(head.header("content-length"), Some(SIZE.to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(SIZE.to_string().as_str())
+    );
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.

@@ -94,6 +94,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
     let reply = match Route::parse(&path) {
         Some(route) => api::dispatch(ctx, route, req).await,
         None => api::error_reply(
@@ -110,6 +111,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
         %peer,
         method = %method,
         path,
+        query,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
     );

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
