@@ -514,6 +514,81 @@ fn blob_upload_streamed_chunked_and_final_body() {
     assert_blob(&reg, name, &data);
 }
 
+/// One request at a time writes a session: a PATCH that arrives while another is still
+/// streaming its body is refused with 416 and the session's current `Range`, and the
+/// first one's bytes are not interleaved with anything.
+#[test]
+fn concurrent_writes_to_one_session_are_refused() {
+    let reg = Registry::start();
+    let name = "uploads/concurrent";
+    let data = pseudo_random(40, 2 << 20);
+    let d = sha256(&data);
+    let mut up = start_upload(&reg, name);
+
+    let mut first = TcpStream::connect(&reg.addr).expect("connect");
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        first,
+        "PATCH {} HTTP/1.1\r\nHost: {}\r\nContent-Range: 0-{}\r\nContent-Length: {}\r\n\r\n",
+        up.location,
+        reg.addr,
+        data.len() - 1,
+        data.len()
+    )
+    .expect("send head");
+    first.write_all(&data[..1 << 20]).expect("send half");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // While the first body is still arriving, a second writer, with or without a range.
+    let r = up.patch(&reg, b"intruder", None);
+    r.expect(416, Some("RANGE_INVALID"));
+    assert!(
+        r.header("range").is_some(),
+        "416 without Range: {:?}",
+        r.headers
+    );
+    let r = up.patch(&reg, b"intruder", Some("0-7"));
+    r.expect(416, Some("RANGE_INVALID"));
+    let r = up.put(&reg, Some(&d), None);
+    r.expect(416, Some("RANGE_INVALID"));
+
+    first.write_all(&data[1 << 20..]).expect("send the rest");
+    let r = common::read_response(&mut BufReader::new(&first), false);
+    r.expect(202, None);
+    check_session(&r, name, data.len());
+    up.finish(&reg, &d, None);
+}
+
+/// A chunked body sent with `Content-Range` must have the range's length.
+#[test]
+fn chunked_body_must_match_its_content_range() {
+    let reg = Registry::start();
+    let name = "uploads/chunked-range";
+    let mut up = start_upload(&reg, name);
+    let r = reg
+        .request("PATCH", &up.location)
+        .header("Content-Range", "0-99")
+        .chunked(vec![vec![1u8; 60]])
+        .send();
+    r.expect(400, Some("BLOB_UPLOAD_INVALID"));
+    // The session holds what did arrive, and says so.
+    up.status(&reg).expect(204, None);
+    assert_eq!(up.status(&reg).header("range"), Some("0-59"));
+    let r = reg
+        .request("PATCH", &up.location)
+        .header("Content-Range", "60-99")
+        .chunked(vec![vec![1u8; 20], vec![1u8; 20]])
+        .send();
+    let up = {
+        r.expect(202, None);
+        up.follow(r);
+        up
+    };
+    up.finish(&reg, &sha256(&[1u8; 100]), None);
+}
+
 #[test]
 fn blob_upload_content_range_errors() {
     let reg = Registry::start();
@@ -849,23 +924,22 @@ fn monolithic_upload_and_cross_repository_mount() {
     check_session(&r, "mono/fourth", 0);
     assert_eq!(head_blob(&reg, "mono/fourth", &unknown), 404);
 
-    // A bad mount digest, with or without `from`; a bad `from`.
+    // A bad mount digest, with or without `from`, or a bad `from`: no mount, and (as the
+    // spec asks) an upload session instead of an error.
+    let bad_froms = ["Mono/Src", "mono//src", "-mono"].map(|f| format!("mount={d}&from={f}"));
     for query in [
         "mount=sha256:123&from=mono/src".to_owned(),
         "mount=latest&from=mono/src".to_owned(),
         "mount=sha256:123".to_owned(),
-    ] {
-        reg.request("POST", &format!("/v2/mono/fifth/blobs/uploads/?{query}"))
-            .send()
-            .expect(400, Some("DIGEST_INVALID"));
-    }
-    for from in ["Mono/Src", "mono//src", "-mono"] {
-        reg.request(
-            "POST",
-            &format!("/v2/mono/fifth/blobs/uploads/?mount={d}&from={from}"),
-        )
-        .send()
-        .expect(400, Some("NAME_INVALID"));
+    ]
+    .into_iter()
+    .chain(bad_froms)
+    {
+        let r = reg
+            .request("POST", &format!("/v2/mono/fifth/blobs/uploads/?{query}"))
+            .send();
+        r.expect(202, None);
+        check_session(&r, "mono/fifth", 0);
     }
     assert_eq!(head_blob(&reg, "mono/fifth", &d), 404);
 }
@@ -1319,8 +1393,9 @@ fn manifest_push_errors() {
                 "manifests": children,
             }))
             .unwrap();
+            // The spec's code for an unknown reference, blob or manifest alike.
             put_manifest(&reg, name, "idx", media_type, &body)
-                .expect(400, Some("MANIFEST_UNKNOWN"));
+                .expect(400, Some("MANIFEST_BLOB_UNKNOWN"));
         }
     }
 

@@ -190,9 +190,16 @@ fn deletes_are_off_unless_the_file_enables_them() {
         let root = dir.path().join(format!("data-{enabled:?}"));
         let file = config_file(dir.path(), "127.0.0.1:0", &root, enabled);
         let server = launch_with(file, Vec::new());
-        server
-            .request("DELETE", &path)
-            .send()
-            .expect(status, Some(code));
+        let response = server.request("DELETE", &path).send();
+        response.expect(status, Some(code));
+        if status == 405 {
+            // A 405 names what is allowed: everything but DELETE.
+            assert_eq!(response.header("allow"), Some("GET, HEAD, PUT"));
+            let blob = server
+                .request("DELETE", &format!("/v2/x/blobs/{ZERO_DIGEST}"))
+                .send();
+            blob.expect(405, Some("UNSUPPORTED"));
+            assert_eq!(blob.header("allow"), Some("GET, HEAD"));
+        }
     }
 }

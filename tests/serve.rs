@@ -152,3 +152,72 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM")
 }
+
+/// A client trickling a body one byte per frame: each frame arrives as a slice of the
+/// connection's read buffer, and keeping those slices would pin a buffer per byte. The
+/// server copies them, so 100,000 one-byte frames cost about 100 kB, not gigabytes.
+#[test]
+fn trickled_bodies_do_not_pin_memory() {
+    use std::io::{BufReader, Write};
+    use std::net::TcpStream;
+
+    const FRAMES: usize = 100_000;
+    let server = Registry::start();
+    let mut stream = TcpStream::connect(&server.addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let body = vec![b'x'; FRAMES];
+    let digest = common::sha256(&body);
+    write!(
+        stream,
+        "POST /v2/trickle/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        server.addr
+    )
+    .expect("send head");
+    for _ in 0..FRAMES {
+        stream.write_all(b"1\r\nx\r\n").expect("send a frame");
+    }
+    stream.write_all(b"0\r\n\r\n").expect("send the end");
+    let response = common::read_response(&mut BufReader::new(&stream), false);
+    assert_eq!(response.status, 201, "{}", response.text());
+
+    let peak_kib = peak_rss_kib(server.pid());
+    eprintln!(
+        "peak resident set after 100,000 one-byte frames: {} MiB",
+        peak_kib >> 10
+    );
+    assert!(
+        peak_kib < 128 << 10,
+        "peak resident set {peak_kib} KiB: body frames were kept"
+    );
+}
+
+/// h2c (HTTP/2 without TLS, prior knowledge) with a real client: GET and HEAD, with and
+/// without a body in the response (a HEAD answer must carry none on h2).
+#[test]
+fn h2c_serves_get_and_head() {
+    let server = Registry::start();
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--http2-prior-knowledge", "--max-time", "20"])
+            .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+            .args(args)
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "curl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let base = format!("http://{}", server.addr);
+    let missing = format!("{base}/v2/h2/blobs/sha256:{}", "0".repeat(64));
+    assert_eq!(curl(&[&format!("{base}/v2/")]), "2 200");
+    assert_eq!(curl(&["-I", &format!("{base}/v2/")]), "2 200");
+    assert_eq!(curl(&[&missing]), "2 404");
+    assert_eq!(curl(&["-I", &missing]), "2 404");
+    assert_eq!(
+        curl(&["-I", &format!("{base}/v2/h2/manifests/latest")]),
+        "2 404"
+    );
+}

@@ -108,6 +108,15 @@ impl ApiError {
         self
     }
 
+    /// 416 for a read range outside a blob of `size` bytes.
+    pub fn range_outside(size: u64) -> ApiError {
+        ApiError::new(
+            ErrorCode::RangeInvalid,
+            format!("the range lies outside the blob's {size} bytes"),
+        )
+        .with_header(hyper::header::CONTENT_RANGE, format!("bytes */{size}"))
+    }
+
     /// The JSON body.
     pub fn body(&self) -> String {
         serde_json::json!({
@@ -141,12 +150,9 @@ impl From<EngineError> for ApiError {
                 return ApiError::new(ErrorCode::Unknown, "internal storage error");
             }
         };
-        let error = ApiError::new(code, e.to_string());
         match e {
-            EngineError::RangeNotSatisfiable { size, .. } => {
-                error.with_header(hyper::header::CONTENT_RANGE, format!("bytes */{size}"))
-            }
-            _ => error,
+            EngineError::RangeNotSatisfiable { size, .. } => ApiError::range_outside(size),
+            e => ApiError::new(code, e.to_string()),
         }
     }
 }

@@ -46,11 +46,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, ApiEr
         return Err(invalid("manifest is not a JSON object"));
     };
     let declared = optional_str(&object, "mediaType")?;
+    // Media types compare case-insensitively (RFC 9110 §8.3.1).
     let header = content_type
-        .map(|t| t.split(';').next().unwrap_or(t).trim())
+        .map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty());
+    let header = header.as_deref();
     let media_type = match (declared, header) {
-        (Some(d), Some(h)) if d != h && h != "application/json" => {
+        (Some(d), Some(h)) if !d.eq_ignore_ascii_case(h) && h != "application/json" => {
             return Err(invalid(format!(
                 "mediaType {d:?} does not match Content-Type {h:?}"
             )));
@@ -181,17 +183,28 @@ fn annotations(object: &Map<String, Value>) -> Result<Vec<(String, String)>, Api
 }
 
 /// Whether a client's `Accept` headers let it receive `media_type` (no `Accept` at all
-/// accepts anything).
+/// accepts anything). Entries may be `type/*` or `*/*`; an entry with `q=0` refuses.
 pub fn accepts<'a>(accept: impl Iterator<Item = &'a str>, media_type: &str) -> bool {
+    let media_type = media_type.to_ascii_lowercase();
+    let family = media_type.split('/').next().unwrap_or_default();
     let mut any = false;
     for value in accept {
         for entry in value.split(',') {
-            let entry = entry.split(';').next().unwrap_or(entry).trim();
-            if entry.is_empty() {
+            let mut parts = entry.split(';');
+            let range = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            if range.is_empty() {
                 continue;
             }
             any = true;
-            if entry == media_type || entry == "*/*" {
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            let matches =
+                range == media_type || range == "*/*" || range.strip_suffix("/*") == Some(family);
+            if matches && !refused {
                 return true;
             }
         }
@@ -254,6 +267,16 @@ mod tests {
         let m = parse(body.to_string().as_bytes(), Some(OCI_INDEX)).unwrap();
         assert_eq!(m.meta.media_type, OCI_INDEX);
         assert_eq!(m.children.len(), 1);
+        // Content-Type compares case-insensitively with the body's mediaType.
+        let typed =
+            serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []});
+        assert!(
+            parse(
+                typed.to_string().as_bytes(),
+                Some("Application/VND.OCI.Image.Index.v1+json")
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -295,6 +318,15 @@ mod tests {
         ));
         assert!(accepts(["*/*"].into_iter(), OCI_INDEX));
         assert!(!accepts([DOCKER_MANIFEST].into_iter(), OCI_MANIFEST));
+        assert!(accepts(["application/*"].into_iter(), OCI_MANIFEST));
+        assert!(accepts(
+            ["Application/VND.oci.image.manifest.v1+json"].into_iter(),
+            OCI_MANIFEST
+        ));
+        assert!(!accepts(
+            [format!("{OCI_MANIFEST};q=0").as_str()].into_iter(),
+            OCI_MANIFEST
+        ));
     }
 
     proptest::proptest! {

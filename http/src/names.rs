@@ -90,8 +90,8 @@ pub fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     })
 }
 
-/// A manifest reference: a digest if it has the digest shape (contains ':'), else a tag.
-/// `None` when it is neither.
+/// A manifest reference: a digest if it has the digest shape (contains ':'), else a
+/// tag; 400 `DIGEST_INVALID` or `TAG_INVALID` when it is not a valid one.
 pub fn parse_reference(text: &str) -> Result<Reference, ApiError> {
     if text.contains(':') {
         return parse_digest(text).map(Reference::Digest);

@@ -17,7 +17,12 @@ pub enum ReadRange {
 
 /// Resolves `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` against a blob of `size` bytes.
 pub fn read_range(header: Option<&str>, size: u64) -> ReadRange {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let Some(spec) = header.map(str::trim).and_then(|h| {
+        h.get(..6)
+            .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+            .map(|_| &h[6..])
+    }) else {
         return ReadRange::Whole;
     };
     if spec.contains(',') {
@@ -107,6 +112,9 @@ mod tests {
             (Some("items=0-1"), Whole),
             (Some("bytes=a-b"), Whole),
             (Some("bytes=-"), Whole),
+            (Some("Bytes=0-9"), Part(0..10)),
+            (Some("by"), Whole),
+            (Some("bytés=0-9"), Whole),
             (Some("bytes=99999999999999999999-"), Whole),
         ];
         for (header, expected) in cases {

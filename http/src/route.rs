@@ -18,7 +18,6 @@ pub enum Route {
 impl Route {
     /// The route `path` names, or `None` for a path outside the API.
     pub fn parse(path: &str) -> Option<Route> {
-        let path = percent_decode(path)?;
         let rest = match path.strip_prefix("/v2") {
             Some("" | "/") => return Some(Route::Base),
             Some(rest) => rest.strip_prefix('/')?,
@@ -27,7 +26,10 @@ impl Route {
         if rest == "_catalog" {
             return Some(Route::Catalog);
         }
-        let segments: Vec<&str> = rest.split('/').collect();
+        // Split first, then decode: an escaped '/' stays inside its segment (and so
+        // makes an invalid tag or digest, not another path component).
+        let segments: Vec<String> = rest.split('/').map(percent_decode).collect::<Option<_>>()?;
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let n = segments.len();
         let name = |end: usize| (end > 0).then(|| segments[..end].join("/"));
         let last = segments[n - 1].to_owned();
@@ -186,6 +188,14 @@ mod tests {
             ("/v2x", None),
             ("/v2/a/blobs/%zz", None),
             ("/v2/a/blobs/%ff", None),
+            (
+                "/v2/a/manifests/x%2Fy",
+                Some(Manifest {
+                    name: s("a"),
+                    reference: s("x/y"),
+                }),
+            ),
+            ("/v2/a%2Fb/tags/list", Some(Tags { name: s("a/b") })),
         ];
         for (path, expected) in cases {
             assert_eq!(Route::parse(path), expected, "{path}");

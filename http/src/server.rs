@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::header::HeaderValue;
+use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use lain_engine::Engine;
@@ -24,6 +24,10 @@ use crate::route::Route;
 
 /// Sent on every response, as the V2 API requires.
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+/// How long a client may take to send a request's headers (and, on h2, to answer a
+/// keep-alive ping).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,9 +47,20 @@ pub async fn serve(
             settings.upload_purge_age,
         ))
     });
-    let ctx = Context { engine, settings };
+    let ctx = Context::new(engine, settings);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper enforces its header-read timeout only when it has a timer; without one a
+    // client could hold a connection open forever with half a request.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HEADER_READ_TIMEOUT))
+        .keep_alive_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -106,6 +121,19 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
     response
         .headers_mut()
         .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    if method == Method::HEAD {
+        // HTTP/1 drops a HEAD response's body by itself; h2 would send it and break
+        // the stream. The length it would have had stays in Content-Length.
+        let length = hyper::body::Body::size_hint(response.body()).exact();
+        if let Some(length) = length
+            && !response.headers().contains_key(header::CONTENT_LENGTH)
+        {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, length.into());
+        }
+        *response.body_mut() = ResponseBody::Empty;
+    }
     tracing::info!(
         target: "access",
         %peer,

@@ -3,7 +3,7 @@
 use hyper::header;
 use hyper::{Method, StatusCode};
 
-use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking, check_delete_enabled};
+use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking};
 use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::parse_digest;
@@ -19,13 +19,7 @@ pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply
     let (status, range) = match read_range(call.header(header::RANGE), size) {
         ReadRange::Whole => (StatusCode::OK, 0..size),
         ReadRange::Part(range) => (StatusCode::PARTIAL_CONTENT, range),
-        ReadRange::Unsatisfiable => {
-            return Err(ApiError::new(
-                ErrorCode::RangeInvalid,
-                format!("the range lies outside the blob's {size} bytes"),
-            )
-            .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
-        }
+        ReadRange::Unsatisfiable => return Err(ApiError::range_outside(size)),
     };
     let mut reply = Reply::new(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -53,7 +47,6 @@ pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply
 
 /// Removes the blob from the repository; its bytes stay until garbage collection.
 pub async fn delete(ctx: &Context, name: String, digest: &str) -> Result<Reply, ApiError> {
-    check_delete_enabled(ctx)?;
     let digest = parse_digest(digest)?;
     let text = digest.to_string();
     let removed = blocking(ctx, move |e| Ok(e.unlink_blob(&name, &digest)?)).await?;

@@ -5,9 +5,7 @@ use hyper::header;
 use hyper::{Method, StatusCode};
 use lain_engine::{Algorithm, Reference};
 
-use super::{
-    Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking, check_delete_enabled, read_body,
-};
+use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking, read_manifest_body};
 use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
 use crate::manifest::{self, EMPTY_BLOB, MAX_MANIFEST_BYTES};
@@ -20,7 +18,7 @@ pub async fn put(
     mut call: Call,
 ) -> Result<Reply, ApiError> {
     let reference = parse_reference(reference)?;
-    let bytes = read_body(&mut call, MAX_MANIFEST_BYTES).await?;
+    let bytes = read_manifest_body(&mut call, MAX_MANIFEST_BYTES).await?;
     let parsed = manifest::parse(&bytes, call.header(header::CONTENT_TYPE))?;
     let subject = parsed.meta.subject.clone();
     let repo = name.clone();
@@ -45,11 +43,11 @@ pub async fn put(
             if e.manifest(&repo, &Reference::Digest(child.clone()))?
                 .is_none()
             {
+                // The spec's code for any unknown reference, blob or manifest.
                 return Err(ApiError::new(
-                    ErrorCode::ManifestUnknown,
+                    ErrorCode::ManifestBlobUnknown,
                     format!("manifest {child} is not in repository {repo}"),
                 )
-                .with_status(StatusCode::BAD_REQUEST)
                 .with_detail(serde_json::json!({ "digest": child.to_string() })));
             }
         }
@@ -114,7 +112,6 @@ pub fn get(ctx: &Context, name: &str, reference: &str, call: &Call) -> Result<Re
 
 /// By tag: removes the tag. By digest: removes the manifest and its tags.
 pub async fn delete(ctx: &Context, name: String, reference: &str) -> Result<Reply, ApiError> {
-    check_delete_enabled(ctx)?;
     let reference = parse_reference(reference).map_err(|_| unknown(reference))?;
     let text = reference_text(&reference);
     let removed = blocking(ctx, move |e| {

@@ -25,6 +25,17 @@ use crate::route::{Route, query_pairs};
 pub struct Context {
     pub engine: Engine,
     pub settings: Settings,
+    pub writers: uploads::Writers,
+}
+
+impl Context {
+    pub fn new(engine: Engine, settings: Settings) -> Context {
+        Context {
+            engine,
+            settings,
+            writers: uploads::Writers::default(),
+        }
+    }
 }
 
 /// A request taken apart: method, decoded query, headers, and the body still streaming.
@@ -68,7 +79,9 @@ impl Reply {
     }
 
     pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Reply {
-        if let Ok(value) = HeaderValue::try_from(value.into()) {
+        let value = HeaderValue::try_from(value.into());
+        debug_assert!(value.is_ok(), "a header value that is not header text");
+        if let Ok(value) = value {
             self.headers.insert(name, value);
         }
         self
@@ -117,9 +130,9 @@ where
     }
 }
 
-/// Reads a whole request body of at most `limit` bytes; a longer one is refused with
-/// 413 `SIZE_INVALID` before it is read when its `Content-Length` says so.
-pub async fn read_body(call: &mut Call, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads a whole manifest body of at most `limit` bytes; a longer one is refused with
+/// 413 `SIZE_INVALID` (before it is read when its `Content-Length` says so).
+pub async fn read_manifest_body(call: &mut Call, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::SizeInvalid,
@@ -132,7 +145,7 @@ pub async fn read_body(call: &mut Call, limit: usize) -> Result<Bytes, ApiError>
     }
     let mut out = BytesMut::new();
     while let Some(frame) = call.body.frame().await {
-        let frame = frame.map_err(|e| body_error(&e))?;
+        let frame = frame.map_err(|e| body_error(ErrorCode::ManifestInvalid, &e))?;
         if let Ok(data) = frame.into_data() {
             if out.len() + data.len() > limit {
                 return Err(too_large());
@@ -143,12 +156,10 @@ pub async fn read_body(call: &mut Call, limit: usize) -> Result<Bytes, ApiError>
     Ok(out.freeze())
 }
 
-/// A request body that broke off (the client went away or sent bad framing).
-pub fn body_error(e: &hyper::Error) -> ApiError {
-    ApiError::new(
-        ErrorCode::BlobUploadInvalid,
-        format!("reading the request body failed: {e}"),
-    )
+/// A request body that broke off (the client went away or sent bad framing), as an
+/// error of the kind `code` (what was being sent).
+pub fn body_error(code: ErrorCode, e: &hyper::Error) -> ApiError {
+    ApiError::new(code, format!("reading the request body failed: {e}"))
 }
 
 /// Runs the endpoint `route` names.
@@ -180,21 +191,31 @@ pub fn error_reply(error: ApiError) -> Reply {
 async fn run(ctx: &Context, route: Route, call: Call) -> Result<Reply, ApiError> {
     use Method as M;
     let method = call.method.clone();
-    let allowed: &[Method] = match &route {
-        Route::Base => &[M::GET, M::HEAD],
+    let mut allowed: Vec<Method> = match &route {
+        Route::Base => &[M::GET, M::HEAD][..],
         Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => &[M::GET],
         Route::Manifest { .. } => &[M::GET, M::HEAD, M::PUT, M::DELETE],
         Route::Blob { .. } => &[M::GET, M::HEAD, M::DELETE],
         Route::UploadStart { .. } => &[M::POST],
         Route::Upload { .. } => &[M::GET, M::PATCH, M::PUT, M::DELETE],
-    };
+    }
+    .to_vec();
+    // Without storage.delete.enabled, blobs and manifests have no DELETE (cancelling
+    // an upload is always allowed), as in distribution.
+    let deletes_off = !ctx.settings.delete_enabled
+        && matches!(route, Route::Manifest { .. } | Route::Blob { .. });
+    if deletes_off {
+        allowed.retain(|m| *m != M::DELETE);
+    }
     if !allowed.contains(&method) {
+        let message = if deletes_off && method == M::DELETE {
+            "deletes are disabled (storage.delete.enabled)".to_owned()
+        } else {
+            format!("{method} is not supported here")
+        };
         let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-        return Err(ApiError::new(
-            ErrorCode::Unsupported,
-            format!("{method} is not supported here"),
-        )
-        .with_header(header::ALLOW, allow.join(", ")));
+        return Err(ApiError::new(ErrorCode::Unsupported, message)
+            .with_header(header::ALLOW, allow.join(", ")));
     }
     match route {
         Route::Base => {
@@ -234,20 +255,8 @@ async fn run(ctx: &Context, route: Route, call: Call) -> Result<Reply, ApiError>
                 M::PATCH => uploads::patch(ctx, name, id, call).await,
                 M::PUT => uploads::finish(ctx, name, id, call).await,
                 M::DELETE => uploads::cancel(ctx, name, id).await,
-                _ => uploads::status(ctx, &name, &id),
+                _ => uploads::status(ctx, name, id).await,
             }
         }
-    }
-}
-
-/// 405 `UNSUPPORTED` unless the configuration allows deletes.
-pub fn check_delete_enabled(ctx: &Context) -> Result<(), ApiError> {
-    if ctx.settings.delete_enabled {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Unsupported,
-            "deletes are disabled (storage.delete.enabled)",
-        ))
     }
 }

@@ -4,13 +4,24 @@
 //! Request bodies stream into the engine's session in batches of about a MiB; while
 //! one batch is hashed and written on the blocking pool, the next is received, so
 //! the network and the hashing overlap and no more than two batches are in memory.
+//! Body frames are copied into the batch rather than kept: a frame is a slice of the
+//! connection's read buffer, and a client trickling one-byte frames would otherwise
+//! pin a whole buffer per byte.
+//!
+//! One request at a time may write a session: a second concurrent PATCH or PUT gets
+//! 416, so two chunks can never interleave.
 
-use bytes::Bytes;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header;
 use lain_engine::{Algorithm, Digest};
+use tokio::task::JoinHandle;
 
 use super::{
     Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Reply, blocking, body_error,
@@ -22,33 +33,49 @@ use crate::ranges::{content_range, upload_range};
 /// How many body bytes gather before they go to the engine in one blocking call.
 const APPEND_BATCH: usize = 1 << 20;
 
-pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply, ApiError> {
-    if let Some(mount) = call.query("mount") {
-        let digest = parse_digest(mount)?;
-        let from = call.query("from").map(str::to_owned);
-        if let Some(from) = &from {
-            check_repository(from)?;
-        }
-        let (repo, wanted) = (name.clone(), digest.clone());
-        let mounted = blocking(ctx, move |e| {
-            // With `from`, the blob must be readable there; without it, anywhere.
-            if let Some(from) = &from
-                && e.repo_blob(from, &wanted)?.is_none()
-            {
-                return Ok(None);
-            }
-            Ok(e.link_blob(&repo, &wanted)?)
+/// A body that sends nothing for this long is abandoned (its bytes so far are kept).
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The upload sessions a request is writing right now.
+#[derive(Clone, Default)]
+pub struct Writers(Arc<Mutex<HashSet<String>>>);
+
+/// A session claimed by one request; released when dropped.
+struct Writing {
+    writers: Writers,
+    id: String,
+}
+
+impl Writers {
+    fn claim(&self, id: &str) -> Option<Writing> {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        set.insert(id.to_owned()).then(|| Writing {
+            writers: self.clone(),
+            id: id.to_owned(),
         })
-        .await?;
-        if mounted.is_some() {
-            return Ok(created(&name, &digest));
-        }
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut set = self
+            .writers
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        set.remove(&self.id);
+    }
+}
+
+pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply, ApiError> {
+    if let Some(mounted) = mount(ctx, &name, &call).await? {
+        return Ok(created(&name, &mounted));
     }
     if let Some(text) = call.query("digest") {
         // Monolithic: the whole blob is this request's body.
         let digest = parse_digest(text)?;
         let id = open_session(ctx, &name, digest.algorithm()).await?;
-        if let Err(e) = stream_into(ctx, &name, &id, &mut call.body).await {
+        if let Err(e) = stream_into(ctx, &name, &id, &mut call.body, 0).await {
             abandon(ctx, &name, &id).await;
             return Err(e);
         }
@@ -58,28 +85,49 @@ pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply,
     Ok(session_reply(StatusCode::ACCEPTED, &name, &id, 0))
 }
 
+/// `?mount=<digest>[&from=<repo>]`: links the blob into `name` when `from` (or, without
+/// `from`, the registry) has it. A mount that cannot happen, also for a malformed digest
+/// or name, is not an error: the client gets an upload session instead, as the spec
+/// asks.
+async fn mount(ctx: &Context, name: &str, call: &Call) -> Result<Option<Digest>, ApiError> {
+    let Some(digest) = call.query("mount").and_then(|d| parse_digest(d).ok()) else {
+        return Ok(None);
+    };
+    let from = call.query("from").map(str::to_owned);
+    if from
+        .as_deref()
+        .is_some_and(|f| check_repository(f).is_err())
+    {
+        return Ok(None);
+    }
+    let (repo, wanted) = (name.to_owned(), digest.clone());
+    let mounted = blocking(ctx, move |e| {
+        if let Some(from) = &from
+            && e.repo_blob(from, &wanted)?.is_none()
+        {
+            return Ok(None);
+        }
+        Ok(e.link_blob(&repo, &wanted)?)
+    })
+    .await?;
+    Ok(mounted.map(|_| digest))
+}
+
 pub async fn patch(
     ctx: &Context,
     name: String,
     id: String,
     mut call: Call,
 ) -> Result<Reply, ApiError> {
-    check_chunk(ctx, &name, &id, &call)?;
-    let received = match stream_into(ctx, &name, &id, &mut call.body).await? {
-        Some(received) => received,
-        None => ctx.engine.upload_status(&name, &id)?.received,
-    };
+    let _writing = claim(ctx, &name, &id).await?;
+    let start = check_chunk(ctx, &name, &id, &call).await?;
+    let received = stream_chunk(ctx, &name, &id, &mut call, start).await?;
     Ok(session_reply(StatusCode::ACCEPTED, &name, &id, received))
 }
 
-pub fn status(ctx: &Context, name: &str, id: &str) -> Result<Reply, ApiError> {
-    let status = ctx.engine.upload_status(name, id)?;
-    Ok(session_reply(
-        StatusCode::NO_CONTENT,
-        name,
-        id,
-        status.received,
-    ))
+pub async fn status(ctx: &Context, name: String, id: String) -> Result<Reply, ApiError> {
+    let received = received(ctx, &name, &id).await?;
+    Ok(session_reply(StatusCode::NO_CONTENT, &name, &id, received))
 }
 
 /// `PUT ...?digest=`: the optional last chunk, then the commit.
@@ -89,8 +137,9 @@ pub async fn finish(
     id: String,
     mut call: Call,
 ) -> Result<Reply, ApiError> {
+    let _writing = claim(ctx, &name, &id).await?;
     // An unknown session is reported before anything about the digest.
-    ctx.engine.upload_status(&name, &id)?;
+    let start = check_chunk(ctx, &name, &id, &call).await?;
     let digest = match call.query("digest") {
         Some(text) => parse_digest(text)?,
         None => {
@@ -100,8 +149,7 @@ pub async fn finish(
             ));
         }
     };
-    check_chunk(ctx, &name, &id, &call)?;
-    stream_into(ctx, &name, &id, &mut call.body).await?;
+    stream_chunk(ctx, &name, &id, &mut call, start).await?;
     commit(ctx, name, id, digest).await
 }
 
@@ -132,29 +180,43 @@ async fn abandon(ctx: &Context, name: &str, id: &str) {
     let _ = blocking(ctx, move |e| Ok(e.cancel_upload(&repo, &id)?)).await;
 }
 
+/// Claims session `id` for this request; 416 while another request writes it.
+async fn claim(ctx: &Context, name: &str, id: &str) -> Result<Writing, ApiError> {
+    match ctx.writers.claim(id) {
+        Some(writing) => Ok(writing),
+        None => {
+            let received = received(ctx, name, id).await?;
+            Err(range_refused(
+                name,
+                id,
+                received,
+                "another request is writing this upload".to_owned(),
+            ))
+        }
+    }
+}
+
+/// The bytes session `id` has received (the session lock may be held by a write, so
+/// this runs on the blocking pool).
+async fn received(ctx: &Context, name: &str, id: &str) -> Result<u64, ApiError> {
+    let (repo, id) = (name.to_owned(), id.to_owned());
+    blocking(ctx, move |e| Ok(e.upload_status(&repo, &id)?.received)).await
+}
+
 /// Checks a chunk's `Content-Range` (if any) against the session: it must start at
 /// the bytes received so far (416 otherwise) and agree with `Content-Length`.
-fn check_chunk(ctx: &Context, name: &str, id: &str, call: &Call) -> Result<(), ApiError> {
-    let received = ctx.engine.upload_status(name, id)?.received;
-    let Some(text) = call.header(header::CONTENT_RANGE) else {
-        return Ok(());
-    };
-    let Some((start, end)) = content_range(text) else {
-        return Err(ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!("malformed Content-Range {text:?}; expected <start>-<end>"),
-        ));
+/// Returns where the chunk starts.
+async fn check_chunk(ctx: &Context, name: &str, id: &str, call: &Call) -> Result<u64, ApiError> {
+    let received = received(ctx, name, id).await?;
+    let Some((start, end)) = chunk_range(call)? else {
+        return Ok(received);
     };
     if start != received {
-        return Err(ApiError::new(
-            ErrorCode::RangeInvalid,
+        return Err(range_refused(
+            name,
+            id,
+            received,
             format!("chunk starts at {start}, but the upload has {received} bytes"),
-        )
-        .with_header(header::RANGE, upload_range(received))
-        .with_header(header::LOCATION, session_location(name, id))
-        .with_header(
-            header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
-            id.to_owned(),
         ));
     }
     if let Some(length) = call.content_length()
@@ -162,54 +224,119 @@ fn check_chunk(ctx: &Context, name: &str, id: &str, call: &Call) -> Result<(), A
     {
         return Err(ApiError::new(
             ErrorCode::BlobUploadInvalid,
-            format!("Content-Range {text:?} does not match Content-Length {length}"),
+            format!("Content-Range {start}-{end} does not match Content-Length {length}"),
         ));
     }
-    Ok(())
+    Ok(received)
 }
 
-/// Streams `body` into session `id`; returns the session's byte count after the last
-/// append, or `None` if the body was empty.
+/// The request's `Content-Range` as `(start, end)`, if it has one.
+fn chunk_range(call: &Call) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(text) = call.header(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    match content_range(text) {
+        Some(range) => Ok(Some(range)),
+        None => Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("malformed Content-Range {text:?}; expected <start>-<end>"),
+        )),
+    }
+}
+
+/// 416 `RANGE_INVALID` with the session's headers, so the client can resume.
+fn range_refused(name: &str, id: &str, received: u64, message: String) -> ApiError {
+    ApiError::new(ErrorCode::RangeInvalid, message)
+        .with_header(header::RANGE, upload_range(received))
+        .with_header(header::LOCATION, session_location(name, id))
+        .with_header(
+            header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
+            id.to_owned(),
+        )
+}
+
+/// Streams the request's body into the session from `start`; returns the session's
+/// size after it. A chunk sent with `Content-Range` but without `Content-Length`
+/// (chunked encoding) must still have the range's length.
+async fn stream_chunk(
+    ctx: &Context,
+    name: &str,
+    id: &str,
+    call: &mut Call,
+    start: u64,
+) -> Result<u64, ApiError> {
+    let received = stream_into(ctx, name, id, &mut call.body, start).await?;
+    if let Some((from, to)) = chunk_range(call)?
+        && received.saturating_sub(from) != to - from + 1
+    {
+        return Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!(
+                "Content-Range {from}-{to} announced {} bytes, the body had {}",
+                to - from + 1,
+                received.saturating_sub(from)
+            ),
+        )
+        .with_header(header::RANGE, upload_range(received)));
+    }
+    Ok(received)
+}
+
+/// Streams `body` into session `id`, which holds `start` bytes; returns the
+/// session's size after the last byte.
 async fn stream_into(
     ctx: &Context,
     name: &str,
     id: &str,
     body: &mut Incoming,
-) -> Result<Option<u64>, ApiError> {
-    let mut batch: Vec<Bytes> = Vec::new();
-    let mut batch_len = 0;
-    let mut in_flight: Option<tokio::task::JoinHandle<Result<u64, ApiError>>> = None;
-    let mut received = None;
+    start: u64,
+) -> Result<u64, ApiError> {
+    let mut batch = BytesMut::new();
+    let mut in_flight: Option<JoinHandle<Result<u64, ApiError>>> = None;
+    let mut received = start;
     loop {
-        let frame = match body.frame().await {
-            None => None,
-            Some(Ok(frame)) => Some(frame),
-            Some(Err(e)) => {
-                if let Some(task) = in_flight.take() {
-                    let _ = task.await;
-                }
-                return Err(body_error(&e));
+        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+            Ok(None) => None,
+            Ok(Some(Ok(frame))) => Some(frame),
+            Ok(Some(Err(e))) => {
+                return Err(finish_in_flight(
+                    in_flight,
+                    body_error(ErrorCode::BlobUploadInvalid, &e),
+                )
+                .await);
+            }
+            Err(_) => {
+                let idle = ApiError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("the body sent nothing for {BODY_IDLE_TIMEOUT:?}"),
+                );
+                return Err(finish_in_flight(in_flight, idle).await);
             }
         };
         let end = frame.is_none();
         if let Some(Ok(data)) = frame.map(|f| f.into_data()) {
-            batch_len += data.len();
-            batch.push(data);
+            if batch.capacity() == 0 {
+                batch.reserve(APPEND_BATCH);
+            }
+            batch.extend_from_slice(&data);
         }
-        if batch_len >= APPEND_BATCH || (end && !batch.is_empty()) {
+        if batch.len() >= APPEND_BATCH || (end && !batch.is_empty()) {
             // One batch at a time in the engine, so pieces stay in order.
             if let Some(task) = in_flight.take() {
-                received = Some(join(task).await?);
+                received = join(task).await?;
             }
-            let pieces = std::mem::take(&mut batch);
-            batch_len = 0;
+            let piece = if batch.len() < APPEND_BATCH / 2 {
+                // A short tail: copied out, so it does not pin a whole batch buffer
+                // while the session waits for its next chunk.
+                let piece = Bytes::copy_from_slice(&batch);
+                batch.clear();
+                piece
+            } else {
+                batch.split().freeze()
+            };
             let (engine, repo, id) = (ctx.engine.clone(), name.to_owned(), id.to_owned());
             in_flight = Some(tokio::task::spawn_blocking(move || {
-                let mut received = 0;
-                for piece in pieces {
-                    received = engine.upload_append(&repo, &id, piece)?;
-                }
-                Ok(received)
+                Ok(engine.upload_append(&repo, &id, piece)?)
             }));
         }
         if end {
@@ -217,12 +344,23 @@ async fn stream_into(
         }
     }
     if let Some(task) = in_flight {
-        received = Some(join(task).await?);
+        received = join(task).await?;
     }
     Ok(received)
 }
 
-async fn join(task: tokio::task::JoinHandle<Result<u64, ApiError>>) -> Result<u64, ApiError> {
+/// Waits for the batch in flight (its bytes stay in the session) and returns `error`.
+async fn finish_in_flight(
+    in_flight: Option<JoinHandle<Result<u64, ApiError>>>,
+    error: ApiError,
+) -> ApiError {
+    if let Some(task) = in_flight {
+        let _ = task.await;
+    }
+    error
+}
+
+async fn join(task: JoinHandle<Result<u64, ApiError>>) -> Result<u64, ApiError> {
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "upload append task failed");
         Err(ApiError::new(ErrorCode::Unknown, "internal error"))
