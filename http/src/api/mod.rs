@@ -114,7 +114,10 @@ pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub const DOCKER_UPLOAD_UUID: &str = "docker-upload-uuid";
 
 /// Runs `f` on the blocking pool: engine calls that write wait for fdatasync and
-/// synced index writes, which must not stall the async workers.
+/// synced index writes, and upload-session calls may wait for a session's lock while
+/// a MiB is written; neither may stall the async workers. Pure reads (index point
+/// lookups, which the block cache and bloom filters keep to microseconds, and slicing
+/// a pack's mapping) run inline: a hop to the pool would cost more than they do.
 pub async fn blocking<T, F>(ctx: &Context, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
