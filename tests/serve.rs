@@ -222,3 +222,15 @@ fn h2c_serves_get_and_head() {
         "2 404"
     );
 }
+
+/// SIGINT (Ctrl-C in a terminal) stops the server as cleanly as SIGTERM.
+#[test]
+fn sigint_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Registry::start_in(dir.path());
+    server.request("GET", "/v2/").send().expect(200, None);
+    common::signal(server.pid(), "INT");
+    assert!(server.wait(), "registry did not exit cleanly on SIGINT");
+    lain_engine::Engine::open(dir.path(), lain_engine::Options::default())
+        .expect("data directory free after shutdown");
+}
