@@ -32,6 +32,11 @@ pub struct Options {
     pub upload_flush_bytes: usize,
     /// Reads are delivered in pieces of at most this size.
     pub read_piece_bytes: usize,
+    /// At most this many upload sessions are kept: starting one more ends the session
+    /// that has received nothing for the longest (unless every one is in use). Each
+    /// session may hold up to `upload_flush_bytes` in memory, so this bounds what idle
+    /// or abandoned sessions cost.
+    pub max_upload_sessions: usize,
     /// Where pack bytes go; tests substitute [`crate::storage::SimulatedStorage`].
     pub storage: Arc<dyn Storage>,
 }
@@ -44,6 +49,7 @@ impl Default for Options {
             write_buffer_bytes: 16 << 20,
             upload_flush_bytes: 1 << 20,
             read_piece_bytes: 256 << 10,
+            max_upload_sessions: 256,
             storage: Arc::new(OsStorage),
         }
     }
@@ -203,6 +209,17 @@ impl Engine {
     /// arrive (a commit with another algorithm's digest re-hashes once).
     pub fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadId> {
         check_name(repo, "repository name")?;
+        while self.core.sessions.len() >= self.core.options.max_upload_sessions {
+            let Some(evicted) = self.core.sessions.evict_least_active() else {
+                break; // every session is in use: none is idle memory
+            };
+            tracing::warn!(
+                upload = evicted,
+                limit = self.core.options.max_upload_sessions,
+                "too many upload sessions; ended the least active one"
+            );
+            self.forget_upload(&evicted);
+        }
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let session = Session::new(repo, algorithm, self.core.packs.clone());
         // Recorded without a sync: after a crash every session is dropped anyway, and

@@ -158,29 +158,62 @@ impl Sessions {
         session.ok_or_else(|| Error::UploadUnknown(id.to_owned()))
     }
 
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
     /// Ends every session idle for longer than `idle` (busy ones are skipped) and
     /// returns their ids.
     pub fn purge(&self, idle: Duration) -> Vec<UploadId> {
-        let slots: Vec<(UploadId, Arc<Slot>)> = lock(&self.map)
-            .iter()
-            .map(|(id, slot)| (id.clone(), slot.clone()))
-            .collect();
         let mut purged = Vec::new();
-        for (id, slot) in slots {
-            let Ok(mut guard) = slot.session.try_lock() else {
-                continue;
-            };
-            // Checked under the session's own lock: a request that just touched it wins.
-            if guard
-                .as_ref()
-                .is_some_and(|s| s.last_active.elapsed() > idle)
-            {
-                *guard = None;
-                lock(&self.map).remove(&id);
+        for (id, slot) in self.snapshot() {
+            if self.end_if(&id, &slot, |s| s.last_active.elapsed() > idle) {
                 purged.push(id);
             }
         }
         purged
+    }
+
+    /// Ends the session that has received nothing for the longest (busy ones are
+    /// skipped) and returns its id; `None` if every session is busy.
+    pub fn evict_least_active(&self) -> Option<UploadId> {
+        let mut oldest: Option<(Instant, UploadId, Arc<Slot>)> = None;
+        for (id, slot) in self.snapshot() {
+            let Ok(guard) = slot.session.try_lock() else {
+                continue;
+            };
+            if let Some(active) = guard.as_ref().map(|s| s.last_active)
+                && oldest.as_ref().is_none_or(|(seen, ..)| active < *seen)
+            {
+                drop(guard);
+                oldest = Some((active, id, slot));
+            }
+        }
+        let (seen, id, slot) = oldest?;
+        // Only if nothing touched it since it was chosen.
+        self.end_if(&id, &slot, |s| s.last_active == seen)
+            .then_some(id)
+    }
+
+    fn snapshot(&self) -> Vec<(UploadId, Arc<Slot>)> {
+        lock(&self.map)
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect()
+    }
+
+    /// Ends session `id` if no request is using it and `condition` holds, checked
+    /// under the session's own lock (a request that just touched it wins).
+    fn end_if(&self, id: &str, slot: &Slot, condition: impl Fn(&Session) -> bool) -> bool {
+        let Ok(mut guard) = slot.session.try_lock() else {
+            return false;
+        };
+        if !guard.as_ref().is_some_and(condition) {
+            return false;
+        }
+        *guard = None;
+        lock(&self.map).remove(id);
+        true
     }
 }
 

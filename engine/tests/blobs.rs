@@ -336,3 +336,48 @@ fn data_survives_reopen_and_packs_seal() {
         engine.verify_blob(digest).unwrap();
     }
 }
+
+/// At the session limit, starting another upload ends the one that has received
+/// nothing for the longest; sessions that keep receiving survive, and the ended one's
+/// bytes are given back.
+#[test]
+fn session_limit_ends_the_least_active_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        max_upload_sessions: 3,
+        ..small_options()
+    };
+    let engine = open(dir.path(), options);
+    let pause = || thread::sleep(std::time::Duration::from_millis(5));
+    let a = engine.start_upload("r", Algorithm::Sha256).unwrap();
+    pause();
+    let b = engine.start_upload("r", Algorithm::Sha256).unwrap();
+    pause();
+    let c = engine.start_upload("r", Algorithm::Sha256).unwrap();
+    pause();
+    // `a` is the oldest, but it receives bytes now: `b` becomes the least active.
+    let data = random_bytes(&mut rng(9), 40_000);
+    engine
+        .upload_append("r", &a, Bytes::copy_from_slice(&data[..20_000]))
+        .unwrap();
+    pause();
+    let d = engine.start_upload("r", Algorithm::Sha256).unwrap();
+    assert!(matches!(
+        engine.upload_status("r", &b),
+        Err(Error::UploadUnknown(_))
+    ));
+    for id in [&a, &c, &d] {
+        engine.upload_status("r", id).unwrap();
+    }
+    // Next in line is `c`.
+    let e = engine.start_upload("r", Algorithm::Sha256).unwrap();
+    assert!(engine.upload_status("r", &c).is_err());
+    engine.upload_status("r", &e).unwrap();
+    // The survivor completes normally.
+    engine
+        .upload_append("r", &a, Bytes::copy_from_slice(&data[20_000..]))
+        .unwrap();
+    let digest = Algorithm::Sha256.digest(&data);
+    engine.commit_upload("r", &a, &digest).unwrap();
+    assert_eq!(engine.read_blob(&digest, None).unwrap().into_bytes(), data);
+}
