@@ -10,6 +10,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(found.valid_end as usize <= data.len());
     for record in &found.records {
         let start = record.offset as usize;
-        assert_eq!(RecordHeader::decode(&data[start..]), Some(record.header.clone()));
+        assert_eq!(
+            RecordHeader::decode(&data[start..]),
+            Some(record.header.clone())
+        );
     }
 });

@@ -39,3 +39,12 @@ impl Default for Settings {
         }
     }
 }
+
+/// The parsers that see client bytes, for the cargo-fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::manifest::{accepts, parse as parse_manifest};
+    pub use crate::names::{check_repository, parse_reference};
+    pub use crate::ranges::{ReadRange, content_range, read_range};
+    pub use crate::route::{Route, query_pairs};
+}
