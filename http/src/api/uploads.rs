@@ -40,18 +40,27 @@ const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone, Default)]
 pub struct Writers(Arc<Mutex<HashSet<String>>>);
 
-/// A session claimed by one request; released when dropped.
+/// A session claimed by one request; released when the request and every append it
+/// started have finished (the request may end, e.g. its client gone, while a batch is
+/// still being written on the blocking pool, which holds a clone).
+#[derive(Clone)]
+struct Claim {
+    _held: Arc<Writing>,
+}
+
 struct Writing {
     writers: Writers,
     id: String,
 }
 
 impl Writers {
-    fn claim(&self, id: &str) -> Option<Writing> {
+    fn claim(&self, id: &str) -> Option<Claim> {
         let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        set.insert(id.to_owned()).then(|| Writing {
-            writers: self.clone(),
-            id: id.to_owned(),
+        set.insert(id.to_owned()).then(|| Claim {
+            _held: Arc::new(Writing {
+                writers: self.clone(),
+                id: id.to_owned(),
+            }),
         })
     }
 }
@@ -75,7 +84,8 @@ pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply,
         // Monolithic: the whole blob is this request's body.
         let digest = parse_digest(text)?;
         let id = open_session(ctx, &name, digest.algorithm()).await?;
-        if let Err(e) = stream_into(ctx, &name, &id, &mut call.body, 0).await {
+        let claim = claim(ctx, &name, &id).await?;
+        if let Err(e) = stream_into(ctx, &claim, &name, &id, &mut call.body, 0).await {
             abandon(ctx, &name, &id).await;
             return Err(e);
         }
@@ -119,9 +129,9 @@ pub async fn patch(
     id: String,
     mut call: Call,
 ) -> Result<Reply, ApiError> {
-    let _writing = claim(ctx, &name, &id).await?;
+    let claim = claim(ctx, &name, &id).await?;
     let start = check_chunk(ctx, &name, &id, &call).await?;
-    let received = stream_chunk(ctx, &name, &id, &mut call, start).await?;
+    let received = stream_chunk(ctx, &claim, &name, &id, &mut call, start).await?;
     Ok(session_reply(StatusCode::ACCEPTED, &name, &id, received))
 }
 
@@ -137,7 +147,7 @@ pub async fn finish(
     id: String,
     mut call: Call,
 ) -> Result<Reply, ApiError> {
-    let _writing = claim(ctx, &name, &id).await?;
+    let claim = claim(ctx, &name, &id).await?;
     // An unknown session is reported before anything about the digest.
     let start = check_chunk(ctx, &name, &id, &call).await?;
     let digest = match call.query("digest") {
@@ -149,7 +159,7 @@ pub async fn finish(
             ));
         }
     };
-    stream_chunk(ctx, &name, &id, &mut call, start).await?;
+    stream_chunk(ctx, &claim, &name, &id, &mut call, start).await?;
     commit(ctx, name, id, digest).await
 }
 
@@ -181,7 +191,7 @@ async fn abandon(ctx: &Context, name: &str, id: &str) {
 }
 
 /// Claims session `id` for this request; 416 while another request writes it.
-async fn claim(ctx: &Context, name: &str, id: &str) -> Result<Writing, ApiError> {
+async fn claim(ctx: &Context, name: &str, id: &str) -> Result<Claim, ApiError> {
     match ctx.writers.claim(id) {
         Some(writing) => Ok(writing),
         None => {
@@ -260,12 +270,13 @@ fn range_refused(name: &str, id: &str, received: u64, message: String) -> ApiErr
 /// (chunked encoding) must still have the range's length.
 async fn stream_chunk(
     ctx: &Context,
+    claim: &Claim,
     name: &str,
     id: &str,
     call: &mut Call,
     start: u64,
 ) -> Result<u64, ApiError> {
-    let received = stream_into(ctx, name, id, &mut call.body, start).await?;
+    let received = stream_into(ctx, claim, name, id, &mut call.body, start).await?;
     if let Some((from, to)) = chunk_range(call)?
         && received.saturating_sub(from) != to - from + 1
     {
@@ -286,6 +297,7 @@ async fn stream_chunk(
 /// session's size after the last byte.
 async fn stream_into(
     ctx: &Context,
+    claim: &Claim,
     name: &str,
     id: &str,
     body: &mut Incoming,
@@ -335,7 +347,9 @@ async fn stream_into(
                 batch.split().freeze()
             };
             let (engine, repo, id) = (ctx.engine.clone(), name.to_owned(), id.to_owned());
+            let claim = claim.clone();
             in_flight = Some(tokio::task::spawn_blocking(move || {
+                let _claim = claim;
                 Ok(engine.upload_append(&repo, &id, piece)?)
             }));
         }
