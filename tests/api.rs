@@ -561,7 +561,8 @@ fn concurrent_writes_to_one_session_are_refused() {
     up.finish(&reg, &d, None);
 }
 
-/// A chunked body sent with `Content-Range` must have the range's length.
+/// A chunked body sent with `Content-Range` must have the range's length: a shorter one
+/// keeps what arrived, a longer one puts nothing past the range's end into the session.
 #[test]
 fn chunked_body_must_match_its_content_range() {
     let reg = Registry::start();
@@ -573,20 +574,83 @@ fn chunked_body_must_match_its_content_range() {
         .chunked(vec![vec![1u8; 60]])
         .send();
     r.expect(400, Some("BLOB_UPLOAD_INVALID"));
-    // The session holds what did arrive, and says so.
-    up.status(&reg).expect(204, None);
+    // The session holds what did arrive, and says so (GET and HEAD alike).
+    let status = up.status(&reg);
+    status.expect(204, None);
+    assert_eq!(status.header("range"), Some("0-59"));
+    let head = reg.request("HEAD", &up.location).send();
+    head.expect(204, None);
+    assert_eq!(head.header("range"), Some("0-59"));
+    assert_eq!(head.header("docker-upload-uuid"), Some(up.uuid.as_str()));
+
+    // Longer than announced: refused, and the session is unchanged.
+    let r = reg
+        .request("PATCH", &up.location)
+        .header("Content-Range", "60-69")
+        .chunked(vec![vec![2u8; 100]])
+        .send();
+    r.expect(400, Some("BLOB_UPLOAD_INVALID"));
     assert_eq!(up.status(&reg).header("range"), Some("0-59"));
+
+    // A range whose length does not fit in 64 bits.
+    let fresh = start_upload(&reg, name);
+    reg.request("PATCH", &fresh.location)
+        .header("Content-Range", "0-18446744073709551615")
+        .body(Vec::new())
+        .send()
+        .expect(400, Some("BLOB_UPLOAD_INVALID"));
+
     let r = reg
         .request("PATCH", &up.location)
         .header("Content-Range", "60-99")
         .chunked(vec![vec![1u8; 20], vec![1u8; 20]])
         .send();
-    let up = {
-        r.expect(202, None);
-        up.follow(r);
-        up
-    };
+    r.expect(202, None);
+    up.follow(r);
     up.finish(&reg, &sha256(&[1u8; 100]), None);
+}
+
+/// A flood of new sessions never ends an upload in progress: at the session limit, new
+/// sessions are refused with 429 until one has been idle long enough to end.
+#[test]
+fn session_flood_never_ends_live_uploads() {
+    let reg = Registry::start();
+    let data = pseudo_random(41, 3 << 20);
+    let d = sha256(&data);
+    let up = start_upload(&reg, "flood/live");
+    let mut live = TcpStream::connect(&reg.addr).expect("connect");
+    live.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        live,
+        "PATCH {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        up.location,
+        reg.addr,
+        data.len()
+    )
+    .expect("send head");
+    live.write_all(&data[..(3 << 19)]).expect("send half");
+
+    let mut refused = 0;
+    for _ in 0..300 {
+        let r = reg.request("POST", "/v2/flood/other/blobs/uploads/").send();
+        match r.status {
+            202 => {}
+            429 => {
+                r.expect(429, Some("TOOMANYREQUESTS"));
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    // 256 sessions at most (the live one among them), the rest refused.
+    assert_eq!(refused, 300 - 255);
+
+    live.write_all(&data[(3 << 19)..]).expect("send the rest");
+    let r = common::read_response(&mut BufReader::new(&live), false);
+    r.expect(202, None);
+    check_session(&r, "flood/live", data.len());
+    up.finish(&reg, &d, None);
 }
 
 #[test]

@@ -32,11 +32,14 @@ pub struct Options {
     pub upload_flush_bytes: usize,
     /// Reads are delivered in pieces of at most this size.
     pub read_piece_bytes: usize,
-    /// At most this many upload sessions are kept: starting one more ends the session
-    /// that has received nothing for the longest (unless every one is in use). Each
-    /// session may hold up to `upload_flush_bytes` in memory, so this bounds what idle
-    /// or abandoned sessions cost.
+    /// At most this many upload sessions are kept. Starting one more ends the session
+    /// that has received nothing for the longest, if it has been idle for at least
+    /// `upload_evict_idle`; otherwise the start is refused ([`Error::TooManyUploads`]).
+    /// Each session may hold up to `upload_flush_bytes` in memory, so this bounds what
+    /// idle or abandoned sessions cost, and a live upload is never ended for a new one.
     pub max_upload_sessions: usize,
+    /// See `max_upload_sessions`.
+    pub upload_evict_idle: Duration,
     /// Where pack bytes go; tests substitute [`crate::storage::SimulatedStorage`].
     pub storage: Arc<dyn Storage>,
 }
@@ -50,6 +53,7 @@ impl Default for Options {
             upload_flush_bytes: 1 << 20,
             read_piece_bytes: 256 << 10,
             max_upload_sessions: 256,
+            upload_evict_idle: Duration::from_secs(120),
             storage: Arc::new(OsStorage),
         }
     }
@@ -209,14 +213,21 @@ impl Engine {
     /// arrive (a commit with another algorithm's digest re-hashes once).
     pub fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadId> {
         check_name(repo, "repository name")?;
-        while self.core.sessions.len() >= self.core.options.max_upload_sessions {
-            let Some(evicted) = self.core.sessions.evict_least_active() else {
-                break; // every session is in use: none is idle memory
+        let options = &self.core.options;
+        while self.core.sessions.len() >= options.max_upload_sessions {
+            let Some(evicted) = self
+                .core
+                .sessions
+                .evict_least_active(options.upload_evict_idle)
+            else {
+                return Err(Error::TooManyUploads {
+                    limit: options.max_upload_sessions,
+                });
             };
-            tracing::warn!(
+            tracing::info!(
                 upload = evicted,
-                limit = self.core.options.max_upload_sessions,
-                "too many upload sessions; ended the least active one"
+                limit = options.max_upload_sessions,
+                "upload session limit reached; ended the least active idle session"
             );
             self.forget_upload(&evicted);
         }

@@ -50,6 +50,10 @@ pub enum Error {
     #[error("upload session {0} is unknown")]
     UploadUnknown(String),
 
+    /// `max_upload_sessions` sessions exist and none has been idle long enough to end.
+    #[error("{limit} upload sessions are in progress; try again later")]
+    TooManyUploads { limit: usize },
+
     #[error("blob {0} is unknown")]
     BlobUnknown(Digest),
 

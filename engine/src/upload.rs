@@ -174,15 +174,17 @@ impl Sessions {
         purged
     }
 
-    /// Ends the session that has received nothing for the longest (busy ones are
-    /// skipped) and returns its id; `None` if every session is busy.
-    pub fn evict_least_active(&self) -> Option<UploadId> {
+    /// Ends the session that has received nothing for the longest, if that is at least
+    /// `min_idle` (one being written right now is skipped), and returns its id; `None`
+    /// if no session has been idle that long.
+    pub fn evict_least_active(&self, min_idle: Duration) -> Option<UploadId> {
         let mut oldest: Option<(Instant, UploadId, Arc<Slot>)> = None;
         for (id, slot) in self.snapshot() {
             let Ok(guard) = slot.session.try_lock() else {
                 continue;
             };
             if let Some(active) = guard.as_ref().map(|s| s.last_active)
+                && active.elapsed() >= min_idle
                 && oldest.as_ref().is_none_or(|(seen, ..)| active < *seen)
             {
                 drop(guard);

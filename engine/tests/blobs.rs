@@ -338,29 +338,37 @@ fn data_survives_reopen_and_packs_seal() {
 }
 
 /// At the session limit, starting another upload ends the one that has received
-/// nothing for the longest; sessions that keep receiving survive, and the ended one's
-/// bytes are given back.
+/// nothing for the longest, once it has been idle long enough; sessions that keep
+/// receiving survive, and when none is idle long enough the start is refused.
 #[test]
-fn session_limit_ends_the_least_active_session() {
+fn session_limit_ends_the_least_active_idle_session() {
     let dir = tempfile::tempdir().unwrap();
     let options = Options {
         max_upload_sessions: 3,
+        upload_evict_idle: std::time::Duration::from_millis(50),
         ..small_options()
     };
     let engine = open(dir.path(), options);
-    let pause = || thread::sleep(std::time::Duration::from_millis(5));
+    let pause = |ms| thread::sleep(std::time::Duration::from_millis(ms));
     let a = engine.start_upload("r", Algorithm::Sha256).unwrap();
-    pause();
+    pause(5);
     let b = engine.start_upload("r", Algorithm::Sha256).unwrap();
-    pause();
+    pause(5);
     let c = engine.start_upload("r", Algorithm::Sha256).unwrap();
-    pause();
+    // Nobody has been idle for 50 ms yet: the fourth is refused, nothing is ended.
+    assert!(matches!(
+        engine.start_upload("r", Algorithm::Sha256),
+        Err(Error::TooManyUploads { limit: 3 })
+    ));
+    for id in [&a, &b, &c] {
+        engine.upload_status("r", id).unwrap();
+    }
+    pause(60);
     // `a` is the oldest, but it receives bytes now: `b` becomes the least active.
     let data = random_bytes(&mut rng(9), 40_000);
     engine
         .upload_append("r", &a, Bytes::copy_from_slice(&data[..20_000]))
         .unwrap();
-    pause();
     let d = engine.start_upload("r", Algorithm::Sha256).unwrap();
     assert!(matches!(
         engine.upload_status("r", &b),
@@ -369,10 +377,14 @@ fn session_limit_ends_the_least_active_session() {
     for id in [&a, &c, &d] {
         engine.upload_status("r", id).unwrap();
     }
-    // Next in line is `c`.
+    // Next in line is `c`; `a` was active too recently to be ended.
     let e = engine.start_upload("r", Algorithm::Sha256).unwrap();
     assert!(engine.upload_status("r", &c).is_err());
     engine.upload_status("r", &e).unwrap();
+    assert!(matches!(
+        engine.start_upload("r", Algorithm::Sha256),
+        Err(Error::TooManyUploads { .. })
+    ));
     // The survivor completes normally.
     engine
         .upload_append("r", &a, Bytes::copy_from_slice(&data[20_000..]))

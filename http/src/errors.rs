@@ -21,6 +21,7 @@ pub enum ErrorCode {
     TagInvalid,
     RangeInvalid,
     PaginationNumberInvalid,
+    TooManyRequests,
     Unsupported,
     /// The server's own failure; never caused by what a client sends.
     Unknown,
@@ -42,6 +43,7 @@ impl ErrorCode {
             ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Unknown => "UNKNOWN",
         }
@@ -63,6 +65,7 @@ impl ErrorCode {
             | ErrorCode::TagInvalid
             | ErrorCode::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -137,6 +140,7 @@ impl From<EngineError> for ApiError {
                 ErrorCode::DigestInvalid
             }
             EngineError::UploadUnknown(_) => ErrorCode::BlobUploadUnknown,
+            EngineError::TooManyUploads { .. } => ErrorCode::TooManyRequests,
             EngineError::BlobUnknown(_) => ErrorCode::BlobUnknown,
             EngineError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
             EngineError::RangeNotSatisfiable { .. } => ErrorCode::RangeInvalid,

@@ -7,6 +7,8 @@ mod listing;
 mod manifests;
 mod uploads;
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -147,22 +149,44 @@ pub async fn read_manifest_body(call: &mut Call, limit: usize) -> Result<Bytes, 
         return Err(too_large());
     }
     let mut out = BytesMut::new();
-    while let Some(frame) = call.body.frame().await {
-        let frame = frame.map_err(|e| body_error(ErrorCode::ManifestInvalid, &e))?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
-                return Err(too_large());
-            }
-            out.extend_from_slice(&data);
+    while let Some(data) = next_data(&mut call.body, ErrorCode::ManifestInvalid).await? {
+        if out.len() + data.len() > limit {
+            return Err(too_large());
         }
+        out.extend_from_slice(&data);
     }
     Ok(out.freeze())
 }
 
-/// A request body that broke off (the client went away or sent bad framing), as an
-/// error of the kind `code` (what was being sent).
-pub fn body_error(code: ErrorCode, e: &hyper::Error) -> ApiError {
-    ApiError::new(code, format!("reading the request body failed: {e}"))
+/// A body that sends nothing for this long is abandoned.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The next piece of a request body (`None` at its end). A body that breaks off (the
+/// client went away, bad framing) or stalls for [`BODY_IDLE_TIMEOUT`] is an error of
+/// the kind `code` (what was being sent).
+pub async fn next_data(body: &mut Incoming, code: ErrorCode) -> Result<Option<Bytes>, ApiError> {
+    loop {
+        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::new(
+                    code,
+                    format!("reading the request body failed: {e}"),
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    code,
+                    format!("the request body sent nothing for {BODY_IDLE_TIMEOUT:?}"),
+                ));
+            }
+        };
+        // Trailers carry nothing the API uses.
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
 }
 
 /// Runs the endpoint `route` names.
@@ -200,7 +224,7 @@ async fn run(ctx: &Context, route: Route, call: Call) -> Result<Reply, ApiError>
         Route::Manifest { .. } => &[M::GET, M::HEAD, M::PUT, M::DELETE],
         Route::Blob { .. } => &[M::GET, M::HEAD, M::DELETE],
         Route::UploadStart { .. } => &[M::POST],
-        Route::Upload { .. } => &[M::GET, M::PATCH, M::PUT, M::DELETE],
+        Route::Upload { .. } => &[M::GET, M::HEAD, M::PATCH, M::PUT, M::DELETE],
     }
     .to_vec();
     // Without storage.delete.enabled, blobs and manifests have no DELETE (cancelling

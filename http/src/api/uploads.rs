@@ -9,23 +9,20 @@
 //! pin a whole buffer per byte.
 //!
 //! One request at a time may write a session: a second concurrent PATCH or PUT gets
-//! 416, so two chunks can never interleave.
+//! 416, so two chunks can never interleave. The claim is held until the request's last
+//! engine call (append or commit) has finished, even if the client went away first.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header;
-use lain_engine::{Algorithm, Digest};
+use lain_engine::{Algorithm, Digest, Engine};
 use tokio::task::JoinHandle;
 
-use super::{
-    Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Reply, blocking, body_error,
-};
+use super::{Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Reply, blocking, next_data};
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::{check_repository, parse_digest};
 use crate::ranges::{content_range, upload_range};
@@ -33,31 +30,27 @@ use crate::ranges::{content_range, upload_range};
 /// How many body bytes gather before they go to the engine in one blocking call.
 const APPEND_BATCH: usize = 1 << 20;
 
-/// A body that sends nothing for this long is abandoned (its bytes so far are kept).
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// The upload sessions a request is writing right now.
 #[derive(Clone, Default)]
 pub struct Writers(Arc<Mutex<HashSet<String>>>);
 
-/// A session claimed by one request; released when the request and every append it
-/// started have finished (the request may end, e.g. its client gone, while a batch is
-/// still being written on the blocking pool, which holds a clone).
+/// A request's exclusive right to write one session. Clones go with each engine call
+/// the request starts; the session is free again when the last one is dropped.
 #[derive(Clone)]
 struct Claim {
-    _held: Arc<Writing>,
+    _held: Arc<Held>,
 }
 
-struct Writing {
+struct Held {
     writers: Writers,
     id: String,
 }
 
 impl Writers {
-    fn claim(&self, id: &str) -> Option<Claim> {
+    fn try_claim(&self, id: &str) -> Option<Claim> {
         let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         set.insert(id.to_owned()).then(|| Claim {
-            _held: Arc::new(Writing {
+            _held: Arc::new(Held {
                 writers: self.clone(),
                 id: id.to_owned(),
             }),
@@ -65,34 +58,39 @@ impl Writers {
     }
 }
 
-impl Drop for Writing {
+impl Drop for Held {
     fn drop(&mut self) {
-        let mut set = self
-            .writers
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let writers = &self.writers.0;
+        let mut set = writers.lock().unwrap_or_else(PoisonError::into_inner);
         set.remove(&self.id);
     }
+}
+
+/// A session as one request writes it.
+struct Upload<'a> {
+    ctx: &'a Context,
+    name: &'a str,
+    id: &'a str,
+    claim: Claim,
 }
 
 pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply, ApiError> {
     if let Some(mounted) = mount(ctx, &name, &call).await? {
         return Ok(created(&name, &mounted));
     }
-    if let Some(text) = call.query("digest") {
-        // Monolithic: the whole blob is this request's body.
-        let digest = parse_digest(text)?;
-        let id = open_session(ctx, &name, digest.algorithm()).await?;
-        let claim = claim(ctx, &name, &id).await?;
-        if let Err(e) = stream_into(ctx, &claim, &name, &id, &mut call.body, 0).await {
-            abandon(ctx, &name, &id).await;
-            return Err(e);
-        }
-        return commit(ctx, name, id, digest).await;
+    let Some(text) = call.query("digest") else {
+        let id = open_session(ctx, &name, Algorithm::Sha256).await?;
+        return Ok(session_reply(StatusCode::ACCEPTED, &name, &id, 0));
+    };
+    // Monolithic: the whole blob is this request's body.
+    let digest = parse_digest(text)?;
+    let id = open_session(ctx, &name, digest.algorithm()).await?;
+    let upload = Upload::claim(ctx, &name, &id).await?;
+    if let Err(e) = upload.stream(&mut call.body, 0, None).await {
+        upload.cancel().await;
+        return Err(e);
     }
-    let id = open_session(ctx, &name, Algorithm::Sha256).await?;
-    Ok(session_reply(StatusCode::ACCEPTED, &name, &id, 0))
+    upload.commit(digest).await
 }
 
 /// `?mount=<digest>[&from=<repo>]`: links the blob into `name` when `from` (or, without
@@ -129,9 +127,8 @@ pub async fn patch(
     id: String,
     mut call: Call,
 ) -> Result<Reply, ApiError> {
-    let claim = claim(ctx, &name, &id).await?;
-    let start = check_chunk(ctx, &name, &id, &call).await?;
-    let received = stream_chunk(ctx, &claim, &name, &id, &mut call, start).await?;
+    let upload = Upload::claim(ctx, &name, &id).await?;
+    let received = upload.stream_chunk(&mut call).await?;
     Ok(session_reply(StatusCode::ACCEPTED, &name, &id, received))
 }
 
@@ -147,9 +144,8 @@ pub async fn finish(
     id: String,
     mut call: Call,
 ) -> Result<Reply, ApiError> {
-    let claim = claim(ctx, &name, &id).await?;
     // An unknown session is reported before anything about the digest.
-    let start = check_chunk(ctx, &name, &id, &call).await?;
+    let upload = Upload::claim(ctx, &name, &id).await?;
     let digest = match call.query("digest") {
         Some(text) => parse_digest(text)?,
         None => {
@@ -159,8 +155,8 @@ pub async fn finish(
             ));
         }
     };
-    stream_chunk(ctx, &claim, &name, &id, &mut call, start).await?;
-    commit(ctx, name, id, digest).await
+    upload.stream_chunk(&mut call).await?;
+    upload.commit(digest).await
 }
 
 pub async fn cancel(ctx: &Context, name: String, id: String) -> Result<Reply, ApiError> {
@@ -173,39 +169,6 @@ async fn open_session(ctx: &Context, name: &str, algorithm: Algorithm) -> Result
     blocking(ctx, move |e| Ok(e.start_upload(&repo, algorithm)?)).await
 }
 
-async fn commit(
-    ctx: &Context,
-    name: String,
-    id: String,
-    digest: Digest,
-) -> Result<Reply, ApiError> {
-    let (repo, expected) = (name.clone(), digest.clone());
-    blocking(ctx, move |e| Ok(e.commit_upload(&repo, &id, &expected)?)).await?;
-    Ok(created(&name, &digest))
-}
-
-/// Drops a session whose body broke off (best effort: it may already be gone).
-async fn abandon(ctx: &Context, name: &str, id: &str) {
-    let (repo, id) = (name.to_owned(), id.to_owned());
-    let _ = blocking(ctx, move |e| Ok(e.cancel_upload(&repo, &id)?)).await;
-}
-
-/// Claims session `id` for this request; 416 while another request writes it.
-async fn claim(ctx: &Context, name: &str, id: &str) -> Result<Claim, ApiError> {
-    match ctx.writers.claim(id) {
-        Some(writing) => Ok(writing),
-        None => {
-            let received = received(ctx, name, id).await?;
-            Err(range_refused(
-                name,
-                id,
-                received,
-                "another request is writing this upload".to_owned(),
-            ))
-        }
-    }
-}
-
 /// The bytes session `id` has received (the session lock may be held by a write, so
 /// this runs on the blocking pool).
 async fn received(ctx: &Context, name: &str, id: &str) -> Result<u64, ApiError> {
@@ -213,154 +176,161 @@ async fn received(ctx: &Context, name: &str, id: &str) -> Result<u64, ApiError> 
     blocking(ctx, move |e| Ok(e.upload_status(&repo, &id)?.received)).await
 }
 
-/// Checks a chunk's `Content-Range` (if any) against the session: it must start at
-/// the bytes received so far (416 otherwise) and agree with `Content-Length`.
-/// Returns where the chunk starts.
-async fn check_chunk(ctx: &Context, name: &str, id: &str, call: &Call) -> Result<u64, ApiError> {
-    let received = received(ctx, name, id).await?;
-    let Some((start, end)) = chunk_range(call)? else {
-        return Ok(received);
-    };
-    if start != received {
-        return Err(range_refused(
-            name,
-            id,
-            received,
-            format!("chunk starts at {start}, but the upload has {received} bytes"),
-        ));
+impl<'a> Upload<'a> {
+    /// Claims session `id` for this request: 404 if it is unknown, 416 with its
+    /// `Range` while another request writes it.
+    async fn claim(ctx: &'a Context, name: &'a str, id: &'a str) -> Result<Upload<'a>, ApiError> {
+        let claim = ctx.writers.try_claim(id);
+        let received = received(ctx, name, id).await?;
+        match claim {
+            Some(claim) => Ok(Upload {
+                ctx,
+                name,
+                id,
+                claim,
+            }),
+            None => Err(range_refused(
+                name,
+                id,
+                received,
+                "another request is writing this upload".to_owned(),
+            )),
+        }
     }
-    if let Some(length) = call.content_length()
-        && length != end - start + 1
-    {
-        return Err(ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!("Content-Range {start}-{end} does not match Content-Length {length}"),
-        ));
+
+    /// Runs `f` on the blocking pool with this request's claim held until it returns.
+    async fn engine<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine, &str, &str) -> lain_engine::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (claim, repo, id) = (self.claim.clone(), self.name.to_owned(), self.id.to_owned());
+        blocking(self.ctx, move |e| {
+            let _claim = claim;
+            Ok(f(e, &repo, &id)?)
+        })
+        .await
     }
-    Ok(received)
-}
 
-/// The request's `Content-Range` as `(start, end)`, if it has one.
-fn chunk_range(call: &Call) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(text) = call.header(header::CONTENT_RANGE) else {
-        return Ok(None);
-    };
-    match content_range(text) {
-        Some(range) => Ok(Some(range)),
-        None => Err(ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!("malformed Content-Range {text:?}; expected <start>-<end>"),
-        )),
+    async fn commit(&self, digest: Digest) -> Result<Reply, ApiError> {
+        let expected = digest.clone();
+        self.engine(move |e, repo, id| e.commit_upload(repo, id, &expected))
+            .await?;
+        Ok(created(self.name, &digest))
     }
-}
 
-/// 416 `RANGE_INVALID` with the session's headers, so the client can resume.
-fn range_refused(name: &str, id: &str, received: u64, message: String) -> ApiError {
-    ApiError::new(ErrorCode::RangeInvalid, message)
-        .with_header(header::RANGE, upload_range(received))
-        .with_header(header::LOCATION, session_location(name, id))
-        .with_header(
-            header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
-            id.to_owned(),
-        )
-}
-
-/// Streams the request's body into the session from `start`; returns the session's
-/// size after it. A chunk sent with `Content-Range` but without `Content-Length`
-/// (chunked encoding) must still have the range's length.
-async fn stream_chunk(
-    ctx: &Context,
-    claim: &Claim,
-    name: &str,
-    id: &str,
-    call: &mut Call,
-    start: u64,
-) -> Result<u64, ApiError> {
-    let received = stream_into(ctx, claim, name, id, &mut call.body, start).await?;
-    if let Some((from, to)) = chunk_range(call)?
-        && received.saturating_sub(from) != to - from + 1
-    {
-        return Err(ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            format!(
-                "Content-Range {from}-{to} announced {} bytes, the body had {}",
-                to - from + 1,
-                received.saturating_sub(from)
-            ),
-        )
-        .with_header(header::RANGE, upload_range(received)));
+    /// Drops the session (best effort: it may already be gone).
+    async fn cancel(&self) {
+        let _ = self.engine(|e, repo, id| e.cancel_upload(repo, id)).await;
     }
-    Ok(received)
-}
 
-/// Streams `body` into session `id`, which holds `start` bytes; returns the
-/// session's size after the last byte.
-async fn stream_into(
-    ctx: &Context,
-    claim: &Claim,
-    name: &str,
-    id: &str,
-    body: &mut Incoming,
-    start: u64,
-) -> Result<u64, ApiError> {
-    let mut batch = BytesMut::new();
-    let mut in_flight: Option<JoinHandle<Result<u64, ApiError>>> = None;
-    let mut received = start;
-    loop {
-        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
-            Ok(None) => None,
-            Ok(Some(Ok(frame))) => Some(frame),
-            Ok(Some(Err(e))) => {
-                return Err(finish_in_flight(
-                    in_flight,
-                    body_error(ErrorCode::BlobUploadInvalid, &e),
-                )
-                .await);
-            }
-            Err(_) => {
-                let idle = ApiError::new(
-                    ErrorCode::BlobUploadInvalid,
-                    format!("the body sent nothing for {BODY_IDLE_TIMEOUT:?}"),
-                );
-                return Err(finish_in_flight(in_flight, idle).await);
-            }
+    /// Streams the request's body into the session, after checking its
+    /// `Content-Range` (if any): the chunk must start at the bytes received so far
+    /// (416 otherwise) and have the range's length (400 otherwise: of a longer body
+    /// nothing past the range's end reaches the session; a shorter one keeps what
+    /// arrived). Returns the session's size afterwards.
+    async fn stream_chunk(&self, call: &mut Call) -> Result<u64, ApiError> {
+        let received = received(self.ctx, self.name, self.id).await?;
+        let Some((start, end)) = chunk_range(call)? else {
+            return self.stream(&mut call.body, received, None).await;
         };
-        let end = frame.is_none();
-        if let Some(Ok(data)) = frame.map(|f| f.into_data()) {
-            if batch.capacity() == 0 {
-                batch.reserve(APPEND_BATCH);
-            }
-            batch.extend_from_slice(&data);
+        if start != received {
+            return Err(range_refused(
+                self.name,
+                self.id,
+                received,
+                format!("chunk starts at {start}, but the upload has {received} bytes"),
+            ));
         }
-        if batch.len() >= APPEND_BATCH || (end && !batch.is_empty()) {
-            // One batch at a time in the engine, so pieces stay in order.
-            if let Some(task) = in_flight.take() {
-                received = join(task).await?;
-            }
-            let piece = if batch.len() < APPEND_BATCH / 2 {
-                // A short tail: copied out, so it does not pin a whole batch buffer
-                // while the session waits for its next chunk.
-                let piece = Bytes::copy_from_slice(&batch);
-                batch.clear();
-                piece
-            } else {
-                batch.split().freeze()
+        let length = (end - start)
+            .checked_add(1)
+            .ok_or_else(|| bad_range(start, end))?;
+        if call.content_length().is_some_and(|n| n != length) {
+            return Err(ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("Content-Range {start}-{end} does not match Content-Length"),
+            ));
+        }
+        let after = self.stream(&mut call.body, start, Some(length)).await?;
+        if after - start != length {
+            return Err(ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!(
+                    "Content-Range {start}-{end} announced {length} bytes, the body had {}",
+                    after - start
+                ),
+            )
+            .with_header(header::RANGE, upload_range(after)));
+        }
+        Ok(after)
+    }
+
+    /// Streams `body` into the session, which holds `start` bytes; returns its size
+    /// after the last byte. With `limit`, a body longer than that many bytes is refused
+    /// before any byte past the limit reaches the session.
+    async fn stream(
+        &self,
+        body: &mut Incoming,
+        start: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, ApiError> {
+        let mut batch = BytesMut::new();
+        let mut in_flight: Option<JoinHandle<Result<u64, ApiError>>> = None;
+        let mut received = start;
+        let mut sent: u64 = 0;
+        loop {
+            let data = match next_data(body, ErrorCode::BlobUploadInvalid).await {
+                Ok(data) => data,
+                // What is in flight lands; the batch not yet sent is dropped. The
+                // session's `Range` tells the client where to resume.
+                Err(e) => return Err(finish_in_flight(in_flight, e).await),
             };
-            let (engine, repo, id) = (ctx.engine.clone(), name.to_owned(), id.to_owned());
-            let claim = claim.clone();
-            in_flight = Some(tokio::task::spawn_blocking(move || {
-                let _claim = claim;
-                Ok(engine.upload_append(&repo, &id, piece)?)
-            }));
+            let end = data.is_none();
+            if let Some(data) = data {
+                sent += data.len() as u64;
+                if let Some(limit) = limit
+                    && sent > limit
+                {
+                    let long = ApiError::new(
+                        ErrorCode::BlobUploadInvalid,
+                        format!("the body is longer than its Content-Range ({limit} bytes)"),
+                    );
+                    return Err(finish_in_flight(in_flight, long).await);
+                }
+                if batch.capacity() == 0 {
+                    batch.reserve(APPEND_BATCH);
+                }
+                batch.extend_from_slice(&data);
+            }
+            if batch.len() >= APPEND_BATCH || (end && !batch.is_empty()) {
+                // One batch at a time in the engine, so pieces stay in order.
+                if let Some(task) = in_flight.take() {
+                    received = join(task).await?;
+                }
+                let piece = if batch.len() < APPEND_BATCH / 2 {
+                    // A short tail: copied out, so it does not pin a whole batch buffer
+                    // while the session waits for its next chunk.
+                    let piece = Bytes::copy_from_slice(&batch);
+                    batch.clear();
+                    piece
+                } else {
+                    batch.split().freeze()
+                };
+                let (engine, claim) = (self.ctx.engine.clone(), self.claim.clone());
+                let (repo, id) = (self.name.to_owned(), self.id.to_owned());
+                in_flight = Some(tokio::task::spawn_blocking(move || {
+                    let _claim = claim;
+                    Ok(engine.upload_append(&repo, &id, piece)?)
+                }));
+            }
+            if end {
+                break;
+            }
         }
-        if end {
-            break;
+        if let Some(task) = in_flight {
+            received = join(task).await?;
         }
+        Ok(received)
     }
-    if let Some(task) = in_flight {
-        received = join(task).await?;
-    }
-    Ok(received)
 }
 
 /// Waits for the batch in flight (its bytes stay in the session) and returns `error`.
@@ -379,6 +349,38 @@ async fn join(task: JoinHandle<Result<u64, ApiError>>) -> Result<u64, ApiError> 
         tracing::error!(error = %e, "upload append task failed");
         Err(ApiError::new(ErrorCode::Unknown, "internal error"))
     })
+}
+
+/// The request's `Content-Range` as `(start, end)`, if it has one.
+fn chunk_range(call: &Call) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(text) = call.header(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    match content_range(text) {
+        Some(range) => Ok(Some(range)),
+        None => Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("malformed Content-Range {text:?}; expected <start>-<end>"),
+        )),
+    }
+}
+
+fn bad_range(start: u64, end: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::BlobUploadInvalid,
+        format!("Content-Range {start}-{end} is too large"),
+    )
+}
+
+/// 416 `RANGE_INVALID` with the session's headers, so the client can resume.
+fn range_refused(name: &str, id: &str, received: u64, message: String) -> ApiError {
+    ApiError::new(ErrorCode::RangeInvalid, message)
+        .with_header(header::RANGE, upload_range(received))
+        .with_header(header::LOCATION, session_location(name, id))
+        .with_header(
+            header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
+            id.to_owned(),
+        )
 }
 
 fn session_location(name: &str, id: &str) -> String {
