@@ -65,6 +65,10 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
+        // Installed before the address is announced, so that a signal arriving at any
+        // moment after a client could have connected stops the server cleanly.
+        let shutdown = shutdown_signal()
+            .map_err(|e| format!("cannot install the SIGINT/SIGTERM handlers: {e}"))?;
         let listener = TcpListener::bind(config.addr.bind_target())
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
@@ -86,7 +90,7 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             "registry listening on http://{addr}/v2/ with data in {}",
             config.root.display()
         );
-        lain_http::serve(listener, engine, config.http.clone(), shutdown_signal())
+        lain_http::serve(listener, engine, config.http.clone(), shutdown)
             .await
             .map_err(|e| e.to_string())
     })?;
@@ -94,18 +98,16 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that resolves on
+/// either signal.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the registry with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
