@@ -525,19 +525,14 @@ fn concurrent_writes_to_one_session_are_refused() {
     let d = sha256(&data);
     let mut up = start_upload(&reg, name);
 
-    let mut first = TcpStream::connect(&reg.addr).expect("connect");
-    first
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        first,
-        "PATCH {} HTTP/1.1\r\nHost: {}\r\nContent-Range: 0-{}\r\nContent-Length: {}\r\n\r\n",
-        up.location,
-        reg.addr,
-        data.len() - 1,
-        data.len()
-    )
-    .expect("send head");
+    let mut first = reg.send_head(
+        "PATCH",
+        &up.location,
+        &[
+            format!("Content-Range: 0-{}", data.len() - 1),
+            format!("Content-Length: {}", data.len()),
+        ],
+    );
     first.write_all(&data[..1 << 20]).expect("send half");
     std::thread::sleep(Duration::from_millis(300));
 
@@ -618,17 +613,11 @@ fn session_flood_never_ends_live_uploads() {
     let data = pseudo_random(41, 3 << 20);
     let d = sha256(&data);
     let up = start_upload(&reg, "flood/live");
-    let mut live = TcpStream::connect(&reg.addr).expect("connect");
-    live.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        live,
-        "PATCH {} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
-        up.location,
-        reg.addr,
-        data.len()
-    )
-    .expect("send head");
+    let mut live = reg.send_head(
+        "PATCH",
+        &up.location,
+        &[format!("Content-Length: {}", data.len())],
+    );
     live.write_all(&data[..(3 << 19)]).expect("send half");
 
     let mut refused = 0;

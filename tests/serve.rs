@@ -3,6 +3,10 @@
 
 mod common;
 
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
 use common::Registry;
 
 #[test]
@@ -38,26 +42,16 @@ fn base_endpoint_answers_and_sigterm_stops_cleanly() {
 /// process exits cleanly.
 #[test]
 fn sigterm_lets_the_request_in_flight_finish() {
-    use std::io::{BufReader, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Registry::start_in(dir.path());
     let body = vec![7u8; 3 << 20];
     let digest = common::sha256(&body);
 
-    let mut stream = TcpStream::connect(&server.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        stream,
-        "POST /v2/lain/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
-        server.addr,
-        body.len()
-    )
-    .expect("send head");
+    let mut stream = server.send_head(
+        "POST",
+        &format!("/v2/lain/app/blobs/uploads/?digest={digest}"),
+        &[format!("Content-Length: {}", body.len())],
+    );
     let (first, rest) = body.split_at(1 << 20);
     stream.write_all(first).expect("send first MiB");
     std::thread::sleep(Duration::from_millis(200));
@@ -94,9 +88,6 @@ fn sigterm_lets_the_request_in_flight_finish() {
 /// resident set stays far below the blob's size.
 #[test]
 fn large_bodies_stream_through_without_buffering() {
-    use std::io::{BufReader, Write};
-    use std::net::TcpStream;
-
     const SIZE: usize = 256 << 20;
     let server = Registry::start();
     // A deterministic pattern, hashed as it is generated, sent in 1 MiB writes.
@@ -109,13 +100,11 @@ fn large_bodies_stream_through_without_buffering() {
     }
     let digest = hasher.finish().to_string();
 
-    let mut stream = TcpStream::connect(&server.addr).expect("connect");
-    write!(
-        stream,
-        "POST /v2/big/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Length: {SIZE}\r\n\r\n",
-        server.addr
-    )
-    .expect("send head");
+    let mut stream = server.send_head(
+        "POST",
+        &format!("/v2/big/blobs/uploads/?digest={digest}"),
+        &[format!("Content-Length: {SIZE}")],
+    );
     for _ in 0..SIZE / chunk.len() {
         stream.write_all(&chunk).expect("send body");
     }
@@ -158,22 +147,16 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// per byte. The server copies them, so 40,000 one-byte frames cost about 40 kB.
 #[test]
 fn trickled_bodies_do_not_pin_memory() {
-    use std::io::{BufReader, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
     const FRAMES: usize = 40_000;
     let server = Registry::start();
-    let mut stream = TcpStream::connect(&server.addr).expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
     let body = vec![b'x'; FRAMES];
     let digest = common::sha256(&body);
-    write!(
-        stream,
-        "POST /v2/trickle/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
-        server.addr
-    )
-    .expect("send head");
+    let mut stream = server.send_head(
+        "POST",
+        &format!("/v2/trickle/blobs/uploads/?digest={digest}"),
+        &["Transfer-Encoding: chunked".to_owned()],
+    );
+    stream.set_nodelay(true).expect("nodelay");
     let before_kib = peak_rss_kib(server.pid());
     for _ in 0..FRAMES {
         stream.write_all(b"1\r\nx\r\n").expect("send a frame");

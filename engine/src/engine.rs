@@ -328,19 +328,17 @@ impl Engine {
         let loc = self
             .location(digest)?
             .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
-        let range = range.unwrap_or(0..loc.length);
-        if range.start > range.end || range.end > loc.length {
-            return Err(Error::RangeNotSatisfiable {
-                start: range.start,
-                end: range.end,
-                size: loc.length,
-            });
+        let reader = self.reader(&loc)?;
+        match range {
+            Some(range) => reader.range(range),
+            None => Ok(reader),
         }
-        let mut part = loc;
-        part.offset += range.start;
-        part.length = range.end - range.start;
+    }
+
+    /// The bytes at `loc`, as a reader.
+    pub(crate) fn reader(&self, loc: &crate::pack::Location) -> Result<BlobReader> {
         Ok(BlobReader {
-            rest: self.core.packs.read(&part)?,
+            rest: self.core.packs.read(loc)?,
             piece: self.core.options.read_piece_bytes.max(1),
         })
     }
@@ -367,7 +365,7 @@ impl Engine {
         })
     }
 
-    fn location(&self, digest: &Digest) -> Result<Option<crate::pack::Location>> {
+    pub(crate) fn location(&self, digest: &Digest) -> Result<Option<crate::pack::Location>> {
         self.core
             .index
             .get(Family::Blobs, &keys::blob(digest))?
@@ -392,6 +390,22 @@ impl BlobReader {
     /// All remaining bytes as one slice (still zero-copy).
     pub fn into_bytes(self) -> Bytes {
         self.rest
+    }
+
+    /// Narrows the reader to `range` of the bytes not yet yielded (still zero-copy);
+    /// [`Error::RangeNotSatisfiable`] if the range does not lie inside them.
+    pub fn range(mut self, range: Range<u64>) -> Result<BlobReader> {
+        let size = self.remaining();
+        if range.start > range.end || range.end > size {
+            return Err(Error::RangeNotSatisfiable {
+                start: range.start,
+                end: range.end,
+                size,
+            });
+        }
+        // Both bounds are at most `size`, a `usize` length.
+        self.rest = self.rest.slice(range.start as usize..range.end as usize);
+        Ok(self)
     }
 }
 

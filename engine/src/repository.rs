@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::digest::{Algorithm, Digest};
-use crate::engine::{BlobInfo, Engine, check_name};
+use crate::engine::{BlobInfo, BlobReader, Engine, check_name};
 use crate::error::{Error, Result};
 use crate::index::{Batch, Family, keys, values};
 use crate::sync::lock;
@@ -63,6 +63,21 @@ impl Engine {
             return Ok(None);
         }
         self.blob_info(digest)
+    }
+
+    /// The blob's bytes, if it is stored and `repo` may read it: one lookup fewer than
+    /// [`Engine::repo_blob`] followed by [`Engine::read_blob`], for the pull path.
+    pub fn read_repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobReader>> {
+        let linked = self
+            .core
+            .index
+            .contains(Family::Links, &keys::repo_digest(repo, digest))?;
+        if !linked {
+            return Ok(None);
+        }
+        self.location(digest)?
+            .map(|loc| self.reader(&loc))
+            .transpose()
     }
 
     /// Lets `repo` read an already stored blob (a cross-repository mount moves no

@@ -140,6 +140,24 @@ impl Registry {
         }
     }
 
+    /// A new connection (60 s read timeout) on which the head of a request has been
+    /// sent, with `Host` and the given header lines; the test writes the body itself
+    /// (in pieces, with pauses) and reads the answer with [`read_response`].
+    pub fn send_head(&self, method: &str, path: &str, headers: &[String]) -> TcpStream {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        for line in headers {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).expect("send head");
+        stream
+    }
+
     /// Sends SIGTERM and returns whether the process exited successfully.
     pub fn terminate(self) -> bool {
         signal(self.child.id(), "TERM");

@@ -2,6 +2,7 @@
 
 use hyper::header;
 use hyper::{Method, StatusCode};
+use lain_engine::BlobReader;
 
 use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking};
 use crate::body::ResponseBody;
@@ -11,11 +12,15 @@ use crate::ranges::{ReadRange, read_range};
 
 pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply, ApiError> {
     let digest = parse_digest(digest)?;
-    let info = ctx
-        .engine
-        .repo_blob(name, &digest)?
-        .ok_or_else(|| blob_unknown(&digest.to_string()))?;
-    let size = info.size;
+    // HEAD needs the size only; GET the bytes, whose length is the size.
+    let (size, reader) = if call.method == Method::HEAD {
+        let info = ctx.engine.repo_blob(name, &digest)?;
+        (info.map(|i| i.size), None)
+    } else {
+        let reader = ctx.engine.read_repo_blob(name, &digest)?;
+        (reader.as_ref().map(BlobReader::remaining), reader)
+    };
+    let size = size.ok_or_else(|| blob_unknown(&digest.to_string()))?;
     let (status, range) = match read_range(call.header(header::RANGE), size) {
         ReadRange::Whole => (StatusCode::OK, 0..size),
         ReadRange::Part(range) => (StatusCode::PARTIAL_CONTENT, range),
@@ -38,11 +43,10 @@ pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply
             format!("bytes {}-{}/{size}", range.start, range.end - 1),
         );
     }
-    if call.method == Method::HEAD {
-        return Ok(reply);
-    }
-    let reader = ctx.engine.read_blob(&digest, Some(range))?;
-    Ok(reply.body(ResponseBody::Blob(reader)))
+    Ok(match reader {
+        Some(reader) => reply.body(ResponseBody::Blob(reader.range(range)?)),
+        None => reply,
+    })
 }
 
 /// Removes the blob from the repository; its bytes stay until garbage collection.

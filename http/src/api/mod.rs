@@ -218,29 +218,30 @@ pub fn error_reply(error: ApiError) -> Reply {
 async fn run(ctx: &Context, route: Route, call: Call) -> Result<Reply, ApiError> {
     use Method as M;
     let method = call.method.clone();
-    let mut allowed: Vec<Method> = match &route {
-        Route::Base => &[M::GET, M::HEAD][..],
+    let methods: &[Method] = match &route {
+        Route::Base => &[M::GET, M::HEAD],
         Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => &[M::GET],
         Route::Manifest { .. } => &[M::GET, M::HEAD, M::PUT, M::DELETE],
         Route::Blob { .. } => &[M::GET, M::HEAD, M::DELETE],
         Route::UploadStart { .. } => &[M::POST],
         Route::Upload { .. } => &[M::GET, M::HEAD, M::PATCH, M::PUT, M::DELETE],
-    }
-    .to_vec();
+    };
     // Without storage.delete.enabled, blobs and manifests have no DELETE (cancelling
     // an upload is always allowed), as in distribution.
     let deletes_off = !ctx.settings.delete_enabled
         && matches!(route, Route::Manifest { .. } | Route::Blob { .. });
-    if deletes_off {
-        allowed.retain(|m| *m != M::DELETE);
-    }
-    if !allowed.contains(&method) {
+    let allowed = |m: &Method| methods.contains(m) && !(deletes_off && *m == M::DELETE);
+    if !allowed(&method) {
         let message = if deletes_off && method == M::DELETE {
             "deletes are disabled (storage.delete.enabled)".to_owned()
         } else {
             format!("{method} is not supported here")
         };
-        let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+        let allow: Vec<&str> = methods
+            .iter()
+            .filter(|m| allowed(m))
+            .map(Method::as_str)
+            .collect();
         return Err(ApiError::new(ErrorCode::Unsupported, message)
             .with_header(header::ALLOW, allow.join(", ")));
     }

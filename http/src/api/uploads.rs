@@ -72,6 +72,8 @@ struct Upload<'a> {
     name: &'a str,
     id: &'a str,
     claim: Claim,
+    /// The session's size when claimed; only this request can change it.
+    received: u64,
 }
 
 pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply, ApiError> {
@@ -86,7 +88,7 @@ pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply,
     let digest = parse_digest(text)?;
     let id = open_session(ctx, &name, digest.algorithm()).await?;
     let upload = Upload::claim(ctx, &name, &id).await?;
-    if let Err(e) = upload.stream(&mut call.body, 0, None).await {
+    if let Err(e) = upload.stream(&mut call.body, None).await {
         upload.cancel().await;
         return Err(e);
     }
@@ -188,6 +190,7 @@ impl<'a> Upload<'a> {
                 name,
                 id,
                 claim,
+                received,
             }),
             None => Err(range_refused(
                 name,
@@ -229,9 +232,9 @@ impl<'a> Upload<'a> {
     /// nothing past the range's end reaches the session; a shorter one keeps what
     /// arrived). Returns the session's size afterwards.
     async fn stream_chunk(&self, call: &mut Call) -> Result<u64, ApiError> {
-        let received = received(self.ctx, self.name, self.id).await?;
+        let received = self.received;
         let Some((start, end)) = chunk_range(call)? else {
-            return self.stream(&mut call.body, received, None).await;
+            return self.stream(&mut call.body, None).await;
         };
         if start != received {
             return Err(range_refused(
@@ -250,7 +253,7 @@ impl<'a> Upload<'a> {
                 format!("Content-Range {start}-{end} does not match Content-Length"),
             ));
         }
-        let after = self.stream(&mut call.body, start, Some(length)).await?;
+        let after = self.stream(&mut call.body, Some(length)).await?;
         if after - start != length {
             return Err(ApiError::new(
                 ErrorCode::BlobUploadInvalid,
@@ -264,18 +267,13 @@ impl<'a> Upload<'a> {
         Ok(after)
     }
 
-    /// Streams `body` into the session, which holds `start` bytes; returns its size
-    /// after the last byte. With `limit`, a body longer than that many bytes is refused
-    /// before any byte past the limit reaches the session.
-    async fn stream(
-        &self,
-        body: &mut Incoming,
-        start: u64,
-        limit: Option<u64>,
-    ) -> Result<u64, ApiError> {
+    /// Streams `body` into the session; returns its size after the last byte. With
+    /// `limit`, a body longer than that many bytes is refused before any byte past the
+    /// limit reaches the session.
+    async fn stream(&self, body: &mut Incoming, limit: Option<u64>) -> Result<u64, ApiError> {
         let mut batch = BytesMut::new();
         let mut in_flight: Option<JoinHandle<Result<u64, ApiError>>> = None;
-        let mut received = start;
+        let mut received = self.received;
         let mut sent: u64 = 0;
         loop {
             let data = match next_data(body, ErrorCode::BlobUploadInvalid).await {
