@@ -1,0 +1,167 @@
+//! `loadgen`: drives this registry and the reference registry (Debian's
+//! docker-registry, distribution 2.8) through the same V2 API scenarios, one fresh
+//! server at a time, and prints one side-by-side table. `benches/run` is the
+//! documented way to call it; `benches/RESULTS.md` is its output.
+
+mod client;
+mod data;
+mod report;
+mod scenarios;
+mod servers;
+mod sink;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use report::{Results, Sample};
+use scenarios::{Fixture, Sizes, Target};
+use servers::{Kind, Programs, Server};
+
+const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--servers lain,reference,sink]
+                       [--registry PATH] [--reference PATH] [--scratch DIR]
+       loadgen sink ADDR
+
+compare  starts each server with a fresh data directory under --scratch (default: a
+         new directory in $TMPDIR), runs every scenario against it, stops it, and
+         after N rounds (default 3) prints the medians side by side as Markdown.
+sink     a server that answers the V2 API from memory without storing blob bytes:
+         the scenarios run against it give the load generator's own ceiling.";
+
+struct Args {
+    runs: usize,
+    sizes: Sizes,
+    kinds: Vec<Kind>,
+    programs: Programs,
+    scratch: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let loadgen = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let sibling = loadgen.with_file_name("registry");
+    let mut parsed = Args {
+        runs: 3,
+        sizes: Sizes::full(),
+        kinds: vec![Kind::Sink, Kind::Ours, Kind::Reference],
+        programs: Programs {
+            ours: sibling,
+            reference: PathBuf::from("/usr/bin/docker-registry"),
+            loadgen,
+        },
+        scratch: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--runs" => {
+                parsed.runs = value()?
+                    .parse()
+                    .map_err(|_| "--runs takes a number".to_owned())?;
+            }
+            "--quick" => parsed.sizes = Sizes::quick(),
+            "--servers" => {
+                parsed.kinds = value()?
+                    .split(',')
+                    .map(|k| match k {
+                        "lain" => Ok(Kind::Ours),
+                        "reference" => Ok(Kind::Reference),
+                        "sink" => Ok(Kind::Sink),
+                        other => Err(format!("unknown server {other}")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--registry" => parsed.programs.ours = PathBuf::from(value()?),
+            "--reference" => parsed.programs.reference = PathBuf::from(value()?),
+            "--scratch" => parsed.scratch = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    if parsed.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("sink") if args.len() == 2 => sink::run(&args[1]),
+        Some("compare") => parse(&args[1..]).and_then(compare),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("loadgen: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn compare(args: Args) -> Result<(), String> {
+    let scratch = match &args.scratch {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("lain-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let outcome = compare_in(&args, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
+}
+
+fn compare_in(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
+    eprintln!("loadgen: making and hashing the data");
+    let fixture = Fixture::new(args.sizes.clone(), scratch)?;
+    let floor = data::sha256_cpu_per_gib(&data::pseudo_random(9, 64 << 20), 16);
+    let scenarios = scenarios::all();
+    let mut results = Results::new(&args.programs, &args.sizes, args.runs, floor);
+    for run in 0..args.runs {
+        // Alternate the order of the servers from round to round, so that a drift of
+        // the machine's speed over time does not favour one of them.
+        let mut order = args.kinds.clone();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for &kind in &order {
+            eprintln!(
+                "loadgen: round {} of {}: {}",
+                run + 1,
+                args.runs,
+                kind.label()
+            );
+            let server = Server::start(kind, &args.programs, scratch)?;
+            let target = Target {
+                addr: server.addr,
+                verify: kind != Kind::Sink,
+                scratch: scratch.join(format!("client-{run}-{kind:?}")),
+            };
+            std::fs::create_dir_all(&target.scratch).map_err(|e| e.to_string())?;
+            for (index, scenario) in scenarios.iter().enumerate() {
+                if kind == Kind::Sink && !scenario.on_sink {
+                    continue;
+                }
+                let cpu = server.cpu_seconds();
+                let measure = (scenario.run)(&target, &fixture)
+                    .map_err(|e| format!("{} against {}: {e}", scenario.name, kind.label()))?;
+                let sample = Sample::new(scenario.unit, &measure, server.cpu_seconds() - cpu);
+                eprintln!(
+                    "loadgen:   {:<45} {:>10.1} {:<5} cpu {:.2} s",
+                    scenario.name,
+                    sample.value,
+                    scenario.unit.label(),
+                    sample.cpu
+                );
+                results.add(kind, index, sample);
+            }
+            results.memory(kind, &server.peaks);
+            let _ = std::fs::remove_dir_all(&target.scratch);
+            server.stop();
+        }
+    }
+    print!("{}", results.render(&scenarios));
+    Ok(())
+}
