@@ -247,6 +247,7 @@ impl Core {
             lease,
             pending,
             pending_len,
+            received,
             ..
         } = session;
         let lease = match lease {
@@ -266,6 +267,24 @@ impl Core {
         bufs.extend(pending.iter().map(|p| IoSlice::new(p)));
         bufs.push(IoSlice::new(trailer));
         lease.writer.append(&bufs)?;
+        if trailer.is_empty() {
+            // More is coming: get these bytes moving to the disk now rather than all at
+            // the commit's fdatasync, which the client waits for.
+            let written_before = if first {
+                0
+            } else {
+                RECORD_HEADER_LEN + *received - *pending_len as u64
+            };
+            let len = bufs.iter().map(|b| b.len() as u64).sum();
+            // Best effort: a file system without sync_file_range still gets every byte
+            // synced at commit.
+            if let Err(e) = lease
+                .writer
+                .start_writeback(lease.record_start + written_before, len)
+            {
+                tracing::debug!("early writeback not started: {e}");
+            }
+        }
         pending.clear();
         *pending_len = 0;
         Ok(lease)

@@ -19,11 +19,13 @@ use servers::{Kind, Programs, Server};
 
 const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--servers lain,reference,sink]
                        [--registry PATH] [--reference PATH] [--scratch DIR]
+                       [--only NAME,NAME]
        loadgen sink ADDR
 
 compare  starts each server with a fresh data directory under --scratch (default: a
          new directory in $TMPDIR), runs every scenario against it, stops it, and
          after N rounds (default 3) prints the medians side by side as Markdown.
+         --only runs just the scenarios whose names contain one of the NAMEs.
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
 
@@ -33,6 +35,8 @@ struct Args {
     kinds: Vec<Kind>,
     programs: Programs,
     scratch: Option<PathBuf>,
+    /// Only the scenarios whose name contains one of these (for profiling one path).
+    only: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -48,6 +52,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             loadgen,
         },
         scratch: None,
+        only: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -77,6 +82,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--registry" => parsed.programs.ours = PathBuf::from(value()?),
             "--reference" => parsed.programs.reference = PathBuf::from(value()?),
             "--scratch" => parsed.scratch = Some(PathBuf::from(value()?)),
+            "--only" => parsed.only = value()?.split(',').map(str::to_owned).collect(),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
@@ -142,6 +148,11 @@ fn compare_in(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
             std::fs::create_dir_all(&target.scratch).map_err(|e| e.to_string())?;
             for (index, scenario) in scenarios.iter().enumerate() {
                 if kind == Kind::Sink && !scenario.on_sink {
+                    continue;
+                }
+                if !args.only.is_empty()
+                    && !args.only.iter().any(|o| scenario.name.contains(o.as_str()))
+                {
                     continue;
                 }
                 let cpu = server.cpu_seconds();

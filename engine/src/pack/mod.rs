@@ -109,6 +109,13 @@ impl PackWriter {
             .context("write to", &self.path)
     }
 
+    /// See [`PackFile::start_writeback`].
+    pub fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
+        self.file
+            .start_writeback(offset, len)
+            .context("sync_file_range", &self.path)
+    }
+
     pub fn sync(&self) -> Result<()> {
         self.file.sync_data().context("fdatasync", &self.path)
     }

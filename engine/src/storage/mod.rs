@@ -41,6 +41,11 @@ pub trait PackFile: Send + Sync + Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes the file's data and length durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
+    /// Asks the OS to start writing `len` bytes at `offset` to the device now, without
+    /// waiting. It promises nothing (only [`PackFile::sync_data`] does); it lets a
+    /// large upload's bytes reach the disk while the rest is still arriving, so the
+    /// final sync has little left to write.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Cuts the file to `len` bytes; the next append continues there.
     fn truncate(&self, len: u64) -> io::Result<()>;
     /// The first `len` bytes, as one buffer that shares the file's pages where the
