@@ -107,7 +107,7 @@ pub(crate) struct Core {
     pub group: GroupCommit,
     pub sessions: Sessions,
     pub stats: Counters,
-    pub repo_locks: Vec<std::sync::Mutex<()>>,
+    pub repo_locks: Vec<std::sync::RwLock<()>>,
     pub recovery: RecoveryReport,
     pub root: PathBuf,
     // Last field: dropped after the index and packs are closed.
@@ -181,7 +181,7 @@ impl Engine {
             group: GroupCommit::default(),
             sessions: Sessions::default(),
             stats: Counters::default(),
-            repo_locks: (0..64).map(|_| std::sync::Mutex::new(())).collect(),
+            repo_locks: (0..64).map(|_| std::sync::RwLock::new(())).collect(),
             recovery,
             root: root.to_owned(),
             _lock: dir_lock,

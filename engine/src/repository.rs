@@ -3,7 +3,7 @@
 //! is one atomic, synced index write; changes to one repository's manifests and tags
 //! are serialized so that a delete never races a tag into a dangling state.
 
-use std::sync::MutexGuard;
+use std::sync::RwLock;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::engine::{BlobInfo, BlobReader, Engine, check_name};
 use crate::error::{Error, Result};
 use crate::index::{Batch, Family, keys, values};
-use crate::sync::lock;
+use crate::sync::{read_lock, write_lock};
 
 /// How a client names a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +43,17 @@ pub struct ManifestRecord {
 }
 
 impl Engine {
-    fn repo_lock(&self, repo: &str) -> MutexGuard<'_, ()> {
+    /// The lock that orders `repo`'s tag and manifest changes. Writes that only add
+    /// entries (pushing a manifest, tagging one that exists) share it, so concurrent
+    /// pushes to one repository share group commits; removals (untag, manifest delete)
+    /// read what points at what and take it alone, so no push can slip a tag in
+    /// between their read and their write.
+    fn repo_lock(&self, repo: &str) -> &RwLock<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         repo.hash(&mut h);
         let locks = &self.core.repo_locks;
-        lock(&locks[(h.finish() as usize) % locks.len()])
+        &locks[(h.finish() as usize) % locks.len()]
     }
 
     // ---- blobs in repositories -----------------------------------------------------
@@ -135,7 +140,7 @@ impl Engine {
             }
         };
         let pushed = SystemTime::now();
-        let _repo = self.repo_lock(repo);
+        let _repo = read_lock(self.repo_lock(repo));
         let stored =
             self.core
                 .store(repo, bytes, algorithm, expected, &|batch, digest, size| {
@@ -210,7 +215,7 @@ impl Engine {
     pub fn tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<()> {
         check_name(repo, "repository name")?;
         check_name(tag, "tag")?;
-        let _repo = self.repo_lock(repo);
+        let _repo = read_lock(self.repo_lock(repo));
         let manifest = keys::repo_digest(repo, digest);
         if !self.core.index.contains(Family::Manifests, &manifest)? {
             return Err(Error::ManifestUnknown(digest.to_string()));
@@ -228,7 +233,7 @@ impl Engine {
     pub fn untag(&self, repo: &str, tag: &str) -> Result<bool> {
         check_name(repo, "repository name")?;
         check_name(tag, "tag")?;
-        let _repo = self.repo_lock(repo);
+        let _repo = write_lock(self.repo_lock(repo));
         let key = keys::tag(repo, tag);
         if !self.core.index.contains(Family::Tags, &key)? {
             return Ok(false);
@@ -243,7 +248,7 @@ impl Engine {
     /// entry; returns whether it existed. Referrers *of* it stay, as the OCI spec asks.
     pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
         check_name(repo, "repository name")?;
-        let _repo = self.repo_lock(repo);
+        let _repo = write_lock(self.repo_lock(repo));
         let key = keys::repo_digest(repo, digest);
         let Some(value) = self.core.index.get(Family::Manifests, &key)? else {
             return Ok(false);

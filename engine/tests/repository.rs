@@ -306,3 +306,36 @@ fn a_manifest_pushed_by_a_wrong_digest_is_refused_and_stores_nothing() {
     assert!(engine.blob_info(&sha256(&body)).unwrap().is_none());
     assert!(!engine.repository_exists("lib/app").unwrap());
 }
+
+#[test]
+fn concurrent_manifest_pushes_to_one_repository_share_syncs() {
+    let (_dir, engine) = engine();
+    let threads = 16;
+    let per_thread = 20;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let engine = &engine;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let body = format!(r#"{{"schemaVersion":2,"layers":[],"n":"{t}-{i}"}}"#);
+                    engine
+                        .put_manifest(
+                            "lib/app",
+                            Bytes::from(body),
+                            &Reference::Tag(format!("t{t}-{i}")),
+                            meta(OCI_MANIFEST),
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let tags = engine.list_tags("lib/app", None, usize::MAX).unwrap();
+    assert_eq!(tags.len(), threads * per_thread);
+    let stats = engine.stats();
+    // Pushes to one repository are not serialized behind each other's syncs.
+    assert!(
+        stats.pack_syncs < stats.commits,
+        "every manifest push synced alone: {stats:?}"
+    );
+}
