@@ -6,6 +6,7 @@
 mod client;
 mod data;
 mod report;
+mod scale;
 mod scenarios;
 mod servers;
 mod sink;
@@ -19,13 +20,18 @@ use servers::{Kind, Programs, Server};
 
 const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--servers lain,reference,sink]
                        [--registry PATH] [--reference PATH] [--scratch DIR]
-                       [--only NAME,NAME]
+                       [--only NAME,NAME] [--no-scale]
        loadgen sink ADDR
 
 compare  starts each server with a fresh data directory under --scratch (default: a
          new directory in $TMPDIR), runs every scenario against it, stops it, and
          after N rounds (default 3) prints the medians side by side as Markdown.
-         --only runs just the scenarios whose names contain one of the NAMEs.
+         Then the scale check: a store of 1,000,000 blobs and 100,000 tags is built,
+         the registry's start-up on it is timed, and the small-object scenarios
+         run against it and against an empty store (--no-scale skips this; --quick
+         shrinks everything).
+         --only runs just the scenarios whose names contain one of the NAMEs (and
+         the scale check only if one NAME is `scale`).
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
 
@@ -37,6 +43,8 @@ struct Args {
     scratch: Option<PathBuf>,
     /// Only the scenarios whose name contains one of these (for profiling one path).
     only: Vec<String>,
+    /// The scale check's store; `None` skips it.
+    scale: Option<scale::Scale>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -53,6 +61,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
         },
         scratch: None,
         only: Vec::new(),
+        scale: Some(scale::Scale {
+            blobs: 1_000_000,
+            tags: 100_000,
+        }),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -67,7 +79,14 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--runs takes a number".to_owned())?;
             }
-            "--quick" => parsed.sizes = Sizes::quick(),
+            "--quick" => {
+                parsed.sizes = Sizes::quick();
+                parsed.scale = Some(scale::Scale {
+                    blobs: 20_000,
+                    tags: 2_000,
+                });
+            }
+            "--no-scale" => parsed.scale = None,
             "--servers" => {
                 parsed.kinds = value()?
                     .split(',')
@@ -121,7 +140,7 @@ fn compare(args: Args) -> Result<(), String> {
 
 fn compare_in(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     eprintln!("loadgen: making and hashing the data");
-    let fixture = Fixture::new(args.sizes.clone(), scratch)?;
+    let fixture = Fixture::new(args.sizes.clone(), scratch, 0)?;
     let floor = data::sha256_cpu_per_gib(&data::pseudo_random(9, 64 << 20), 16);
     let scenarios = scenarios::all();
     let mut results = Results::new(&args.programs, &args.sizes, args.runs, floor);
@@ -173,6 +192,19 @@ fn compare_in(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
             server.stop();
         }
     }
-    print!("{}", results.render(&scenarios));
+    let mut report = results.render(&scenarios);
+    if let Some(scale) = &args.scale
+        && (args.only.is_empty() || args.only.iter().any(|o| o == "scale"))
+        && args.kinds.contains(&Kind::Ours)
+    {
+        report.push_str(&scale::run(
+            scale,
+            &args.programs,
+            &args.sizes,
+            args.runs,
+            scratch,
+        )?);
+    }
+    print!("{report}");
     Ok(())
 }

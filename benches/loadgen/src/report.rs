@@ -52,7 +52,7 @@ fn key(kind: Kind) -> u8 {
     }
 }
 
-fn median(values: &mut [f64]) -> Option<f64> {
+pub fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
     }

@@ -59,6 +59,19 @@ impl Sizes {
         }
     }
 
+    /// The small-object scenarios only (the scale comparison): large blobs shrunk to
+    /// almost nothing, the rest as in `full`.
+    pub fn small_objects(&self) -> Sizes {
+        Sizes {
+            large_count: 0,
+            large_size: 1 << 16,
+            chunked_count: 0,
+            skopeo_layers: 1,
+            skopeo_layer_size: 1 << 10,
+            ..self.clone()
+        }
+    }
+
     /// A few seconds in all: for checking that the benchmark itself works.
     pub fn quick() -> Sizes {
         Sizes {
@@ -117,7 +130,9 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub fn new(sizes: Sizes, scratch: &Path) -> std::result::Result<Fixture, String> {
+    /// The data for `sizes`; `seed` varies the small blobs and manifests, so rounds
+    /// against one long-lived store push new content rather than duplicates.
+    pub fn new(sizes: Sizes, scratch: &Path, seed: u64) -> std::result::Result<Fixture, String> {
         let base = pseudo_random(1, sizes.large_size);
         let layout = scratch.join("layout");
         write_layout(&layout, &sizes).map_err(|e| format!("writing the OCI layout: {e}"))?;
@@ -125,8 +140,8 @@ impl Fixture {
             large_c1: LargeSet::new(&base, 1, sizes.large_count),
             large_c4: LargeSet::new(&base, 2, sizes.large_count),
             chunked: LargeSet::new(&base, 3, sizes.chunked_count),
-            small: SmallSet::new(4, sizes.small_count, sizes.small_size),
-            manifest_blobs: SmallSet::new(5, 2, 1024),
+            small: SmallSet::new(4 + 1000 * seed, sizes.small_count, sizes.small_size),
+            manifest_blobs: SmallSet::new(5 + 1000 * seed, 2, 1024),
             layout,
             sizes,
         })
@@ -144,6 +159,9 @@ pub struct Scenario {
     pub unit: Unit,
     /// Whether the sink can stand in for a registry here (it cannot for skopeo).
     pub on_sink: bool,
+    /// Small blobs, manifests, tags, mounts: the rates the scale comparison repeats
+    /// on a store holding a million blobs.
+    pub small_object: bool,
     pub run: fn(&Target, &Fixture) -> std::result::Result<Measure, String>,
 }
 
@@ -156,57 +174,49 @@ pub struct Target {
 }
 
 pub fn all() -> Vec<Scenario> {
-    let s = |name, unit, run| Scenario {
+    use Unit::{MibPerSec, OpsPerSec, Seconds};
+    let large = |name, unit, run| Scenario {
         name,
         unit,
         on_sink: true,
+        small_object: false,
         run,
     };
+    let small = |name, run| Scenario {
+        small_object: true,
+        ..large(name, OpsPerSec, run)
+    };
+    let client = |name, run| Scenario {
+        on_sink: false,
+        ..large(name, Seconds, run)
+    };
     vec![
-        s(
+        large(
             "push large blobs, monolithic, 1 stream",
-            Unit::MibPerSec,
+            MibPerSec,
             push_large_c1,
         ),
-        s(
+        large(
             "push large blobs, monolithic, 4 streams",
-            Unit::MibPerSec,
+            MibPerSec,
             push_large_c4,
         ),
-        s(
+        large(
             "push large blobs, chunked (PATCH per chunk)",
-            Unit::MibPerSec,
+            MibPerSec,
             push_chunked,
         ),
-        s("push small blobs (POST + PUT)", Unit::OpsPerSec, push_small),
-        s("pull large blobs, 1 stream", Unit::MibPerSec, pull_large_c1),
-        s(
-            "pull large blobs, 4 streams",
-            Unit::MibPerSec,
-            pull_large_c4,
-        ),
-        s(
-            "range reads at random offsets",
-            Unit::OpsPerSec,
-            range_reads,
-        ),
-        s("pull small blobs", Unit::OpsPerSec, pull_small),
-        s("manifest PUT by tag", Unit::OpsPerSec, manifest_put),
-        s("manifest GET by tag", Unit::OpsPerSec, manifest_get),
-        s("tag list, paginated walk", Unit::OpsPerSec, tag_walk),
-        s("cross-repository mount", Unit::OpsPerSec, mount),
-        Scenario {
-            name: "skopeo copy to the registry",
-            unit: Unit::Seconds,
-            on_sink: false,
-            run: skopeo_push,
-        },
-        Scenario {
-            name: "skopeo copy from the registry",
-            unit: Unit::Seconds,
-            on_sink: false,
-            run: skopeo_pull,
-        },
+        small("push small blobs (POST + PUT)", push_small),
+        large("pull large blobs, 1 stream", MibPerSec, pull_large_c1),
+        large("pull large blobs, 4 streams", MibPerSec, pull_large_c4),
+        large("range reads at random offsets", OpsPerSec, range_reads),
+        small("pull small blobs", pull_small),
+        small("manifest PUT by tag", manifest_put),
+        small("manifest GET by tag", manifest_get),
+        small("tag list, paginated walk", tag_walk),
+        small("cross-repository mount", mount),
+        client("skopeo copy to the registry", skopeo_push),
+        client("skopeo copy from the registry", skopeo_pull),
     ]
 }
 

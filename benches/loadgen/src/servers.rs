@@ -56,9 +56,13 @@ pub struct Server {
     pub peaks: Arc<Peaks>,
     stop: Arc<AtomicBool>,
     sampler: Option<JoinHandle<()>>,
+    /// From spawning the process to the first 200 from `/v2/`.
+    pub ready_after: Duration,
+    /// Whether stopping leaves the data directory in place.
+    pub keep_data: bool,
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -91,8 +95,19 @@ impl Server {
     /// answers.
     pub fn start(kind: Kind, programs: &Programs, scratch: &Path) -> Result<Server, String> {
         let port = free_port().map_err(|e| format!("free port: {e}"))?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let dir = scratch.join(format!("{kind:?}-{port}").to_lowercase());
+        Server::start_in(kind, programs, &dir, port)
+    }
+
+    /// Starts `kind` on `dir` (its data in `dir/data`, created or reused) on `port`.
+    pub fn start_in(
+        kind: Kind,
+        programs: &Programs,
+        dir: &Path,
+        port: u16,
+    ) -> Result<Server, String> {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let dir = dir.to_owned();
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let config = dir.join("config.yml");
         let root = dir.join("data");
@@ -124,6 +139,7 @@ impl Server {
                 c
             }
         };
+        let spawned = Instant::now();
         let child = command
             .stdin(Stdio::null())
             .stdout(log)
@@ -138,8 +154,11 @@ impl Server {
             peaks: Arc::new(Peaks::default()),
             stop: Arc::new(AtomicBool::new(false)),
             sampler: None,
+            ready_after: Duration::ZERO,
+            keep_data: false,
         };
         server.wait_ready()?;
+        server.ready_after = spawned.elapsed();
         server.start_sampler();
         Ok(server)
     }
@@ -167,7 +186,7 @@ impl Server {
                     return Ok(());
                 }
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(2));
         }
         Err(format!("{:?} did not answer /v2/ within 30 s", self.kind))
     }
@@ -192,7 +211,8 @@ impl Server {
         cpu_seconds(self.child.id()).unwrap_or(0.0)
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL after 30 s) and removes its data.
+    /// Stops the server (SIGTERM, then SIGKILL after 30 s) and removes its data unless
+    /// `keep_data` is set.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -216,7 +236,9 @@ impl Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
