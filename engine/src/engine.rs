@@ -196,6 +196,14 @@ impl Engine {
         &self.core.recovery
     }
 
+    /// Compacts the whole index now, waiting until it is done. RocksDB compacts in the
+    /// background as it goes; this settles the debt a bulk change leaves (a store
+    /// loaded in one go, a garbage collection sweep) at a time of the caller's choosing
+    /// rather than under the next clients' requests.
+    pub fn compact_index(&self) {
+        self.core.index.compact();
+    }
+
     pub fn stats(&self) -> EngineStats {
         let c = &self.core.stats;
         EngineStats {

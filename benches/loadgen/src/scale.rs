@@ -112,6 +112,9 @@ fn populate(root: &Path, scale: &Scale) -> Result<f64, String> {
             .map(|_| ())
             .map_err(|e| format!("manifest {i}: {e}"))
     })?;
+    // A store that grew over months has long settled its compactions; a bulk load
+    // leaves them all pending, and they would compete with the measured requests.
+    engine.compact_index();
     Ok(start.elapsed().as_secs_f64())
 }
 
@@ -198,7 +201,7 @@ pub fn run(
     let ms = |v: &mut Vec<f64>| median(v).map_or("–".into(), |s| format!("{:.0} ms", s * 1000.0));
     let mut out = String::new();
     out.push_str(&format!(
-        "\n## Scale: {} blobs and {} tags\n\nBuilt through the engine API from 64 threads in {built:.0} s; {:.1} GiB on disk (packs and index).\n\n",
+        "\n## Scale: {} blobs and {} tags\n\nBuilt through the engine API from 64 threads, then the index compacted (as a store that grew over time would be), in {built:.0} s; {:.1} GiB on disk (packs and index).\n\n",
         scale.blobs,
         scale.tags,
         size as f64 / (1u64 << 30) as f64
