@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -53,11 +54,15 @@ pub(crate) struct Session {
     /// The pack this session writes to; taken at the first write, so sessions that
     /// never send bytes hold no pack.
     lease: Option<Lease>,
+    /// The write of the previous flush, running while the next pieces are hashed.
+    writing: Option<JoinHandle<Result<()>>>,
     packs: Arc<Packs>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // The write in flight finishes before the pack's tail is cut and it goes back.
+        let _ = self.settle_write();
         if let Some(lease) = self.lease.take() {
             self.packs.release(lease.writer);
         }
@@ -82,7 +87,23 @@ impl Session {
             pending: Vec::new(),
             pending_len: 0,
             lease: None,
+            writing: None,
             packs,
+        }
+    }
+
+    /// Waits for the write in flight, if any, and returns its outcome. A failed write
+    /// ends the session (its caller drops it).
+    fn settle_write(&mut self) -> Result<()> {
+        match self.writing.take() {
+            None => Ok(()),
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    op: "append (the writing thread panicked) to",
+                    path: "an upload's pack".into(),
+                    source: std::io::Error::other("panic"),
+                })
+            }),
         }
     }
 
@@ -240,14 +261,20 @@ impl Core {
     /// Writes the pending pieces, then `trailer`. A session's first write leases a
     /// pack and starts its record with a zeroed header placeholder, which
     /// [`Core::finish_record`] fills in.
+    ///
+    /// With an empty `trailer` more pieces are coming: the write then runs on its own
+    /// thread while the caller goes on hashing the next pieces, and the next call (or
+    /// the commit, or dropping the session) waits for it first. With a trailer it is
+    /// the record's last write and done before returning.
     fn write_pending<'s>(&self, session: &'s mut Session, trailer: &[u8]) -> Result<&'s mut Lease> {
-        let placeholder = [0u8; RECORD_HEADER_LEN as usize];
+        session.settle_write()?;
         let first = session.lease.is_none();
         let Session {
             lease,
             pending,
             pending_len,
             received,
+            writing,
             ..
         } = session;
         let lease = match lease {
@@ -260,33 +287,47 @@ impl Core {
                 })
             }
         };
-        let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(pending.len() + 2);
+        let mut pieces = std::mem::take(pending);
         if first {
-            bufs.push(IoSlice::new(&placeholder));
+            pieces.insert(0, Bytes::from_static(&[0u8; RECORD_HEADER_LEN as usize]));
         }
-        bufs.extend(pending.iter().map(|p| IoSlice::new(p)));
-        bufs.push(IoSlice::new(trailer));
-        lease.writer.append(&bufs)?;
-        if trailer.is_empty() {
-            // More is coming: get these bytes moving to the disk now rather than all at
-            // the commit's fdatasync, which the client waits for.
-            let written_before = if first {
+        // Where these bytes start in the pack.
+        let offset = lease.record_start
+            + if first {
                 0
             } else {
                 RECORD_HEADER_LEN + *received - *pending_len as u64
             };
+        *pending_len = 0;
+        let appender = lease.writer.appender();
+        if !trailer.is_empty() {
+            let mut bufs: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+            bufs.push(IoSlice::new(trailer));
+            appender.append(&bufs)?;
+            return Ok(lease);
+        }
+        let write = move || -> Result<()> {
+            let bufs: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+            appender.append(&bufs)?;
+            // Get these bytes moving to the disk now rather than all at the commit's
+            // fdatasync, which the client waits for. Best effort: a file system without
+            // sync_file_range still gets every byte synced at commit.
             let len = bufs.iter().map(|b| b.len() as u64).sum();
-            // Best effort: a file system without sync_file_range still gets every byte
-            // synced at commit.
-            if let Err(e) = lease
-                .writer
-                .start_writeback(lease.record_start + written_before, len)
-            {
+            if let Err(e) = appender.start_writeback(offset, len) {
                 tracing::debug!("early writeback not started: {e}");
             }
-        }
-        pending.clear();
-        *pending_len = 0;
+            Ok(())
+        };
+        let handle = std::thread::Builder::new()
+            .name("lain-upload-write".into())
+            .stack_size(64 << 10)
+            .spawn(write)
+            .map_err(|source| Error::Io {
+                op: "start a writing thread for",
+                path: "an upload's pack".into(),
+                source,
+            })?;
+        *writing = Some(handle);
         Ok(lease)
     }
 
@@ -333,6 +374,8 @@ impl Core {
         expected: Option<&Digest>,
         extra: &dyn Fn(&mut Batch, &Digest, u64),
     ) -> Result<BlobInfo> {
+        // Every byte received is in the pack (or still pending) before it is verified.
+        session.settle_write()?;
         let digest = match expected {
             None => session.hasher.clone().finish(),
             Some(expected) => {

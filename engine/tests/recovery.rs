@@ -199,7 +199,12 @@ fn acknowledged_blobs_survive_a_power_cut() {
                 .upload_append("lib/x", &id, Bytes::from(data))
                 .unwrap();
         }
-        assert!(storage.unsynced_bytes() > 0);
+        // (Their pieces are written by a thread of each session's own: wait for one.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while storage.unsynced_bytes() == 0 {
+            assert!(std::time::Instant::now() < deadline, "nothing was written");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         // Closing truncates the in-flight uploads but syncs nothing, so what survives
         // the cut below is exactly what was synced while the engine ran.
         drop(engine);

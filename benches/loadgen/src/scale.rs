@@ -52,7 +52,7 @@ fn fan_out(
                             return Ok(());
                         }
                         f(i)?;
-                        if (i + 1) % 100_000 == 0 {
+                        if (i + 1).is_multiple_of(100_000) {
                             eprintln!(
                                 "loadgen:   {what}: {} in {:.0} s",
                                 i + 1,
@@ -65,8 +65,7 @@ fn fan_out(
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err("a worker panicked".into())))
-            .collect::<Result<(), String>>()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err("a worker panicked".into())))
     })
 }
 

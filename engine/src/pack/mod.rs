@@ -78,6 +78,27 @@ impl ReadView {
     }
 }
 
+/// Appends to a leased pack on behalf of its writer: lets an upload hash its next
+/// piece while the previous one is being written. See [`PackWriter::appender`].
+#[derive(Debug)]
+pub struct Appender {
+    path: PathBuf,
+    file: Arc<dyn PackFile>,
+}
+
+impl Appender {
+    pub fn append(&self, bufs: &[IoSlice<'_>]) -> Result<()> {
+        self.file.append(bufs).context("append to", &self.path)
+    }
+
+    /// See [`PackFile::start_writeback`].
+    pub fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
+        self.file
+            .start_writeback(offset, len)
+            .context("sync_file_range", &self.path)
+    }
+}
+
 /// Exclusive write access to one unsealed pack.
 #[derive(Debug)]
 pub struct PackWriter {
@@ -109,11 +130,15 @@ impl PackWriter {
             .context("write to", &self.path)
     }
 
-    /// See [`PackFile::start_writeback`].
-    pub fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
-        self.file
-            .start_writeback(offset, len)
-            .context("sync_file_range", &self.path)
+    /// A handle that appends to this pack from another thread. Whoever holds the
+    /// writer must wait for the handle's work to finish before it touches the pack
+    /// again (appends go to the end in call order).
+    pub fn appender(&mut self) -> Appender {
+        self.dirty = true;
+        Appender {
+            path: self.path.clone(),
+            file: Arc::clone(&self.file),
+        }
     }
 
     pub fn sync(&self) -> Result<()> {
