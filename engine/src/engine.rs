@@ -35,8 +35,9 @@ pub struct Options {
     /// At most this many upload sessions are kept. Starting one more ends the session
     /// that has received nothing for the longest, if it has been idle for at least
     /// `upload_evict_idle`; otherwise the start is refused ([`Error::TooManyUploads`]).
-    /// Each session may hold up to `upload_flush_bytes` in memory, so this bounds what
-    /// idle or abandoned sessions cost, and a live upload is never ended for a new one.
+    /// Each session may hold up to twice `upload_flush_bytes` in memory (what is
+    /// gathering and what is being written), so this bounds what idle or abandoned
+    /// sessions cost, and a live upload is never ended for a new one.
     pub max_upload_sessions: usize,
     /// See `max_upload_sessions`.
     pub upload_evict_idle: Duration,
@@ -257,20 +258,30 @@ impl Engine {
     /// Appends the next piece of upload `id`; returns the bytes received so far. If
     /// the write fails the session is cancelled.
     pub fn upload_append(&self, repo: &str, id: &str, piece: Bytes) -> Result<u64> {
+        self.in_session(repo, id, |session| self.core.append(session, piece))
+    }
+
+    /// The bytes upload `id` has received, once its last write has landed; if that
+    /// write failed, the session is cancelled and the error returned.
+    pub fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
+        self.in_session(repo, id, |session| session.status())
+    }
+
+    /// Runs `f` on session `id`; if it fails, the session ends (its bytes are cut off
+    /// its pack) and is forgotten.
+    fn in_session<T>(
+        &self,
+        repo: &str,
+        id: &str,
+        f: impl FnOnce(&mut crate::upload::Session) -> Result<T>,
+    ) -> Result<T> {
         let slot = self.core.sessions.get(repo, id)?;
-        let result = slot.with(id, |session| self.core.append(session, piece));
+        let result = slot.with(id, f);
         if result.is_err() {
             self.core.sessions.remove(id);
             self.forget_upload(id);
         }
         result
-    }
-
-    pub fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
-        self.core
-            .sessions
-            .get(repo, id)?
-            .with(id, |s| Ok(s.status()))
     }
 
     /// Completes upload `id`: the blob is stored (unless it already was) and linked to

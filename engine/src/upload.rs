@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::group::SmallRecord;
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_TRAILER_LEN, RecordHeader};
-use crate::pack::{Location, PackWriter, Packs};
+use crate::pack::{Appender, Location, PackWriter, Packs};
 use crate::sync::lock;
 
 /// Pieces an upload holds before writing, whatever their size: bounds the per-piece
@@ -107,11 +107,15 @@ impl Session {
         }
     }
 
-    pub fn status(&self) -> UploadStatus {
-        UploadStatus {
+    /// What the session holds, once the write in flight has landed: a write that
+    /// failed ends the session here, before its client sends more, rather than at the
+    /// next append.
+    pub fn status(&mut self) -> Result<UploadStatus> {
+        self.settle_write()?;
+        Ok(UploadStatus {
             received: self.received,
             started: self.started,
-        }
+        })
     }
 }
 
@@ -306,28 +310,24 @@ impl Core {
             appender.append(&bufs)?;
             return Ok(lease);
         }
-        let write = move || -> Result<()> {
-            let bufs: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
-            appender.append(&bufs)?;
-            // Get these bytes moving to the disk now rather than all at the commit's
-            // fdatasync, which the client waits for. Best effort: a file system without
-            // sync_file_range still gets every byte synced at commit.
-            let len = bufs.iter().map(|b| b.len() as u64).sum();
-            if let Err(e) = appender.start_writeback(offset, len) {
-                tracing::debug!("early writeback not started: {e}");
-            }
-            Ok(())
+        let appender = Arc::new(appender);
+        let pieces = Arc::new(pieces);
+        let write = {
+            let (appender, pieces) = (Arc::clone(&appender), Arc::clone(&pieces));
+            move || write_and_start_writeback(&appender, &pieces, offset)
         };
-        let handle = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("lain-upload-write".into())
-            .stack_size(64 << 10)
+            .stack_size(256 << 10)
             .spawn(write)
-            .map_err(|source| Error::Io {
-                op: "start a writing thread for",
-                path: "an upload's pack".into(),
-                source,
-            })?;
-        *writing = Some(handle);
+        {
+            Ok(handle) => *writing = Some(handle),
+            Err(e) => {
+                // No thread to be had (a thread limit): write here instead.
+                tracing::debug!("writing an upload's pieces inline: {e}");
+                write_and_start_writeback(&appender, &pieces, offset)?;
+            }
+        }
         Ok(lease)
     }
 
@@ -480,4 +480,18 @@ impl Core {
         };
         Ok(loc)
     }
+}
+
+/// Appends `pieces` at `offset` of the leased pack and gets them moving to the disk now
+/// rather than all at the commit's fdatasync, which the client waits for. The
+/// writeback is best effort: a file system without sync_file_range still gets every
+/// byte synced at commit.
+fn write_and_start_writeback(appender: &Appender, pieces: &[Bytes], offset: u64) -> Result<()> {
+    let bufs: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+    appender.append(&bufs)?;
+    let len = bufs.iter().map(|b| b.len() as u64).sum();
+    if let Err(e) = appender.start_writeback(offset, len) {
+        tracing::debug!("early writeback not started: {e}");
+    }
+    Ok(())
 }

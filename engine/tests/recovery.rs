@@ -235,12 +235,19 @@ fn a_failed_write_ends_the_upload_and_corrupts_nothing() {
             Bytes::from(random_bytes(&mut rng(41), 20_000)),
         )
         .unwrap();
+    // The status waits for the first piece's write, so the fault below hits the
+    // second piece's write, which runs on its own thread after the append returns: the
+    // session learns of the failure at its next call.
+    assert_eq!(engine.upload_status("lib/x", &id).unwrap().received, 20_000);
     storage.fail_next_append_after(5_000);
-    match engine.upload_append(
-        "lib/x",
-        &id,
-        Bytes::from(random_bytes(&mut rng(42), 20_000)),
-    ) {
+    engine
+        .upload_append(
+            "lib/x",
+            &id,
+            Bytes::from(random_bytes(&mut rng(42), 20_000)),
+        )
+        .unwrap();
+    match engine.upload_status("lib/x", &id) {
         Err(Error::Io { .. }) => {}
         other => panic!("{other:?}"),
     }
