@@ -127,6 +127,9 @@ pub struct Fixture {
     pub manifest_blobs: SmallSet,
     /// An OCI layout holding a multi-layer image, for skopeo.
     pub layout: PathBuf,
+    /// The first component of every repository the scenarios use: rounds against one
+    /// long-lived store use fresh repositories, as rounds against fresh stores do.
+    pub namespace: String,
 }
 
 impl Fixture {
@@ -144,7 +147,19 @@ impl Fixture {
             manifest_blobs: SmallSet::new(5 + 1000 * seed, 2, 1024),
             layout,
             sizes,
+            namespace: if seed == 0 {
+                "bench".into()
+            } else {
+                format!("bench{seed}")
+            },
         })
+    }
+}
+
+impl Fixture {
+    /// Repository `name` in this fixture's namespace.
+    pub fn repo(&self, name: &str) -> String {
+        format!("{}/{name}", self.namespace)
     }
 }
 
@@ -369,11 +384,11 @@ fn push_set(
 }
 
 fn push_large_c1(target: &Target, f: &Fixture) -> Result<Measure, String> {
-    push_set(target, &f.large_c1, 1, "bench/large")
+    push_set(target, &f.large_c1, 1, &f.repo("large"))
 }
 
 fn push_large_c4(target: &Target, f: &Fixture) -> Result<Measure, String> {
-    push_set(target, &f.large_c4, 4, "bench/large")
+    push_set(target, &f.large_c4, 4, &f.repo("large"))
 }
 
 fn push_chunked(target: &Target, f: &Fixture) -> Result<Measure, String> {
@@ -382,7 +397,11 @@ fn push_chunked(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let size = set.size() as usize;
     let seconds = parallel(target, 1, set.len(), |conn, i| {
         let resp = conn
-            .send(&request("POST", "/v2/bench/chunked/blobs/uploads/", &[]))?
+            .send(&request(
+                "POST",
+                &format!("/v2/{}/blobs/uploads/", f.repo("chunked")),
+                &[],
+            ))?
             .expect(202, "POST upload")?;
         let mut next = location(&resp)?;
         let mut offset = 0;
@@ -418,7 +437,7 @@ fn push_small(target: &Target, f: &Fixture) -> Result<Measure, String> {
         target,
         f.sizes.small_concurrency,
         set.blobs.len(),
-        |conn, i| push_monolithic(conn, "bench/small", &[&set.blobs[i]], &set.digests[i]),
+        |conn, i| push_monolithic(conn, &f.repo("small"), &[&set.blobs[i]], &set.digests[i]),
     )?;
     Ok(Measure {
         amount: set.blobs.len() as f64,
@@ -426,9 +445,14 @@ fn push_small(target: &Target, f: &Fixture) -> Result<Measure, String> {
     })
 }
 
-fn pull_set(target: &Target, set: &LargeSet, concurrency: usize) -> Result<Measure, String> {
+fn pull_set(
+    target: &Target,
+    set: &LargeSet,
+    repo: &str,
+    concurrency: usize,
+) -> Result<Measure, String> {
     let seconds = parallel(target, concurrency, set.len(), |conn, i| {
-        let path = format!("/v2/bench/large/blobs/{}", set.digests[i]);
+        let path = format!("/v2/{repo}/blobs/{}", set.digests[i]);
         let resp = conn
             .send(&request("GET", &path, &[]))?
             .expect(200, "GET blob")?;
@@ -448,11 +472,11 @@ fn pull_set(target: &Target, set: &LargeSet, concurrency: usize) -> Result<Measu
 }
 
 fn pull_large_c1(target: &Target, f: &Fixture) -> Result<Measure, String> {
-    pull_set(target, &f.large_c1, 1)
+    pull_set(target, &f.large_c1, &f.repo("large"), 1)
 }
 
 fn pull_large_c4(target: &Target, f: &Fixture) -> Result<Measure, String> {
-    pull_set(target, &f.large_c4, 4)
+    pull_set(target, &f.large_c4, &f.repo("large"), 4)
 }
 
 fn range_reads(target: &Target, f: &Fixture) -> Result<Measure, String> {
@@ -468,7 +492,7 @@ fn range_reads(target: &Target, f: &Fixture) -> Result<Measure, String> {
             let blob = i % set.len();
             let offset = (pseudo_u64(i as u64) % span) as usize;
             let range = format!("bytes={}-{}", offset, offset as u64 + len - 1);
-            let path = format!("/v2/bench/large/blobs/{}", set.digests[blob]);
+            let path = format!("/v2/{}/blobs/{}", f.repo("large"), set.digests[blob]);
             // Every read's length is checked, the bytes of one read in 64 (checking
             // all would make the client, not the server, the limit).
             let verify = target.verify && i % 64 == 0;
@@ -512,7 +536,7 @@ fn pull_small(target: &Target, f: &Fixture) -> Result<Measure, String> {
         f.sizes.small_concurrency,
         set.blobs.len(),
         |conn, i| {
-            let path = format!("/v2/bench/small/blobs/{}", set.digests[i]);
+            let path = format!("/v2/{}/blobs/{}", f.repo("small"), set.digests[i]);
             let resp = conn
                 .send(&request("GET", &path, &[]))?
                 .expect(200, "GET blob")?;
@@ -552,7 +576,7 @@ fn manifest_put(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let b = &f.manifest_blobs;
     let mut conn = Conn::new(target.addr);
     for k in 0..2 {
-        push_monolithic(&mut conn, "bench/app", &[&b.blobs[k]], &b.digests[k])
+        push_monolithic(&mut conn, &f.repo("app"), &[&b.blobs[k]], &b.digests[k])
             .map_err(|e| format!("config and layer: {e}"))?;
     }
     let bodies: Vec<Vec<u8>> = (0..f.sizes.manifests)
@@ -563,7 +587,7 @@ fn manifest_put(target: &Target, f: &Fixture) -> Result<Measure, String> {
         f.sizes.small_concurrency,
         bodies.len(),
         |conn, i| {
-            let path = format!("/v2/bench/app/manifests/{}", tag(i));
+            let path = format!("/v2/{}/manifests/{}", f.repo("app"), tag(i));
             let body: [&[u8]; 1] = [&bodies[i]];
             let req = Request {
                 headers: &[("Content-Type", OCI_MANIFEST)],
@@ -586,7 +610,7 @@ fn manifest_get(target: &Target, f: &Fixture) -> Result<Measure, String> {
         f.sizes.manifest_gets,
         |conn, i| {
             let n = i % f.sizes.manifests;
-            let path = format!("/v2/bench/app/manifests/{}", tag(n));
+            let path = format!("/v2/{}/manifests/{}", f.repo("app"), tag(n));
             // The bytes of one GET in 64 are checked (all would make the client the
             // limit).
             let verify = target.verify && i % 64 == 0;
@@ -611,7 +635,11 @@ fn manifest_get(target: &Target, f: &Fixture) -> Result<Measure, String> {
 /// Follows `Link` from page to page until the last; checks that every tag came back.
 fn tag_walk(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let seconds = parallel(target, 4, f.sizes.tag_walks, |conn, _| {
-        let mut next = Some(format!("/v2/bench/app/tags/list?n={}", f.sizes.tag_page));
+        let mut next = Some(format!(
+            "/v2/{}/tags/list?n={}",
+            f.repo("app"),
+            f.sizes.tag_page
+        ));
         let mut seen = 0;
         while let Some(path) = next.take() {
             let req = Request {
@@ -652,8 +680,10 @@ fn mount(target: &Target, f: &Fixture) -> Result<Measure, String> {
         set.blobs.len(),
         |conn, i| {
             let path = format!(
-                "/v2/bench/mounted/blobs/uploads/?mount={}&from=bench/small",
-                set.digests[i]
+                "/v2/{}/blobs/uploads/?mount={}&from={}",
+                f.repo("mounted"),
+                set.digests[i],
+                f.repo("small")
             );
             conn.send(&request("POST", &path, &[]))?
                 .expect(201, "POST mount")?;
@@ -753,7 +783,7 @@ fn skopeo_push(target: &Target, f: &Fixture) -> Result<Measure, String> {
             "--preserve-digests".into(),
             "--dest-tls-verify=false".into(),
             format!("oci:{}:latest", f.layout.display()),
-            format!("docker://{}/bench/skopeo:latest", target.addr),
+            format!("docker://{}/{}:latest", target.addr, f.repo("skopeo")),
         ],
     )?;
     Ok(Measure {
@@ -762,7 +792,7 @@ fn skopeo_push(target: &Target, f: &Fixture) -> Result<Measure, String> {
     })
 }
 
-fn skopeo_pull(target: &Target, _f: &Fixture) -> Result<Measure, String> {
+fn skopeo_pull(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let out = target.scratch.join("skopeo-pulled");
     let _ = std::fs::remove_dir_all(&out);
     let seconds = skopeo(
@@ -771,7 +801,7 @@ fn skopeo_pull(target: &Target, _f: &Fixture) -> Result<Measure, String> {
             "copy".into(),
             "--preserve-digests".into(),
             "--src-tls-verify=false".into(),
-            format!("docker://{}/bench/skopeo:latest", target.addr),
+            format!("docker://{}/{}:latest", target.addr, f.repo("skopeo")),
             format!("oci:{}:latest", out.display()),
         ],
     )?;

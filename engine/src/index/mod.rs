@@ -10,7 +10,7 @@ use std::path::Path;
 use rocksdb::statistics::{StatsLevel, Ticker};
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB,
-    DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+    DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::error::{Error, Result};
@@ -209,8 +209,15 @@ impl Index {
         if let Some(after) = after {
             start.extend_from_slice(after);
         }
-        let iter = self.db.iterator_cf(
+        // The iterator stops at the first key past the prefix by itself, without
+        // reading the block that holds it (in a large store, another repository's).
+        let mut options = ReadOptions::default();
+        if let Some(bound) = prefix_end(prefix) {
+            options.set_iterate_upper_bound(bound);
+        }
+        let iter = self.db.iterator_cf_opt(
             self.cf(family),
+            options,
             IteratorMode::From(&start, Direction::Forward),
         );
         let mut out = Vec::new();
@@ -235,8 +242,6 @@ impl Index {
         self.scan(family, &[], None, usize::MAX)
     }
 
-    /// How many times RocksDB has synced its write-ahead log. Compared with
-    /// [`Index::synced_writes`] it shows how many writes shared one sync.
     /// Compacts every family completely, waiting until it is done.
     pub fn compact(&self) {
         for family in Family::ALL {
@@ -244,6 +249,9 @@ impl Index {
                 .compact_range_cf(self.cf(family), None::<&[u8]>, None::<&[u8]>);
         }
     }
+
+    /// How many times RocksDB has synced its write-ahead log. Compared with
+    /// [`Index::synced_writes`] it shows how many writes shared one sync.
 
     pub fn wal_syncs(&self) -> u64 {
         self.options.get_ticker_count(Ticker::WalFileSynced)
@@ -269,5 +277,32 @@ impl Batch {
     /// Appends another batch's operations after this one's.
     pub fn extend(&mut self, other: Batch) {
         self.ops.extend(other.ops);
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`, if there is one
+/// (none for an empty prefix or one of only 0xff bytes).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"ab\x00"), Some(b"ab\x01".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
     }
 }
