@@ -252,7 +252,6 @@ impl Index {
 
     /// How many times RocksDB has synced its write-ahead log. Compared with
     /// [`Index::synced_writes`] it shows how many writes shared one sync.
-
     pub fn wal_syncs(&self) -> u64 {
         self.options.get_ticker_count(Ticker::WalFileSynced)
     }
