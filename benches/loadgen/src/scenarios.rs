@@ -169,6 +169,16 @@ pub struct Measure {
     pub seconds: f64,
 }
 
+impl Measure {
+    /// The same run counted in MiB moved instead of operations.
+    fn in_mib(self, bytes: u64) -> Measure {
+        Measure {
+            amount: bytes as f64 / (1 << 20) as f64,
+            ..self
+        }
+    }
+}
+
 pub struct Scenario {
     pub name: &'static str,
     pub unit: Unit,
@@ -288,9 +298,9 @@ pub fn describe(name: &str, sizes: &Sizes) -> String {
     }
 }
 
-/// Runs `op(conn, i)` for every `i < items` on `concurrency` connections; returns the
-/// elapsed seconds.
-fn parallel<F>(target: &Target, concurrency: usize, items: usize, op: F) -> Result<f64, String>
+/// Runs `op(conn, i)` for every `i < items` on `concurrency` connections; measures
+/// one operation per item.
+fn parallel<F>(target: &Target, concurrency: usize, items: usize, op: F) -> Result<Measure, String>
 where
     F: Fn(&mut Conn, usize) -> ClientResult<()> + Sync,
 {
@@ -319,7 +329,10 @@ where
     let seconds = start.elapsed().as_secs_f64();
     match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(seconds),
+        None => Ok(Measure {
+            amount: items as f64,
+            seconds,
+        }),
     }
 }
 
@@ -374,13 +387,10 @@ fn push_set(
     concurrency: usize,
     repo: &str,
 ) -> Result<Measure, String> {
-    let seconds = parallel(target, concurrency, set.len(), |conn, i| {
+    parallel(target, concurrency, set.len(), |conn, i| {
         push_monolithic(conn, repo, &set.parts(i), &set.digests[i])
-    })?;
-    Ok(Measure {
-        amount: (set.len() as u64 * set.size()) as f64 / (1 << 20) as f64,
-        seconds,
     })
+    .map(|m| m.in_mib(set.len() as u64 * set.size()))
 }
 
 fn push_large_c1(target: &Target, f: &Fixture) -> Result<Measure, String> {
@@ -395,7 +405,7 @@ fn push_chunked(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let set = &f.chunked;
     let chunk = f.sizes.chunk;
     let size = set.size() as usize;
-    let seconds = parallel(target, 1, set.len(), |conn, i| {
+    parallel(target, 1, set.len(), |conn, i| {
         let resp = conn
             .send(&request(
                 "POST",
@@ -424,25 +434,18 @@ fn push_chunked(target: &Target, f: &Fixture) -> Result<Measure, String> {
         conn.send(&request("PUT", &put, &[]))?
             .expect(201, "PUT to finish")?;
         Ok(())
-    })?;
-    Ok(Measure {
-        amount: (set.len() * size) as f64 / (1 << 20) as f64,
-        seconds,
     })
+    .map(|m| m.in_mib((set.len() * size) as u64))
 }
 
 fn push_small(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let set = &f.small;
-    let seconds = parallel(
+    parallel(
         target,
         f.sizes.small_concurrency,
         set.blobs.len(),
         |conn, i| push_monolithic(conn, &f.repo("small"), &[&set.blobs[i]], &set.digests[i]),
-    )?;
-    Ok(Measure {
-        amount: set.blobs.len() as f64,
-        seconds,
-    })
+    )
 }
 
 fn pull_set(
@@ -451,7 +454,7 @@ fn pull_set(
     repo: &str,
     concurrency: usize,
 ) -> Result<Measure, String> {
-    let seconds = parallel(target, concurrency, set.len(), |conn, i| {
+    parallel(target, concurrency, set.len(), |conn, i| {
         let path = format!("/v2/{repo}/blobs/{}", set.digests[i]);
         let resp = conn
             .send(&request("GET", &path, &[]))?
@@ -464,11 +467,8 @@ fn pull_set(
             )));
         }
         Ok(())
-    })?;
-    Ok(Measure {
-        amount: (set.len() as u64 * set.size()) as f64 / (1 << 20) as f64,
-        seconds,
     })
+    .map(|m| m.in_mib(set.len() as u64 * set.size()))
 }
 
 fn pull_large_c1(target: &Target, f: &Fixture) -> Result<Measure, String> {
@@ -483,7 +483,7 @@ fn range_reads(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let set = &f.large_c1;
     let len = f.sizes.range_size as u64;
     let span = set.size() - len;
-    let seconds = parallel(
+    parallel(
         target,
         f.sizes.range_concurrency,
         f.sizes.range_reads,
@@ -515,11 +515,7 @@ fn range_reads(target: &Target, f: &Fixture) -> Result<Measure, String> {
             }
             Ok(())
         },
-    )?;
-    Ok(Measure {
-        amount: f.sizes.range_reads as f64,
-        seconds,
-    })
+    )
 }
 
 fn pseudo_u64(i: u64) -> u64 {
@@ -531,7 +527,7 @@ fn pseudo_u64(i: u64) -> u64 {
 
 fn pull_small(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let set = &f.small;
-    let seconds = parallel(
+    parallel(
         target,
         f.sizes.small_concurrency,
         set.blobs.len(),
@@ -545,11 +541,7 @@ fn pull_small(target: &Target, f: &Fixture) -> Result<Measure, String> {
             }
             Ok(())
         },
-    )?;
-    Ok(Measure {
-        amount: set.blobs.len() as f64,
-        seconds,
-    })
+    )
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -582,7 +574,7 @@ fn manifest_put(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let bodies: Vec<Vec<u8>> = (0..f.sizes.manifests)
         .map(|i| manifest_body(f, i))
         .collect();
-    let seconds = parallel(
+    parallel(
         target,
         f.sizes.small_concurrency,
         bodies.len(),
@@ -596,15 +588,11 @@ fn manifest_put(target: &Target, f: &Fixture) -> Result<Measure, String> {
             conn.send(&req)?.expect(201, "PUT manifest")?;
             Ok(())
         },
-    )?;
-    Ok(Measure {
-        amount: bodies.len() as f64,
-        seconds,
-    })
+    )
 }
 
 fn manifest_get(target: &Target, f: &Fixture) -> Result<Measure, String> {
-    let seconds = parallel(
+    parallel(
         target,
         f.sizes.small_concurrency,
         f.sizes.manifest_gets,
@@ -625,16 +613,12 @@ fn manifest_get(target: &Target, f: &Fixture) -> Result<Measure, String> {
             }
             Ok(())
         },
-    )?;
-    Ok(Measure {
-        amount: f.sizes.manifest_gets as f64,
-        seconds,
-    })
+    )
 }
 
 /// Follows `Link` from page to page until the last; checks that every tag came back.
 fn tag_walk(target: &Target, f: &Fixture) -> Result<Measure, String> {
-    let seconds = parallel(target, 4, f.sizes.tag_walks, |conn, _| {
+    parallel(target, 4, f.sizes.tag_walks, |conn, _| {
         let mut next = Some(format!(
             "/v2/{}/tags/list?n={}",
             f.repo("app"),
@@ -665,16 +649,12 @@ fn tag_walk(target: &Target, f: &Fixture) -> Result<Measure, String> {
             )));
         }
         Ok(())
-    })?;
-    Ok(Measure {
-        amount: f.sizes.tag_walks as f64,
-        seconds,
     })
 }
 
 fn mount(target: &Target, f: &Fixture) -> Result<Measure, String> {
     let set = &f.small;
-    let seconds = parallel(
+    parallel(
         target,
         f.sizes.small_concurrency,
         set.blobs.len(),
@@ -689,11 +669,7 @@ fn mount(target: &Target, f: &Fixture) -> Result<Measure, String> {
                 .expect(201, "POST mount")?;
             Ok(())
         },
-    )?;
-    Ok(Measure {
-        amount: set.blobs.len() as f64,
-        seconds,
-    })
+    )
 }
 
 /// An OCI layout with one image: `layers` random layers and a config.
