@@ -18,7 +18,8 @@ use report::{Results, Sample};
 use scenarios::{Fixture, Sizes, Target};
 use servers::{Kind, Programs, Server};
 
-const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--servers lain,reference,sink]
+const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections N]
+                       [--servers lain,reference,sink]
                        [--registry PATH] [--reference PATH] [--scratch DIR]
                        [--only NAME,NAME] [--no-scale]
        loadgen sink ADDR
@@ -30,6 +31,8 @@ compare  starts each server with a fresh data directory under --scratch (default
          the registry's start-up on it is timed, and the small-object scenarios
          run against it and against an empty store (--no-scale skips this; --quick
          shrinks everything).
+         --connections sets how many connections the small-blob, manifest and
+         mount scenarios use (default 32).
          --only runs just the scenarios whose names contain one of the NAMEs (and
          the scale check only if one NAME is `scale`).
 sink     a server that answers the V2 API from memory without storing blob bytes:
@@ -66,6 +69,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             tags: 100_000,
         }),
     };
+    let mut connections = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || {
@@ -78,6 +82,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 parsed.runs = value()?
                     .parse()
                     .map_err(|_| "--runs takes a number".to_owned())?;
+            }
+            "--connections" => {
+                connections = Some(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--connections takes a number".to_owned())?,
+                );
             }
             "--quick" => {
                 parsed.sizes = Sizes::quick();
@@ -104,6 +115,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--only" => parsed.only = value()?.split(',').map(str::to_owned).collect(),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
+    }
+    if let Some(n) = connections {
+        if n == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        parsed.sizes.small_concurrency = n;
     }
     if parsed.runs == 0 {
         return Err("--runs must be at least 1".into());
