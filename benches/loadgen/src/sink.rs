@@ -167,14 +167,19 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         };
         drop(st);
         let length = payload.len();
-        write!(
-            writer,
-            "HTTP/1.1 {status} X\r\n{headers}Content-Length: {length}\r\n\r\n"
-        )?;
+        // The head and a small body leave in one write: the sink should cost as little
+        // per request as a server can.
+        let mut out = format!("HTTP/1.1 {status} X\r\n{headers}Content-Length: {length}\r\n\r\n")
+            .into_bytes();
+        if method != "HEAD"
+            && let Payload::Bytes(b) = &payload
+        {
+            out.extend_from_slice(b);
+        }
+        writer.write_all(&out)?;
         if method != "HEAD" {
             match payload {
-                Payload::None => {}
-                Payload::Bytes(b) => writer.write_all(&b)?,
+                Payload::None | Payload::Bytes(_) => {}
                 Payload::Zeroes(mut n) => {
                     while n > 0 {
                         let take = n.min(ZEROES.len() as u64) as usize;
