@@ -24,10 +24,9 @@ const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections 
                        [--only NAME,NAME] [--no-scale]
        loadgen sink ADDR
 
-compare  starts every server with a fresh data directory under --scratch (default: a
-         new directory in $TMPDIR), runs each scenario against one server after the
-         other, stops them, and after N rounds (default 3) prints the medians side by
-         side as Markdown.
+compare  starts each server with a fresh data directory under --scratch (default: a
+         new directory in $TMPDIR), runs every scenario against it, stops it, and
+         after N rounds (default 3) prints the medians side by side as Markdown.
          Then the scale check: a store of 1,000,000 blobs and 100,000 tags is built,
          the registry's start-up on it is timed, and the small-object scenarios
          run against it and against an empty store (--no-scale skips this; --quick
@@ -163,17 +162,19 @@ fn compare_in(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     let scenarios = scenarios::all();
     let mut results = Results::new(&args.programs, &args.sizes, args.runs, floor);
     for run in 0..args.runs {
-        // Every server of a round runs at once and takes each scenario in turn, so the
-        // two figures a ratio compares are taken seconds apart, not minutes: the
-        // machine's drift (large on shared hosts) hits both alike. The order of the
-        // servers alternates from round to round, so going first favours neither.
+        // Alternate the order of the servers from round to round, so that a drift of
+        // the machine's speed over time does not favour one of them.
         let mut order = args.kinds.clone();
         if run % 2 == 1 {
             order.reverse();
         }
-        eprintln!("loadgen: round {} of {}", run + 1, args.runs);
-        let mut servers = Vec::new();
         for &kind in &order {
+            eprintln!(
+                "loadgen: round {} of {}: {}",
+                run + 1,
+                args.runs,
+                kind.label()
+            );
             let server = Server::start(kind, &args.programs, scratch)?;
             let target = Target {
                 addr: server.addr,
@@ -181,34 +182,28 @@ fn compare_in(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
                 scratch: scratch.join(format!("client-{run}-{kind:?}")),
             };
             std::fs::create_dir_all(&target.scratch).map_err(|e| e.to_string())?;
-            servers.push((kind, server, target));
-        }
-        for (index, scenario) in scenarios.iter().enumerate() {
-            if !args.only.is_empty()
-                && !args.only.iter().any(|o| scenario.name.contains(o.as_str()))
-            {
-                continue;
-            }
-            for (kind, server, target) in &servers {
-                if *kind == Kind::Sink && !scenario.on_sink {
+            for (index, scenario) in scenarios.iter().enumerate() {
+                if kind == Kind::Sink && !scenario.on_sink {
+                    continue;
+                }
+                if !args.only.is_empty()
+                    && !args.only.iter().any(|o| scenario.name.contains(o.as_str()))
+                {
                     continue;
                 }
                 let cpu = server.cpu_seconds();
-                let measure = (scenario.run)(target, &fixture)
+                let measure = (scenario.run)(&target, &fixture)
                     .map_err(|e| format!("{} against {}: {e}", scenario.name, kind.label()))?;
                 let sample = Sample::new(scenario.unit, &measure, server.cpu_seconds() - cpu);
                 eprintln!(
-                    "loadgen:   {:<45} {:<22} {:>10.1} {:<5} cpu {:.2} s",
+                    "loadgen:   {:<45} {:>10.1} {:<5} cpu {:.2} s",
                     scenario.name,
-                    kind.label(),
                     sample.value,
                     scenario.unit.label(),
                     sample.cpu
                 );
-                results.add(*kind, index, sample);
+                results.add(kind, index, sample);
             }
-        }
-        for (kind, server, target) in servers {
             results.memory(kind, &server.peaks);
             let _ = std::fs::remove_dir_all(&target.scratch);
             server.stop();
