@@ -22,6 +22,8 @@ const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections 
                        [--servers lain,reference,sink]
                        [--registry PATH] [--reference PATH] [--scratch DIR]
                        [--only NAME,NAME] [--no-scale]
+       loadgen drive ADDR [--quick] [--only NAME,NAME] [--connections N]
+       loadgen populate DIR BLOBS TAGS
        loadgen sink ADDR
 
 compare  starts each server with a fresh data directory under --scratch (default: a
@@ -35,6 +37,10 @@ compare  starts each server with a fresh data directory under --scratch (default
          mount scenarios use (default 32).
          --only runs just the scenarios whose names contain one of the NAMEs (and
          the scale check only if one NAME is `scale`).
+drive    runs the scenarios once against a registry already listening on ADDR
+         (host:port) and prints each figure; for profiling a server by hand.
+populate builds the scale check's store in DIR/data (BLOBS blobs, TAGS tags) and
+         keeps it, for `registry serve` and `drive` by hand.
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
 
@@ -133,6 +139,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("sink") if args.len() == 2 => sink::run(&args[1]),
         Some("compare") => parse(&args[1..]).and_then(compare),
+        Some("populate") if args.len() == 4 => populate(&args[1..]),
+        Some("drive") if args.len() >= 2 => {
+            parse(&args[2..]).and_then(|parsed| drive(&args[1], &parsed))
+        }
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -142,6 +152,59 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn populate(args: &[String]) -> Result<(), String> {
+    let count = |s: &String| {
+        s.parse::<usize>()
+            .map_err(|_| format!("{s}: not a count\n{USAGE}"))
+    };
+    let scale = scale::Scale {
+        blobs: count(&args[1])?,
+        tags: count(&args[2])?,
+    };
+    let seconds = scale::populate(&PathBuf::from(&args[0]).join("data"), &scale)?;
+    eprintln!("loadgen: built in {seconds:.0} s");
+    Ok(())
+}
+
+fn drive(addr: &str, args: &Args) -> Result<(), String> {
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr}: not host:port ({e})"))?;
+    let scratch = std::env::temp_dir().join(format!("lain-drive-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let target = Target {
+        addr,
+        verify: true,
+        scratch: scratch.clone(),
+    };
+    // A namespace of its own per run, so runs against one server do not overwrite
+    // each other's tags or deduplicate each other's blobs.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let outcome = Fixture::new(args.sizes.clone(), &scratch, seed).and_then(|fixture| {
+        for scenario in scenarios::all() {
+            if !args.only.is_empty()
+                && !args.only.iter().any(|o| scenario.name.contains(o.as_str()))
+            {
+                continue;
+            }
+            let m =
+                (scenario.run)(&target, &fixture).map_err(|e| format!("{}: {e}", scenario.name))?;
+            let sample = Sample::new(scenario.unit, &m, 0.0);
+            println!(
+                "{:<45} {:>10.1} {}",
+                scenario.name,
+                sample.value,
+                scenario.unit.label()
+            );
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
 }
 
 fn compare(args: Args) -> Result<(), String> {

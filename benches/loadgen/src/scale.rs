@@ -5,7 +5,8 @@
 //! and index entries pushes make, without HTTP in between), from many threads so
 //! that group commit keeps it to a couple of minutes. Then this registry is started on
 //! it several times (time to the first 200 from `/v2/`), and the small-object
-//! scenarios run against it and against a fresh, empty store, round by round.
+//! scenarios run against it and against a fresh, empty store served beside it, one
+//! right after the other, round by round.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,7 +71,7 @@ fn fan_out(
 }
 
 /// Fills `root` with `scale.blobs` blobs and `scale.tags` tagged manifests.
-fn populate(root: &Path, scale: &Scale) -> Result<f64, String> {
+pub fn populate(root: &Path, scale: &Scale) -> Result<f64, String> {
     let start = Instant::now();
     let engine = Engine::open(root, Options::default()).map_err(|e| format!("open: {e}"))?;
     fan_out(scale.blobs, "blobs", &|i| {
@@ -163,38 +164,43 @@ pub fn run(
     let small: Vec<_> = all.iter().filter(|s| s.small_object).collect();
     let mut rates: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); small.len()];
     for run in 0..runs {
+        // Both stores are served at once and take each scenario one right after the
+        // other, so the two rates compared were measured seconds apart; which goes
+        // first alternates from round to round.
+        eprintln!("loadgen: scale round {} of {runs}", run + 1);
         let fixture = Fixture::new(sizes.small_objects(), scratch, 1 + run as u64)?;
-        for populated in [run % 2 == 0, run % 2 == 1] {
-            eprintln!(
-                "loadgen: scale round {} of {runs}: {} store",
-                run + 1,
-                if populated { "populated" } else { "empty" }
-            );
-            let mut server = if populated {
-                let port = free_port().map_err(|e| e.to_string())?;
-                Server::start_in(Kind::Ours, programs, &dir, port)?
-            } else {
-                Server::start(Kind::Ours, programs, scratch)?
-            };
-            server.keep_data = populated;
-            let target = Target {
-                addr: server.addr,
-                verify: true,
-                scratch: scratch.join("scale-client"),
-            };
-            for (k, scenario) in small.iter().enumerate() {
-                let measure = (scenario.run)(&target, &fixture)
+        let port = free_port().map_err(|e| e.to_string())?;
+        let mut populated = Server::start_in(Kind::Ours, programs, &dir, port)?;
+        populated.keep_data = true;
+        let empty = Server::start(Kind::Ours, programs, scratch)?;
+        let client = |server: &Server| Target {
+            addr: server.addr,
+            verify: true,
+            scratch: scratch.join("scale-client"),
+        };
+        let mut order = [(true, client(&populated)), (false, client(&empty))];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for (k, scenario) in small.iter().enumerate() {
+            for (is_populated, target) in &order {
+                let measure = (scenario.run)(target, &fixture)
                     .map_err(|e| format!("scale: {}: {e}", scenario.name))?;
                 let rate = measure.amount / measure.seconds;
-                eprintln!("loadgen:   {:<45} {rate:>10.1} ops/s", scenario.name);
-                if populated {
+                eprintln!(
+                    "loadgen:   {:<45} {:<9} {rate:>10.1} ops/s",
+                    scenario.name,
+                    if *is_populated { "populated" } else { "empty" }
+                );
+                if *is_populated {
                     rates[k].1.push(rate);
                 } else {
                     rates[k].0.push(rate);
                 }
             }
-            server.stop();
         }
+        populated.stop();
+        empty.stop();
     }
 
     let ms = |v: &mut Vec<f64>| median(v).map_or("–".into(), |s| format!("{:.0} ms", s * 1000.0));
