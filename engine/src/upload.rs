@@ -303,14 +303,13 @@ impl Core {
                 RECORD_HEADER_LEN + *received - *pending_len as u64
             };
         *pending_len = 0;
-        let appender = lease.writer.appender();
         if !trailer.is_empty() {
             let mut bufs: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
             bufs.push(IoSlice::new(trailer));
-            appender.append(&bufs)?;
+            lease.writer.append(&bufs)?;
             return Ok(lease);
         }
-        let appender = Arc::new(appender);
+        let appender = Arc::new(lease.writer.appender());
         let pieces = Arc::new(pieces);
         let write = {
             let (appender, pieces) = (Arc::clone(&appender), Arc::clone(&pieces));

@@ -4,7 +4,7 @@
 //! gigabyte of distinct blobs costs one buffer of memory; every blob is still a
 //! distinct digest that no server can deduplicate.
 
-use sha2::{Digest, Sha256};
+use lain_engine::Algorithm;
 
 use crate::servers::thread_cpu_seconds;
 
@@ -24,12 +24,9 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// `sha256:<hex>` of `bytes`, by the registry's own digest code.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Algorithm::Sha256.digest(bytes).to_string()
 }
 
 const PREFIX: usize = 16;
@@ -55,10 +52,10 @@ impl LargeSet {
         let digests = prefixes
             .iter()
             .map(|p| {
-                let mut h = Sha256::new();
+                let mut h = Algorithm::Sha256.hasher();
                 h.update(p);
                 h.update(&base[PREFIX..]);
-                format!("sha256:{}", hex(&h.finalize()))
+                h.finish().to_string()
             })
             .collect();
         LargeSet {
@@ -115,11 +112,11 @@ impl SmallSet {
 /// byte must be hashed once.
 pub fn sha256_cpu_per_gib(buffer: &[u8], passes: usize) -> f64 {
     let start = thread_cpu_seconds();
-    let mut h = Sha256::new();
+    let mut h = Algorithm::Sha256.hasher();
     for _ in 0..passes {
         h.update(buffer);
     }
-    std::hint::black_box(h.finalize());
+    std::hint::black_box(h.finish());
     let gib = (buffer.len() * passes) as f64 / (1u64 << 30) as f64;
     (thread_cpu_seconds() - start) / gib
 }
