@@ -1,28 +1,86 @@
 //! `registry`: the LAIN container image registry.
 //!
 //! This file only wires: it reads the command line and environment, opens the engine,
-//! and hands both to the HTTP layer.
+//! and hands both to the HTTP layer or to a maintenance command.
 
+mod commands;
 mod config;
+mod control;
+mod progress;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use commands::{Outcome, Output};
 use config::Config;
+use control::Request;
 use lain_engine::{Engine, Options};
 use tokio::net::TcpListener;
 
-const USAGE: &str = "usage: registry serve [config.yml]
-       registry --version
+/// The LAIN container image registry (Docker Registry HTTP API V2, OCI Distribution
+/// v1.1).
+#[derive(Debug, Parser)]
+#[command(
+    name = "registry",
+    version,
+    after_help = "Exit codes: 0 success; 1 failure, or (fsck) problems found; 2 a usage error.\n\
+                  Every command reads docker/distribution's config.yml (or, without one, the\n\
+                  embedded default: data in ./registry-data, 127.0.0.1:5000) and the\n\
+                  REGISTRY_* variables that override it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-With a configuration file (docker/distribution's config.yml) the registry applies
-http.addr (\":5000\" is every interface), storage.filesystem.rootdirectory,
-storage.delete.enabled (off unless set) and storage.maintenance.uploadpurging
-(enabled, age, interval); every other key is accepted and logged as not applied.
-Without a file it runs on its embedded default: data in ./registry-data, listening
-on 127.0.0.1:5000, deletes enabled. In both cases REGISTRY_HTTP_ADDR,
-REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY and REGISTRY_STORAGE_DELETE_ENABLED
-override those.";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the registry over HTTP.
+    ///
+    /// With a configuration file (docker/distribution's config.yml) the registry applies
+    /// http.addr (":5000" is every interface), storage.filesystem.rootdirectory,
+    /// storage.delete.enabled (off unless set) and storage.maintenance.uploadpurging
+    /// (enabled, age, interval); every other key is accepted and logged as not applied.
+    /// Without a file it runs on its embedded default: data in ./registry-data,
+    /// listening on 127.0.0.1:5000, deletes enabled. In both cases REGISTRY_HTTP_ADDR,
+    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY and REGISTRY_STORAGE_DELETE_ENABLED
+    /// override those.
+    Serve {
+        /// docker/distribution's config.yml.
+        config: Option<PathBuf>,
+    },
+    /// Checks the data directory: packs, index entries, repository metadata, and the
+    /// metadata log in the packs against the index.
+    ///
+    /// Each problem is printed with the repositories and tags it affects; the exit code
+    /// is 1 when anything is wrong. While `registry serve` runs on the data directory,
+    /// the check runs inside it (through its control socket) and sees the store as of
+    /// one moment while pushes go on; --repair needs the server stopped.
+    Fsck {
+        /// Rebuild the whole index from the packs first (the packs are the source of
+        /// truth; the index is derived from them), then check.
+        #[arg(long)]
+        repair: bool,
+        /// Also re-hash every blob against its digest.
+        #[arg(long)]
+        deep: bool,
+        /// docker/distribution's config.yml.
+        config: Option<PathBuf>,
+    },
+    /// Copies the store into DEST, consistently, while it serves.
+    ///
+    /// Packs are copied up to their committed lengths (sealed ones hard-linked when DEST
+    /// is on the same file system); a second backup into the same DEST copies only what
+    /// is new. To restore, run `registry serve` with DEST as its data directory: the
+    /// index is rebuilt from the packs at its first start.
+    Backup {
+        /// The backup directory.
+        dest: PathBuf,
+        /// docker/distribution's config.yml.
+        config: Option<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -31,21 +89,20 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("serve") if args.len() <= 2 => serve(args.get(1).map(Path::new)),
-        Some("--version" | "-V") => {
-            println!("registry {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Fsck {
+            repair,
+            deep,
+            config,
+        } => load(config.as_deref()).and_then(|config| fsck(&config.root, repair, deep)),
+        Command::Backup { dest, config } => {
+            load(config.as_deref()).and_then(|config| backup(&config.root, &dest))
         }
-        Some("help" | "--help" | "-h") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => Err(USAGE.to_owned()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("registry: {message}");
             ExitCode::FAILURE
@@ -53,9 +110,67 @@ fn main() -> ExitCode {
     }
 }
 
+fn fsck(root: &Path, repair: bool, deep: bool) -> Result<ExitCode, String> {
+    if !root.join("packs").is_dir() && !root.join("index").is_dir() {
+        return Err(format!("{} holds no registry data", root.display()));
+    }
+    let out = progress::reporter();
+    if repair {
+        commands::fsck::repair(root, &*out).map_err(|e| match e {
+            lain_engine::Error::Locked { .. } => format!(
+                "{} is in use by a running `registry serve`: stop it to repair (a repair \
+                 replaces the index the server reads)",
+                root.display()
+            ),
+            e => format!("cannot rebuild the index of {}: {e}", root.display()),
+        })?;
+    }
+    maintain(root, Request::Fsck { deep }, &*out, |engine| {
+        commands::fsck::check(engine, deep, &*out)
+    })
+}
+
+fn backup(root: &Path, dest: &Path) -> Result<ExitCode, String> {
+    if !root.join("packs").is_dir() {
+        return Err(format!("{} holds no registry data", root.display()));
+    }
+    std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let dest = dest
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    let out = progress::reporter();
+    let request = Request::Backup { dest: dest.clone() };
+    maintain(root, request, &*out, |engine| {
+        commands::backup::backup(engine, &dest, &*out)
+    })
+}
+
+/// Runs a maintenance command here when the data directory is free, or in the server
+/// that holds it, through its control socket.
+fn maintain(
+    root: &Path,
+    request: Request,
+    out: &dyn Output,
+    here: impl FnOnce(&Engine) -> Result<Outcome, String>,
+) -> Result<ExitCode, String> {
+    let outcome = match Engine::open(root, Options::default()) {
+        Ok(engine) => here(&engine)?,
+        Err(lain_engine::Error::Locked { .. }) => control::client::request(root, &request, out)?,
+        Err(e) => return Err(format!("cannot open {}: {e}", root.display())),
+    };
+    Ok(match outcome {
+        Outcome::Clean => ExitCode::SUCCESS,
+        Outcome::Problems => ExitCode::FAILURE,
+    })
+}
+
+/// The configuration file (or the embedded default) with the environment's overrides.
+fn load(file: Option<&Path>) -> Result<Config, String> {
+    Config::load(file, |name| std::env::var(name).ok()).map_err(|e| e.to_string())
+}
+
 fn serve(file: Option<&Path>) -> Result<(), String> {
-    let mut config =
-        Config::load(file, |name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+    let mut config = load(file)?;
     config.log_not_applied();
     let engine = Engine::open(&config.root, Options::default())
         .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
@@ -65,6 +180,14 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async {
+        let mut control = control::server::bind(&config.root).map_err(|e| {
+            format!(
+                "cannot create the control socket in {}: {e}",
+                config.root.display()
+            )
+        })?;
+        let control_engine = engine.clone();
+        let control = tokio::spawn(async move { control.run(control_engine).await });
         // Installed before the address is announced, so that a signal arriving at any
         // moment after a client could have connected stops the server cleanly.
         let shutdown = shutdown_signal()
@@ -90,9 +213,13 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             "registry listening on http://{addr}/v2/ with data in {}",
             config.root.display()
         );
-        lain_http::serve(listener, engine, config.http.clone(), shutdown)
+        let served = lain_http::serve(listener, engine, config.http.clone(), shutdown)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        // Dropping the control task closes and removes the socket.
+        control.abort();
+        let _ = control.await;
+        served
     })?;
     tracing::info!("registry stopped");
     Ok(())

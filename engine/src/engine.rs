@@ -14,9 +14,14 @@ use crate::error::{Error, IoContext, Result};
 use crate::group::GroupCommit;
 use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
 use crate::inflight::Inflight;
+use crate::layout::{FORMAT_VERSION, Found, Layout};
 use crate::lock::DirLock;
 use crate::pack::{PackRecovery, Packs};
+use crate::progress::Silent;
+use crate::rebuild::{self, RebuildReport};
 use crate::storage::{OsStorage, Storage};
+use crate::types::BlobInfo;
+use crate::upgrade;
 use crate::upload::{Session, Sessions, UploadId, UploadStatus};
 
 /// Tunables. The defaults suit a registry on one node with a few hundred MiB of RAM.
@@ -60,13 +65,6 @@ impl Default for Options {
     }
 }
 
-/// A stored blob: its digest and size in bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobInfo {
-    pub digest: Digest,
-    pub size: u64,
-}
-
 /// What opening the data directory found and repaired.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -74,6 +72,10 @@ pub struct RecoveryReport {
     /// Upload sessions of the previous process, dropped (sessions do not survive a
     /// restart).
     pub stale_uploads: usize,
+    /// The index was missing and has been rebuilt from the packs.
+    pub rebuilt: Option<RebuildReport>,
+    /// The store was of this format and has been upgraded.
+    pub upgraded_from: Option<u32>,
 }
 
 /// Counters since the engine was opened.
@@ -108,6 +110,8 @@ pub(crate) struct Core {
     pub group: GroupCommit,
     pub sessions: Sessions,
     pub stats: Counters,
+    /// The sequence number of the newest metadata record.
+    pub sequence: AtomicU64,
     pub repo_locks: Vec<std::sync::RwLock<()>>,
     pub recovery: RecoveryReport,
     pub root: PathBuf,
@@ -131,15 +135,53 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+impl Core {
+    /// The sequence number for the next metadata record. Only the group commit's
+    /// leader asks, one group at a time.
+    pub(crate) fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
 impl Engine {
-    /// Opens (creating if needed) the data directory `root`: takes its lock, opens the
-    /// index, cuts uncommitted pack tails, and drops the previous process's sessions.
+    /// Opens (creating if needed) the data directory `root`: takes its lock, rebuilds
+    /// the index from the packs if it is missing, opens it, cuts uncommitted pack tails,
+    /// drops the previous process's sessions, and upgrades a format-1 store in place.
     /// A second opener of the same directory gets [`Error::Locked`].
     pub fn open(root: &Path, options: Options) -> Result<Engine> {
         std::fs::create_dir_all(root).context("create", root)?;
         let dir_lock = DirLock::acquire(root)?;
+        let layout = Layout::new(root);
+        let found = layout.found()?;
+        match found {
+            Found::Empty => layout.write_format()?,
+            Found::Store { version } if version > FORMAT_VERSION => {
+                return Err(Error::UnsupportedFormat {
+                    path: root.to_owned(),
+                    detail: format!(
+                        "data format {version} is newer than this registry's ({FORMAT_VERSION})"
+                    ),
+                });
+            }
+            Found::Store { .. } => {}
+        }
+        let mut rebuilt = None;
+        if found != Found::Empty && !layout.index().exists() {
+            // Lost, deleted, or a rebuild was interrupted: the packs have it all.
+            let report = rebuild::rebuild(&layout, &options, &Silent)?;
+            if report.packs > 0 {
+                tracing::warn!(
+                    ?report,
+                    "index missing: rebuilt from the packs in {}",
+                    root.display()
+                );
+            }
+            rebuilt = Some(report);
+        }
+        rebuild::remove_dir_if_present(&layout.index_new())?;
+        rebuild::remove_dir_if_present(&layout.index_old())?;
         let index = Index::open(
-            &root.join("index"),
+            &layout.index(),
             IndexMemory {
                 block_cache_bytes: options.block_cache_bytes,
                 write_buffer_bytes: options.write_buffer_bytes,
@@ -155,10 +197,15 @@ impl Engine {
         }
         let (packs, pack_report) = Packs::open(
             options.storage.clone(),
-            root.join("packs"),
+            layout.packs(),
             options.pack_seal_size,
             &known,
         )?;
+        let sequence = index
+            .get(Family::State, keys::SEQUENCE)?
+            .map(|v| values::decode_sequence(&v))
+            .transpose()?
+            .unwrap_or(0);
 
         let stale = index.scan_all(Family::Uploads)?;
         let mut batch = Batch::default();
@@ -170,10 +217,9 @@ impl Engine {
         let recovery = RecoveryReport {
             packs: pack_report,
             stale_uploads: stale.len(),
+            rebuilt,
+            upgraded_from: None,
         };
-        if recovery != RecoveryReport::default() {
-            tracing::warn!(?recovery, "recovered data directory {}", root.display());
-        }
         let core = Core {
             options,
             index,
@@ -182,14 +228,52 @@ impl Engine {
             group: GroupCommit::default(),
             sessions: Sessions::default(),
             stats: Counters::default(),
+            sequence: AtomicU64::new(sequence),
             repo_locks: (0..64).map(|_| std::sync::RwLock::new(())).collect(),
             recovery,
             root: root.to_owned(),
             _lock: dir_lock,
         };
-        Ok(Engine {
+        let mut engine = Engine {
             core: Arc::new(core),
-        })
+        };
+        if let Found::Store { version: 1 } = found {
+            upgrade::from_format_1(&engine)?;
+            layout.write_format()?;
+            if let Some(core) = Arc::get_mut(&mut engine.core) {
+                core.recovery.upgraded_from = Some(1);
+            }
+            tracing::info!(
+                "upgraded {} from data format 1 to {FORMAT_VERSION}",
+                root.display()
+            );
+        }
+        let recovery = &engine.core.recovery;
+        if recovery.packs != PackRecovery::default() || recovery.stale_uploads > 0 {
+            tracing::warn!(?recovery, "recovered data directory {}", root.display());
+        }
+        Ok(engine)
+    }
+
+    /// Rebuilds the index of the data directory `root` from its packs, replacing the
+    /// index there (FORMAT.md, "Rebuilding the index"). Needs the directory to itself:
+    /// a running server holds its lock ([`Error::Locked`]).
+    pub fn rebuild_index(
+        root: &Path,
+        options: &Options,
+        progress: &dyn crate::progress::Progress,
+    ) -> Result<RebuildReport> {
+        let _lock = DirLock::acquire(root)?;
+        let layout = Layout::new(root);
+        if let Found::Store { version } = layout.found()?
+            && version > FORMAT_VERSION
+        {
+            return Err(Error::UnsupportedFormat {
+                path: root.to_owned(),
+                detail: format!("data format {version} is newer than this registry's"),
+            });
+        }
+        rebuild::rebuild(&layout, options, progress)
     }
 
     /// What [`Engine::open`] repaired.
@@ -290,9 +374,11 @@ impl Engine {
     pub fn commit_upload(&self, repo: &str, id: &str, expected: &Digest) -> Result<BlobInfo> {
         let session = self.core.sessions.take(repo, id)?;
         // On success the session's entry goes in the commit's own batch.
-        let result = self.core.commit(session, Some(expected), &|batch, _, _| {
-            batch.delete(Family::Uploads, &keys::upload(id));
-        });
+        let mut side = Batch::default();
+        side.delete(Family::Uploads, &keys::upload(id));
+        let result = self
+            .core
+            .commit(session, Some(expected), &|_, _| Vec::new(), side);
         if result.is_err() {
             self.forget_upload(id);
         }
@@ -328,7 +414,7 @@ impl Engine {
         check_name(repo, "repository name")?;
         let algorithm = expected.algorithm();
         self.core
-            .store(repo, bytes, algorithm, Some(expected), &|_, _, _| {})
+            .store(repo, bytes, algorithm, Some(expected), &|_, _| Vec::new())
     }
 
     // ---- reads ---------------------------------------------------------------------

@@ -64,6 +64,15 @@ pub enum Error {
     #[error("range {start}..{end} is outside a blob of {size} bytes")]
     RangeNotSatisfiable { start: u64, end: u64, size: u64 },
 
+    /// The data directory holds a format this version cannot open.
+    #[error("{path}: {detail}")]
+    UnsupportedFormat { path: PathBuf, detail: String },
+
+    /// A backup's destination holds something other than an earlier backup of this
+    /// store.
+    #[error("backup destination {path}: {detail}")]
+    BackupMismatch { path: PathBuf, detail: String },
+
     /// A repository name or tag the index cannot hold (empty, too long, or containing
     /// the key separator). Protocol-level name grammar is the caller's business.
     #[error("invalid {what}: {reason}")]

@@ -1,6 +1,13 @@
-//! Group commit for blobs whose bytes are all in memory at commit time (small blobs,
-//! manifests): concurrent commits are written to one shared pack with one `writev`,
-//! made durable with one `fdatasync`, and indexed with one synced RocksDB write.
+//! Group commit: every change of repository metadata, and every blob whose bytes are
+//! all in memory at commit time (small blobs, manifests), goes through here. Concurrent
+//! commits are written to one shared pack with one `writev` (their blob records, then
+//! one metadata record with all their changes), made durable with one `fdatasync`, and
+//! indexed with one synced RocksDB write.
+//!
+//! Groups are written one at a time, and each takes the next sequence number for its
+//! metadata record while no other group is in flight: the order of sequence numbers is
+//! the order in which the index applied the changes, which is what lets a rebuild
+//! replay the log into the same index.
 //!
 //! Leader/follower: a committer queues its record; if no group is being written, it
 //! becomes the leader, takes everything queued, writes it, and publishes each record's
@@ -14,20 +21,33 @@ use std::sync::{Condvar, Mutex};
 
 use bytes::Bytes;
 
+use crate::change::{self, Change};
 use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::index::{Batch, Family, keys, values};
-use crate::pack::format::{RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader};
+use crate::pack::format::{RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader, encode_meta_record};
 use crate::pack::{Location, PackWriter};
 use crate::sync::lock;
 
-/// A complete record waiting for a group, and the index changes that go with it.
-pub(crate) struct SmallRecord {
+/// What one committer hands to the group: all of it becomes durable and visible
+/// atomically, or none of it.
+#[derive(Default)]
+pub(crate) struct GroupEntry {
+    /// A blob to store in the group's pack.
+    pub blob: Option<SmallBlob>,
+    /// Metadata changes: logged in the group's metadata record, then indexed.
+    pub changes: Vec<Change>,
+    /// Index entries that are not part of the log: state the packs themselves show (a
+    /// large upload's location and its pack's length) or that no restart keeps (an
+    /// upload session's entry).
+    pub side: Batch,
+}
+
+/// A blob whose bytes are all in memory.
+pub(crate) struct SmallBlob {
     pub header: RecordHeader,
     pub data: Vec<Bytes>,
     pub crc: u32,
-    /// Repository metadata to write atomically with the blob's entry.
-    pub meta: Batch,
 }
 
 #[derive(Default)]
@@ -38,7 +58,7 @@ pub(crate) struct GroupCommit {
 
 #[derive(Default)]
 struct State {
-    queue: Vec<(u64, SmallRecord)>,
+    queue: Vec<(u64, GroupEntry)>,
     outcomes: HashMap<u64, Result<()>>,
     leader_active: bool,
     next_ticket: u64,
@@ -47,20 +67,21 @@ struct State {
 }
 
 impl Core {
-    /// Stores `record` durably, sharing the write and syncs with concurrent callers.
-    pub(crate) fn group_commit(&self, record: SmallRecord) -> Result<()> {
+    /// Makes `entry` durable and visible, sharing the write and syncs with concurrent
+    /// callers.
+    pub(crate) fn group_commit(&self, entry: GroupEntry) -> Result<()> {
         let group = &self.group;
         let mut state = lock(&group.state);
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push((ticket, record));
+        state.queue.push((ticket, entry));
         loop {
             if let Some(outcome) = state.outcomes.remove(&ticket) {
                 return outcome;
             }
             if !state.leader_active {
                 state.leader_active = true;
-                let (tickets, records): (Vec<u64>, Vec<SmallRecord>) =
+                let (tickets, records): (Vec<u64>, Vec<GroupEntry>) =
                     std::mem::take(&mut state.queue).into_iter().unzip();
                 let pack = state.pack.take();
                 drop(state);
@@ -88,7 +109,7 @@ impl Core {
     fn write_group(
         &self,
         pack: Option<PackWriter>,
-        records: Vec<SmallRecord>,
+        entries: Vec<GroupEntry>,
     ) -> (Option<PackWriter>, Result<()>) {
         let mut writer = match pack {
             Some(writer) => writer,
@@ -97,7 +118,7 @@ impl Core {
                 Err(e) => return (None, Err(e)),
             },
         };
-        let (batch, end) = match self.write_group_to(&mut writer, records) {
+        let (batch, end) = match self.write_group_to(&mut writer, entries) {
             Ok(written) => written,
             Err(e) => {
                 // Nothing was indexed: cut the group's bytes off.
@@ -114,37 +135,57 @@ impl Core {
     fn write_group_to(
         &self,
         writer: &mut PackWriter,
-        records: Vec<SmallRecord>,
+        entries: Vec<GroupEntry>,
     ) -> Result<(Batch, u64)> {
-        let headers: Vec<_> = records.iter().map(|r| r.header.encode()).collect();
-        let trailers: Vec<_> = records.iter().map(|r| r.crc.to_le_bytes()).collect();
+        let blobs: Vec<&SmallBlob> = entries.iter().filter_map(|e| e.blob.as_ref()).collect();
+        let headers: Vec<_> = blobs.iter().map(|b| b.header.encode()).collect();
+        let trailers: Vec<_> = blobs.iter().map(|b| b.crc.to_le_bytes()).collect();
         let mut bufs = Vec::new();
         let mut batch = Batch::default();
         let mut offset = writer.end();
-        for (i, record) in records.iter().enumerate() {
+        for (i, blob) in blobs.iter().enumerate() {
             bufs.push(IoSlice::new(&headers[i]));
-            bufs.extend(record.data.iter().map(|d| IoSlice::new(d)));
+            bufs.extend(blob.data.iter().map(|d| IoSlice::new(d)));
             bufs.push(IoSlice::new(&trailers[i]));
             let loc = Location {
                 pack: writer.id,
                 offset: offset + RECORD_HEADER_LEN,
-                length: record.header.length,
-                crc: record.crc,
+                length: blob.header.length,
+                crc: blob.crc,
             };
-            offset += RECORD_OVERHEAD + record.header.length;
+            offset += RECORD_OVERHEAD + blob.header.length;
             batch.put(
                 Family::Blobs,
-                &keys::blob(&record.header.digest),
+                &keys::blob(&blob.header.digest),
                 &values::encode_location(&loc),
             );
         }
-        writer.append(&bufs)?;
-        drop(bufs);
-        writer.sync()?;
-        self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
-        self.stage_pack(&mut batch, writer.id, offset);
-        for record in records {
-            batch.extend(record.meta);
+        let changes: Vec<&Change> = entries.iter().flat_map(|e| &e.changes).collect();
+        let meta_record;
+        if !changes.is_empty() {
+            let sequence = self.next_sequence();
+            meta_record = encode_meta_record(sequence, &change::encode(changes.iter().copied()));
+            bufs.push(IoSlice::new(&meta_record));
+            offset += meta_record.len() as u64;
+            for change in &changes {
+                change.stage(&mut batch);
+            }
+            batch.put(
+                Family::State,
+                keys::SEQUENCE,
+                &values::encode_sequence(sequence),
+            );
+        }
+        if !bufs.is_empty() {
+            writer.append(&bufs)?;
+            drop(bufs);
+            writer.sync()?;
+            self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
+            self.stage_pack(&mut batch, writer.id, offset);
+        }
+        drop(changes);
+        for entry in entries {
+            batch.extend(entry.side);
         }
         Ok((batch, offset))
     }

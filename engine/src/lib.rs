@@ -12,23 +12,35 @@
 //! is durable (pack bytes fdatasync'ed, then the index entry written with a synced
 //! RocksDB write). An index entry never points at bytes that were not synced.
 
+mod backup;
+mod change;
+mod check;
+mod codec;
 mod engine;
 mod error;
 mod group;
 mod inflight;
+mod layout;
 mod lock;
+mod rebuild;
 mod repository;
 mod sync;
+mod types;
+mod upgrade;
 mod upload;
 
 pub mod digest;
 pub mod index;
 pub mod pack;
+pub mod progress;
 pub mod storage;
 
+pub use backup::BackupReport;
+pub use check::{CheckReport, Finding, Problem};
 pub use digest::{Algorithm, Digest, DigestParseError};
-pub use engine::{BlobInfo, BlobReader, Engine, EngineStats, Options, RecoveryReport};
+pub use engine::{BlobReader, Engine, EngineStats, Options, RecoveryReport};
 pub use error::{Error, IndexError, Result};
 pub use pack::PackRecovery;
-pub use repository::{ManifestMeta, ManifestRecord, Reference};
+pub use rebuild::RebuildReport;
+pub use types::{BlobInfo, ManifestMeta, ManifestRecord, Reference};
 pub use upload::{UploadId, UploadStatus};

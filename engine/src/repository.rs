@@ -1,46 +1,22 @@
 //! Repository metadata: which blobs a repository may read, its manifests, tags and
-//! referrers, and the catalog of repositories. Every change that touches several keys
-//! is one atomic, synced index write; changes to one repository's manifests and tags
-//! are serialized so that a delete never races a tag into a dangling state.
+//! referrers, and the catalog of repositories. Every write is a list of [`Change`]s
+//! handed to the group commit, which logs them in a pack and indexes them atomically;
+//! changes to one repository's manifests and tags are serialized so that a delete never
+//! races a tag into a dangling state.
 
 use std::sync::RwLock;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use crate::change::Change;
 use crate::digest::{Algorithm, Digest};
-use crate::engine::{BlobInfo, BlobReader, Engine, check_name};
+use crate::engine::{BlobReader, Engine, check_name};
 use crate::error::{Error, Result};
-use crate::index::{Batch, Family, keys, values};
+use crate::group::GroupEntry;
+use crate::index::{Family, keys, values};
 use crate::sync::{read_lock, write_lock};
-
-/// How a client names a manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reference {
-    Tag(String),
-    Digest(Digest),
-}
-
-/// What the protocol layer extracted from a manifest's JSON; the engine stores it and
-/// never parses manifests itself.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ManifestMeta {
-    pub media_type: String,
-    /// The manifest this one refers to (OCI `subject`), which makes it a referrer.
-    pub subject: Option<Digest>,
-    /// The artifact type the referrers API reports for this manifest.
-    pub artifact_type: Option<String>,
-    /// Annotations the referrers API reports for this manifest.
-    pub annotations: Vec<(String, String)>,
-}
-
-/// A stored manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestRecord {
-    pub digest: Digest,
-    pub size: u64,
-    pub meta: ManifestMeta,
-}
+use crate::types::{BlobInfo, ManifestMeta, ManifestRecord, Reference};
 
 impl Engine {
     /// The lock that orders `repo`'s tag and manifest changes. Writes that only add
@@ -92,14 +68,10 @@ impl Engine {
         let Some(info) = self.blob_info(digest)? else {
             return Ok(None);
         };
-        let mut batch = Batch::default();
-        batch.put(
-            Family::Links,
-            &keys::repo_digest(repo, digest),
-            &values::marker(),
-        );
-        batch.put(Family::Repos, &keys::repo(repo), &values::marker());
-        self.core.index.commit(batch)?;
+        self.log(vec![Change::Link {
+            repo: repo.to_owned(),
+            digest: digest.clone(),
+        }])?;
         Ok(Some(info))
     }
 
@@ -111,9 +83,10 @@ impl Engine {
         if !self.core.index.contains(Family::Links, &key)? {
             return Ok(false);
         }
-        let mut batch = Batch::default();
-        batch.delete(Family::Links, &key);
-        self.core.index.commit(batch)?;
+        self.log(vec![Change::Unlink {
+            repo: repo.to_owned(),
+            digest: digest.clone(),
+        }])?;
         Ok(true)
     }
 
@@ -141,28 +114,26 @@ impl Engine {
         };
         let pushed = SystemTime::now();
         let _repo = read_lock(self.repo_lock(repo));
-        let stored =
-            self.core
-                .store(repo, bytes, algorithm, expected, &|batch, digest, size| {
-                    let key = keys::repo_digest(repo, digest);
-                    let value = values::encode_manifest(size, &meta, Family::Manifests);
-                    batch.put(Family::Manifests, &key, &value);
-                    if let Some(tag) = tag {
-                        batch.put(
-                            Family::Tags,
-                            &keys::tag(repo, tag),
-                            &values::encode_tag(digest, pushed),
-                        );
-                    }
-                    if let Some(subject) = &meta.subject {
-                        let value = values::encode_manifest(size, &meta, Family::Referrers);
-                        batch.put(
-                            Family::Referrers,
-                            &keys::referrer(repo, subject, digest),
-                            &value,
-                        );
-                    }
-                })?;
+        let changes = |digest: &Digest, size: u64| {
+            let mut changes = vec![Change::Manifest {
+                repo: repo.to_owned(),
+                digest: digest.clone(),
+                size,
+                meta: meta.clone(),
+            }];
+            if let Some(tag) = tag {
+                changes.push(Change::Tag {
+                    repo: repo.to_owned(),
+                    tag: tag.to_owned(),
+                    digest: digest.clone(),
+                    pushed,
+                });
+            }
+            changes
+        };
+        let stored = self
+            .core
+            .store(repo, bytes, algorithm, expected, &changes)?;
         Ok(ManifestRecord {
             digest: stored.digest,
             size: stored.size,
@@ -220,13 +191,12 @@ impl Engine {
         if !self.core.index.contains(Family::Manifests, &manifest)? {
             return Err(Error::ManifestUnknown(digest.to_string()));
         }
-        let mut batch = Batch::default();
-        batch.put(
-            Family::Tags,
-            &keys::tag(repo, tag),
-            &values::encode_tag(digest, SystemTime::now()),
-        );
-        self.core.index.commit(batch)
+        self.log(vec![Change::Tag {
+            repo: repo.to_owned(),
+            tag: tag.to_owned(),
+            digest: digest.clone(),
+            pushed: SystemTime::now(),
+        }])
     }
 
     /// Removes a tag (not the manifest); returns whether it existed.
@@ -238,9 +208,10 @@ impl Engine {
         if !self.core.index.contains(Family::Tags, &key)? {
             return Ok(false);
         }
-        let mut batch = Batch::default();
-        batch.delete(Family::Tags, &key);
-        self.core.index.commit(batch)?;
+        self.log(vec![Change::Untag {
+            repo: repo.to_owned(),
+            tag: tag.to_owned(),
+        }])?;
         Ok(true)
     }
 
@@ -254,23 +225,35 @@ impl Engine {
             return Ok(false);
         };
         let (_, meta) = values::decode_manifest(&value, Family::Manifests)?;
-        let mut batch = Batch::default();
-        batch.delete(Family::Manifests, &key);
-        batch.delete(Family::Links, &key);
-        let tags =
-            self.core
-                .index
-                .scan(Family::Tags, &keys::repo_prefix(repo), None, usize::MAX)?;
+        let prefix = keys::repo_prefix(repo);
+        let tags = self
+            .core
+            .index
+            .scan(Family::Tags, &prefix, None, usize::MAX)?;
+        let mut changes = Vec::new();
         for (tag_key, tag_value) in tags {
             if values::decode_tag(&tag_value)?.0 == *digest {
-                batch.delete(Family::Tags, &tag_key);
+                changes.push(Change::Untag {
+                    repo: repo.to_owned(),
+                    tag: utf8(&tag_key[prefix.len()..], Family::Tags)?,
+                });
             }
         }
-        if let Some(subject) = &meta.subject {
-            batch.delete(Family::Referrers, &keys::referrer(repo, subject, digest));
-        }
-        self.core.index.commit(batch)?;
+        changes.push(Change::ManifestDelete {
+            repo: repo.to_owned(),
+            digest: digest.clone(),
+            subject: meta.subject,
+        });
+        self.log(changes)?;
         Ok(true)
+    }
+
+    /// Makes `changes` durable and visible: logged in a pack, then indexed.
+    fn log(&self, changes: Vec<Change>) -> Result<()> {
+        self.core.group_commit(GroupEntry {
+            changes,
+            ..GroupEntry::default()
+        })
     }
 
     /// Up to `limit` tags of `repo` in lexical order, starting after `after`.

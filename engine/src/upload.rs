@@ -16,14 +16,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
+use crate::change::Change;
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::engine::{BlobInfo, Core};
+use crate::engine::Core;
 use crate::error::{Error, Result};
-use crate::group::SmallRecord;
+use crate::group::{GroupEntry, SmallBlob};
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_TRAILER_LEN, RecordHeader};
 use crate::pack::{Appender, Location, PackWriter, Packs};
 use crate::sync::lock;
+use crate::types::BlobInfo;
 
 /// Pieces an upload holds before writing, whatever their size: bounds the per-piece
 /// bookkeeping a client sending tiny pieces can cause, and the `writev` length.
@@ -356,22 +358,23 @@ impl Core {
         bytes: Bytes,
         algorithm: Algorithm,
         expected: Option<&Digest>,
-        extra: &dyn Fn(&mut Batch, &Digest, u64),
+        changes: &dyn Fn(&Digest, u64) -> Vec<Change>,
     ) -> Result<BlobInfo> {
         let mut session = Session::new(repo, algorithm, self.packs.clone());
         self.append(&mut session, bytes)?;
-        self.commit(session, expected, extra)
+        self.commit(session, expected, changes, Batch::default())
     }
 
     /// Finishes an upload: verifies the digest against `expected` (or, without one,
     /// takes what the bytes hash to), stores the blob unless it exists, links it to the
-    /// session's repository, and applies `extra` (given the digest and size) in the same
-    /// atomic, synced index write. Returns once all of it is durable.
+    /// session's repository, and applies `changes` (given the digest and size) and
+    /// `side` in the same atomic, synced commit. Returns once all of it is durable.
     pub(crate) fn commit(
         &self,
         mut session: Session,
         expected: Option<&Digest>,
-        extra: &dyn Fn(&mut Batch, &Digest, u64),
+        changes: &dyn Fn(&Digest, u64) -> Vec<Change>,
+        side: Batch,
     ) -> Result<BlobInfo> {
         // Every byte received is in the pack (or still pending) before it is verified.
         session.settle_write()?;
@@ -389,42 +392,44 @@ impl Core {
             }
         };
         let size = session.received;
-        let mut meta = Batch::default();
-        meta.put(
-            Family::Links,
-            &keys::repo_digest(&session.repo, &digest),
-            &values::marker(),
-        );
-        meta.put(Family::Repos, &keys::repo(&session.repo), &values::marker());
-        extra(&mut meta, &digest, size);
+        let mut entry = GroupEntry {
+            blob: None,
+            changes: vec![Change::Link {
+                repo: session.repo.clone(),
+                digest: digest.clone(),
+            }],
+            side,
+        };
+        entry.changes.extend(changes(&digest, size));
 
         let _one_commit_per_digest = self.inflight.acquire(&digest);
         if self.index.contains(Family::Blobs, &keys::blob(&digest))? {
             // Deduplicated: the session's bytes go back to its pack when it drops.
-            self.index.commit(meta)?;
+            self.group_commit(entry)?;
             self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
         } else if session.lease.is_none() {
-            // The whole blob is in memory: share a write and its syncs with others.
-            let record = SmallRecord {
+            // The whole blob is in memory: its record goes in the group's pack.
+            entry.blob = Some(SmallBlob {
                 header: RecordHeader {
                     digest: digest.clone(),
                     length: size,
                 },
                 data: std::mem::take(&mut session.pending),
                 crc: session.crc.clone().finalize(),
-                meta,
-            };
-            self.group_commit(record)?;
+            });
+            self.group_commit(entry)?;
         } else {
+            // The record is synced in the session's own pack; the group logs the link
+            // and indexes both.
             let loc = self.finish_record(&mut session, &digest)?;
             let end = loc.offset + loc.length + RECORD_TRAILER_LEN;
-            meta.put(
+            entry.side.put(
                 Family::Blobs,
                 &keys::blob(&digest),
                 &values::encode_location(&loc),
             );
-            self.stage_pack(&mut meta, loc.pack, end);
-            let indexed = self.index.commit(meta);
+            self.stage_pack(&mut entry.side, loc.pack, end);
+            let indexed = self.group_commit(entry);
             if let Some(lease) = session.lease.take()
                 && let Some(writer) = self.packs.settle(lease.writer, end, indexed.is_ok())
             {

@@ -173,7 +173,7 @@ fn sessions_resume_report_and_cancel() {
     ));
 
     // Cancel gives the bytes back.
-    let before = record_bytes(dir.path());
+    let before = pack_file_bytes(dir.path());
     let id = engine.start_upload("a/b", Algorithm::Sha256).unwrap();
     engine
         .upload_append("a/b", &id, Bytes::from(vec![7u8; 100_000]))
@@ -181,7 +181,7 @@ fn sessions_resume_report_and_cancel() {
     // Big pieces are written without waiting for the commit (on a writing thread of
     // their own, so they reach the pack shortly after the append returns).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while record_bytes(dir.path()) <= before {
+    while pack_file_bytes(dir.path()) <= before {
         assert!(
             std::time::Instant::now() < deadline,
             "big pieces are written early"
@@ -189,7 +189,7 @@ fn sessions_resume_report_and_cancel() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     engine.cancel_upload("a/b", &id).unwrap();
-    assert_eq!(record_bytes(dir.path()), before);
+    assert_eq!(pack_file_bytes(dir.path()), before);
     assert!(matches!(
         engine.cancel_upload("a/b", &id),
         Err(Error::UploadUnknown(_))

@@ -1,13 +1,16 @@
-//! Crash test: a child process commits blobs from several threads and prints each
-//! digest once its commit has returned; the parent kills it with SIGKILL at a random
-//! moment, reopens the data directory, and re-verifies every printed digest. While the
-//! child runs, the parent also checks that it cannot open the directory itself.
+//! Crash test: a child process commits blobs and tags manifests from several threads and
+//! prints each digest and tag once its commit has returned; the parent kills it with
+//! SIGKILL at a random moment, reopens the data directory, re-verifies every printed
+//! digest and tag, and checks that the metadata log in the packs agrees with the index
+//! (a rebuild would serve the same). While the child runs, the parent also checks that
+//! it cannot open the directory itself.
 //!
 //! This file has its own `main` (harness = false) so the test binary can re-run itself
 //! as the child.
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -15,7 +18,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use lain_engine::{Digest, Engine, Error};
+use lain_engine::progress::Silent;
+use lain_engine::{Digest, Engine, Error, ManifestMeta, Reference};
 use rand::RngExt;
 
 const CHILD_DIR: &str = "LAIN_CRASH_CHILD_DIR";
@@ -54,6 +58,21 @@ fn child(dir: &std::path::Path, seed: u64) {
                     let digest = upload_in_pieces(&engine, &repo, &data, &cuts);
                     // One write per line, so a kill never interleaves two digests.
                     println!("{digest}");
+                    // Each thread retags its own tags: the last acknowledged value of
+                    // a tag is known, or a later one whose call was cut off.
+                    let repo = format!("crash/t{t}");
+                    let tag = format!("tag{}", i % 5);
+                    let body = format!(r#"{{"thread":{t},"i":{i},"seed":{seed}}}"#);
+                    let manifest = sha256(body.as_bytes());
+                    println!("try {repo} {tag} {manifest}");
+                    let meta = ManifestMeta {
+                        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                        ..ManifestMeta::default()
+                    };
+                    engine
+                        .put_manifest(&repo, body.into(), &Reference::Tag(tag.clone()), meta)
+                        .expect("put manifest");
+                    println!("ok {repo} {tag} {manifest}");
                 }
             })
         })
@@ -68,6 +87,8 @@ fn parent() {
     let exe = std::env::current_exe().expect("own path");
     let mut rng = rng(0xC0FFEE);
     let mut acknowledged: Vec<Digest> = Vec::new();
+    // Per (repository, tag): the values it may hold, the last acknowledged first.
+    let mut tags: HashMap<(String, String), Vec<Digest>> = HashMap::new();
     let mut passed = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
@@ -111,6 +132,16 @@ fn parent() {
             if let Ok(d) = line.parse::<Digest>() {
                 acknowledged.push(d);
             }
+            let words: Vec<&str> = line.split(' ').collect();
+            if let [word @ ("try" | "ok"), repo, tag, digest] = words[..]
+                && let Ok(digest) = digest.parse::<Digest>()
+            {
+                let values = tags.entry((repo.to_owned(), tag.to_owned())).or_default();
+                if word == "ok" {
+                    values.clear();
+                }
+                values.push(digest);
+            }
         }
 
         let engine = open(dir.path(), small_options());
@@ -124,12 +155,36 @@ fn parent() {
                 panic!("round {round}: acknowledged blob {digest} lost: {e}");
             }
         }
+        for ((repo, tag), values) in &mut tags {
+            let now = engine.resolve_tag(repo, tag).expect("resolve tag");
+            match values.iter().position(|v| Some(v) == now.as_ref()) {
+                // What the store holds is now the value to expect.
+                Some(at) => {
+                    values.drain(..at);
+                    values.truncate(1);
+                }
+                None => {
+                    panic!("round {round}: {repo}:{tag} is {now:?}, expected one of {values:?}")
+                }
+            }
+        }
+        let check = engine.check(false, &Silent).expect("check");
+        assert!(
+            check.is_clean(),
+            "round {round}: {:#?}",
+            check
+                .findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+        );
         drop(engine);
         passed += 1;
         println!(
-            "round {round}: {} new acknowledged blobs, {} in all verified; recovery: {} bytes cut, {} uncommitted records",
+            "round {round}: {} new acknowledged blobs, {} in all verified, {} tags verified, log and index agree; recovery: {} bytes cut, {} uncommitted records",
             acknowledged.len() - before,
             acknowledged.len(),
+            tags.len(),
             report.packs.truncated.iter().map(|t| t.1).sum::<u64>(),
             report.packs.uncommitted_records,
         );

@@ -149,7 +149,9 @@ impl From<EngineError> for ApiError {
             | EngineError::Io { .. }
             | EngineError::Index(_)
             | EngineError::CorruptIndex { .. }
-            | EngineError::CorruptPack { .. } => {
+            | EngineError::CorruptPack { .. }
+            | EngineError::UnsupportedFormat { .. }
+            | EngineError::BackupMismatch { .. } => {
                 tracing::error!(error = %e, "storage failure");
                 return ApiError::new(ErrorCode::Unknown, "internal storage error");
             }

@@ -8,6 +8,9 @@ use crate::digest::Digest;
 /// Separates a repository name from the rest of a key; names can never contain it.
 pub const SEPARATOR: u8 = 0;
 
+/// Key in `state`: the sequence number of the newest metadata record.
+pub const SEQUENCE: &[u8] = b"sequence";
+
 pub fn blob(digest: &Digest) -> Vec<u8> {
     digest.to_key()
 }

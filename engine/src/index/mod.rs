@@ -34,10 +34,12 @@ pub enum Family {
     Uploads,
     /// pack id -> committed length, sealed flag.
     Packs,
+    /// Single values about the store: the newest metadata record's sequence number.
+    State,
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Blobs,
         Family::Links,
         Family::Manifests,
@@ -46,6 +48,7 @@ impl Family {
         Family::Repos,
         Family::Uploads,
         Family::Packs,
+        Family::State,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Family {
             Family::Repos => "repos",
             Family::Uploads => "uploads",
             Family::Packs => "packs",
+            Family::State => "state",
         }
     }
 }
@@ -71,8 +75,11 @@ pub struct IndexMemory {
     pub write_buffer_bytes: usize,
 }
 
+/// A key and its value, as a scan returns them.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// Key-value pairs as a scan returns them.
-pub type Entries = Vec<(Box<[u8]>, Box<[u8]>)>;
+pub type Entries = Vec<Entry>;
 
 pub struct Index {
     /// Synced batches written, to compare with the WAL syncs they needed.
@@ -237,9 +244,26 @@ impl Index {
         Ok(out)
     }
 
+    /// Every entry of a family, in key order, one at a time (bounded memory, for
+    /// whole-index walks).
+    pub fn iter(&self, family: Family) -> impl Iterator<Item = Result<Entry>> + '_ {
+        self.db
+            .iterator_cf(self.cf(family), IteratorMode::Start)
+            .map(|entry| entry.map_err(Error::from))
+    }
+
     /// Every entry of a family, in key order.
     pub fn scan_all(&self, family: Family) -> Result<Entries> {
         self.scan(family, &[], None, usize::MAX)
+    }
+
+    /// A consistent view of the whole index as of now, which writes after this call do
+    /// not change.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            index: self,
+            inner: self.db.snapshot(),
+        }
     }
 
     /// Compacts every family completely, waiting until it is done.
@@ -254,6 +278,40 @@ impl Index {
     /// [`Index::synced_writes`] it shows how many writes shared one sync.
     pub fn wal_syncs(&self) -> u64 {
         self.options.get_ticker_count(Ticker::WalFileSynced)
+    }
+}
+
+/// A read-only view of the index as of one moment: see [`Index::snapshot`].
+pub struct Snapshot<'a> {
+    index: &'a Index,
+    inner: rocksdb::Snapshot<'a>,
+}
+
+impl Snapshot<'_> {
+    pub fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .inner
+            .get_pinned_cf(self.index.cf(family), key)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn contains(&self, family: Family, key: &[u8]) -> Result<bool> {
+        Ok(self
+            .inner
+            .get_pinned_cf(self.index.cf(family), key)?
+            .is_some())
+    }
+
+    /// Every entry of a family, in key order, one at a time.
+    pub fn iter(&self, family: Family) -> impl Iterator<Item = Result<Entry>> + '_ {
+        self.inner
+            .iterator_cf(self.index.cf(family), IteratorMode::Start)
+            .map(|entry| entry.map_err(Error::from))
+    }
+
+    /// Every entry of a family, in key order.
+    pub fn scan_all(&self, family: Family) -> Result<Entries> {
+        self.iter(family).collect()
     }
 }
 

@@ -6,8 +6,9 @@ use crate::digest::{Algorithm, Digest};
 
 /// The first 8 bytes of every pack file.
 pub const PACK_MAGIC: [u8; 8] = *b"LAINPACK";
-/// Format version written in the pack header; readers refuse any other.
-pub const PACK_VERSION: u32 = 1;
+/// Format version written in the pack header of new packs. Version 1 packs (blob
+/// records only) are read too; readers refuse any other.
+pub const PACK_VERSION: u32 = 2;
 /// Pack header: magic, version (u32 LE), reserved (u32, zero).
 pub const PACK_HEADER_LEN: u64 = 16;
 
@@ -28,8 +29,8 @@ pub fn encode_pack_header() -> [u8; PACK_HEADER_LEN as usize] {
     header
 }
 
-/// Checks the pack header; returns what is wrong with it, if anything.
-pub fn check_pack_header(bytes: &[u8]) -> Result<(), String> {
+/// Checks the pack header; returns the pack's format version, or what is wrong.
+pub fn check_pack_header(bytes: &[u8]) -> Result<u32, String> {
     let header = bytes
         .get(..PACK_HEADER_LEN as usize)
         .ok_or("shorter than a pack header")?;
@@ -37,10 +38,10 @@ pub fn check_pack_header(bytes: &[u8]) -> Result<(), String> {
         return Err("bad pack magic".into());
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != PACK_VERSION {
+    if !(1..=PACK_VERSION).contains(&version) {
         return Err(format!("pack format version {version} is not supported"));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// The fixed-size header in front of a blob's bytes.
@@ -86,25 +87,106 @@ impl RecordHeader {
     }
 }
 
+/// The first 4 bytes of a metadata record (format 2).
+pub const META_MAGIC: [u8; 4] = *b"META";
+pub const META_VERSION: u8 = 1;
+/// Metadata record header: magic, version, reserved [3], sequence u64, body length u32,
+/// crc u32.
+pub const META_HEADER_LEN: u64 = 24;
+/// A metadata record's body is at most this long (writers split larger batches).
+pub const META_MAX_BODY: u32 = 64 << 20;
+
+/// The fixed-size header in front of a metadata record's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaHeader {
+    /// Orders records across packs: a rebuild applies them in this order.
+    pub sequence: u64,
+    pub length: u32,
+}
+
+impl MetaHeader {
+    pub fn encode(&self) -> [u8; META_HEADER_LEN as usize] {
+        let mut h = [0u8; META_HEADER_LEN as usize];
+        h[..4].copy_from_slice(&META_MAGIC);
+        h[4] = META_VERSION;
+        // h[5..8] reserved, zero.
+        h[8..16].copy_from_slice(&self.sequence.to_le_bytes());
+        h[16..20].copy_from_slice(&self.length.to_le_bytes());
+        let crc = crc32fast::hash(&h[..20]);
+        h[20..24].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<MetaHeader> {
+        let h = bytes.get(..META_HEADER_LEN as usize)?;
+        if h[..4] != META_MAGIC || h[4] != META_VERSION || h[5..8] != [0, 0, 0] {
+            return None;
+        }
+        let crc = u32::from_le_bytes(h[20..24].try_into().ok()?);
+        if crc32fast::hash(&h[..20]) != crc {
+            return None;
+        }
+        let length = u32::from_le_bytes(h[16..20].try_into().ok()?);
+        if length > META_MAX_BODY {
+            return None;
+        }
+        Some(MetaHeader {
+            sequence: u64::from_le_bytes(h[8..16].try_into().ok()?),
+            length,
+        })
+    }
+}
+
+/// A complete metadata record: header, `body`, CRC32 of the body.
+pub fn encode_meta_record(sequence: u64, body: &[u8]) -> Vec<u8> {
+    let header = MetaHeader {
+        sequence,
+        length: u32::try_from(body.len()).unwrap_or(u32::MAX),
+    };
+    let mut out = Vec::with_capacity(body.len() + META_HEADER_LEN as usize + 4);
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A blob's bytes, and the digest they hash to.
+    Blob(Digest),
+    /// Metadata changes, applied in `sequence` order.
+    Meta { sequence: u64 },
+}
+
 /// A record found by [`scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedRecord {
     /// Offset of the record header in the pack.
     pub offset: u64,
-    pub header: RecordHeader,
-    /// CRC32 of the blob bytes, from the trailer.
+    pub kind: RecordKind,
+    /// Bytes between header and trailer (the blob, or the metadata body).
+    pub length: u64,
+    /// CRC32 of those bytes, from the trailer.
     pub crc: u32,
 }
 
 impl ScannedRecord {
-    /// Offset of the blob's first byte.
+    fn header_len(&self) -> u64 {
+        match self.kind {
+            RecordKind::Blob(_) => RECORD_HEADER_LEN,
+            RecordKind::Meta { .. } => META_HEADER_LEN,
+        }
+    }
+
+    /// Offset of the first byte after the header (the blob's first byte).
     pub fn data_offset(&self) -> u64 {
-        self.offset + RECORD_HEADER_LEN
+        self.offset + self.header_len()
     }
 
     /// Offset just past the record's trailer.
     pub fn end(&self) -> u64 {
-        self.offset + RECORD_OVERHEAD + self.header.length
+        self.data_offset() + self.length + RECORD_TRAILER_LEN
     }
 }
 
@@ -114,6 +196,36 @@ pub struct Scan {
     pub records: Vec<ScannedRecord>,
     /// Offset just past the last valid record (the start offset if there was none).
     pub valid_end: u64,
+    /// Byte ranges that hold no valid record, between or after valid ones (only a
+    /// [`scan_all`] reports them; [`scan`] stops at the first).
+    pub damaged: Vec<std::ops::Range<u64>>,
+}
+
+/// Decodes the record that starts at `offset` of `pack`, if it is complete and valid.
+pub fn record_at(pack: &[u8], offset: u64) -> Option<ScannedRecord> {
+    let rest = pack.get(usize::try_from(offset).ok()?..)?;
+    let (kind, header_len, length) = if let Some(h) = RecordHeader::decode(rest) {
+        (RecordKind::Blob(h.digest), RECORD_HEADER_LEN, h.length)
+    } else {
+        let h = MetaHeader::decode(rest)?;
+        let kind = RecordKind::Meta {
+            sequence: h.sequence,
+        };
+        (kind, META_HEADER_LEN, u64::from(h.length))
+    };
+    // A header can pass its CRC and still claim any length: all arithmetic on it is
+    // checked.
+    let data_start = usize::try_from(header_len).ok()?;
+    let data_end = usize::try_from(length).ok()?.checked_add(data_start)?;
+    let data = rest.get(data_start..data_end)?;
+    let trailer = rest.get(data_end..data_end.checked_add(4)?)?;
+    let crc = u32::from_le_bytes(trailer.try_into().ok()?);
+    (crc32fast::hash(data) == crc).then_some(ScannedRecord {
+        offset,
+        kind,
+        length,
+        crc,
+    })
 }
 
 /// Walks the records of `pack` (its bytes from offset 0) starting at `from`, stopping at
@@ -122,41 +234,41 @@ pub fn scan(pack: &[u8], from: u64) -> Scan {
     let mut scan = Scan {
         records: Vec::new(),
         valid_end: from,
+        damaged: Vec::new(),
     };
     let mut offset = from;
-    while let Some(rest) = usize::try_from(offset).ok().and_then(|o| pack.get(o..)) {
-        let Some(header) = RecordHeader::decode(rest) else {
-            break;
-        };
-        // A header can pass its CRC and still claim any length: all arithmetic on it
-        // is checked.
-        let header_len = RECORD_HEADER_LEN as usize;
-        let Some(data_end) = usize::try_from(header.length)
-            .ok()
-            .and_then(|n| n.checked_add(header_len))
-        else {
-            break;
-        };
-        let Some(data) = rest.get(header_len..data_end) else {
-            break;
-        };
-        let Some(trailer) = data_end.checked_add(4).and_then(|e| rest.get(data_end..e)) else {
-            break;
-        };
-        let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-        if crc32fast::hash(data) != crc {
-            break;
-        }
-        let record = ScannedRecord {
-            offset,
-            header,
-            crc,
-        };
+    while let Some(record) = record_at(pack, offset) {
         offset = record.end();
         scan.valid_end = offset;
         scan.records.push(record);
     }
     scan
+}
+
+/// Like [`scan`], but past an invalid stretch it searches for the next valid record and
+/// goes on from there, reporting the stretch in `damaged`: a flipped byte costs one
+/// record, not every record after it. For checks and repair, not for recovery (a torn
+/// tail is expected there, and nothing past it is committed).
+pub fn scan_all(pack: &[u8], from: u64) -> Scan {
+    let mut all = scan(pack, from);
+    let len = pack.len() as u64;
+    while all.valid_end < len {
+        let bad_start = all.valid_end;
+        let next = (bad_start + 1..len.saturating_sub(3)).find(|&at| {
+            let at = at as usize;
+            let magic = &pack[at..at + 4];
+            (magic == RECORD_MAGIC || magic == META_MAGIC) && record_at(pack, at as u64).is_some()
+        });
+        let Some(next) = next else {
+            all.damaged.push(bad_start..len);
+            break;
+        };
+        all.damaged.push(bad_start..next);
+        let more = scan(pack, next);
+        all.valid_end = more.valid_end;
+        all.records.extend(more.records);
+    }
+    all
 }
 
 #[cfg(test)]
@@ -227,6 +339,48 @@ mod tests {
         assert_eq!(scan(&corrupt, PACK_HEADER_LEN).records.len(), 2);
     }
 
+    #[test]
+    fn meta_records_scan_beside_blobs_and_reject_flips() {
+        let mut pack = encode_pack_header().to_vec();
+        pack.extend(record(b"blob"));
+        let meta_at = pack.len() as u64;
+        let meta = encode_meta_record(7, b"changes");
+        pack.extend(&meta);
+        let s = scan(&pack, PACK_HEADER_LEN);
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(s.records[1].kind, RecordKind::Meta { sequence: 7 });
+        assert_eq!(s.records[1].offset, meta_at);
+        assert_eq!(s.records[1].length, 7);
+        assert_eq!(s.valid_end, pack.len() as u64);
+        for i in 0..meta.len() * 8 {
+            let mut bad = pack.clone();
+            bad[meta_at as usize + i / 8] ^= 1 << (i % 8);
+            assert_eq!(scan(&bad, PACK_HEADER_LEN).records.len(), 1, "bit {i}");
+        }
+    }
+
+    #[test]
+    fn scan_all_steps_over_a_damaged_record() {
+        let mut pack = encode_pack_header().to_vec();
+        pack.extend(record(b"first"));
+        let second_at = pack.len();
+        pack.extend(record(b"second, to be damaged"));
+        let third_at = pack.len() as u64;
+        pack.extend(encode_meta_record(1, b"third"));
+        pack.extend(record(b"fourth"));
+        let end = pack.len() as u64;
+        pack[second_at + RECORD_HEADER_LEN as usize + 3] ^= 1;
+        assert_eq!(scan(&pack, PACK_HEADER_LEN).records.len(), 1);
+        let all = scan_all(&pack, PACK_HEADER_LEN);
+        assert_eq!(all.records.len(), 3);
+        assert_eq!(all.damaged, vec![second_at as u64..third_at]);
+        assert_eq!(all.valid_end, end);
+        // Garbage after the last record is reported too.
+        pack.extend_from_slice(b"BLOBgarbage");
+        let all = scan_all(&pack, PACK_HEADER_LEN);
+        assert_eq!(all.damaged.last(), Some(&(end..pack.len() as u64)));
+    }
+
     proptest::proptest! {
         /// Whatever bytes a damaged disk holds, the scanner neither panics nor reports
         /// a record that does not re-validate.
@@ -245,7 +399,8 @@ mod tests {
             proptest::prop_assert!(found.valid_end as usize <= bytes.len());
             for r in &found.records {
                 let at = r.offset as usize;
-                proptest::prop_assert_eq!(RecordHeader::decode(&bytes[at..]), Some(r.header.clone()));
+                let again = record_at(&bytes, at as u64);
+                proptest::prop_assert_eq!(again.as_ref(), Some(r));
             }
             if splice {
                 proptest::prop_assert!(!found.records.is_empty());
@@ -257,8 +412,11 @@ mod tests {
     fn pack_header_checks() {
         assert!(check_pack_header(&encode_pack_header()).is_ok());
         assert!(check_pack_header(b"LAINPACK").is_err());
-        let mut v2 = encode_pack_header();
-        v2[8] = 2;
-        assert!(check_pack_header(&v2).is_err());
+        let mut v1 = encode_pack_header();
+        v1[8] = 1;
+        assert_eq!(check_pack_header(&v1), Ok(1));
+        let mut v3 = encode_pack_header();
+        v3[8] = 3;
+        assert!(check_pack_header(&v3).is_err());
     }
 }

@@ -237,12 +237,17 @@ impl Packs {
                     file.sync_data().context("fdatasync", &path)?;
                 }
                 let header = file.map(PACK_HEADER_LEN.min(len)).context("map", &path)?;
-                if let Err(detail) = format::check_pack_header(&header) {
-                    // Not a pack this version can read: refuse it entirely.
-                    report.damaged.push((id, detail));
-                    continue;
-                }
-                if !entry.sealed {
+                let version = match format::check_pack_header(&header) {
+                    Ok(version) => version,
+                    Err(detail) => {
+                        // Not a pack this version can read: refuse it entirely.
+                        report.damaged.push((id, detail));
+                        continue;
+                    }
+                };
+                // A format-1 pack holds blob records only and takes no more records:
+                // metadata records go to packs whose header says they may hold them.
+                if !entry.sealed && version == format::PACK_VERSION {
                     idle.push(PackWriter {
                         id,
                         path: path.clone(),
@@ -350,6 +355,16 @@ impl Packs {
             view.committed.fetch_max(end, Ordering::Release);
         }
         (end < self.seal_size).then_some(writer)
+    }
+
+    /// The first `committed` bytes of pack `id`, or as many as the file has; and the
+    /// file's length. For checks, which read whole packs.
+    pub fn map_prefix(&self, id: u64, committed: u64) -> Result<(Bytes, u64)> {
+        let view = self.view(id)?;
+        let path = self.path(id);
+        let len = view.file.size().context("stat", &path)?;
+        let map = view.file.map(committed.min(len)).context("map", &path)?;
+        Ok((map, len))
     }
 
     fn view(&self, id: u64) -> Result<Arc<ReadView>> {

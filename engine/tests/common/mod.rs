@@ -69,9 +69,71 @@ pub fn below(rng: &mut impl Rng, n: usize) -> usize {
     rng.random_range(0..n)
 }
 
-/// Bytes of records in all packs: file sizes less the 16-byte pack headers (creating a
-/// pack adds a header; only records count as stored data).
+/// Bytes of blob records in all packs (headers and trailers included). Metadata
+/// records, which every commit adds, are not counted: this measures stored blobs.
 pub fn record_bytes(root: &Path) -> u64 {
+    use lain_engine::pack::format::{RecordKind, scan};
+    std::fs::read_dir(root.join("packs"))
+        .expect("packs dir")
+        .map(|e| {
+            let bytes = std::fs::read(e.expect("entry").path()).expect("read pack");
+            scan(&bytes, 16)
+                .records
+                .iter()
+                .filter(|r| matches!(r.kind, RecordKind::Blob(_)))
+                .map(|r| r.end() - r.offset)
+                .sum::<u64>()
+        })
+        .sum()
+}
+/// A text dump of what a store serves, through the public API only (the same in the
+/// format-1 code that made the fixture and in this one): every repository, its tags,
+/// and for each candidate digest, whether each repository can read it as a blob, as a
+/// manifest (with its description), and its referrers.
+pub fn dump(engine: &lain_engine::Engine, candidates: &[lain_engine::Digest]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let names: Vec<String> = candidates.iter().map(|d| d.to_string()).collect();
+    writeln!(out, "candidates {}", names.join(" ")).unwrap();
+    for repo in engine.list_repositories(None, usize::MAX).unwrap() {
+        writeln!(out, "repository {repo}").unwrap();
+        for tag in engine.list_tags(&repo, None, usize::MAX).unwrap() {
+            let d = engine.resolve_tag(&repo, &tag).unwrap().unwrap();
+            writeln!(out, "  tag {tag} -> {d}").unwrap();
+        }
+        for d in candidates {
+            if let Some(reader) = engine.read_repo_blob(&repo, d).unwrap() {
+                let bytes = reader.into_bytes();
+                let hashed = lain_engine::Algorithm::Sha256.digest(&bytes);
+                writeln!(out, "  blob {d} {} bytes, hash {hashed}", bytes.len()).unwrap();
+            }
+            let reference = lain_engine::Reference::Digest(d.clone());
+            if let Some((record, bytes)) = engine.get_manifest(&repo, &reference).unwrap() {
+                writeln!(
+                    out,
+                    "  manifest {d} {} {:?} ({} bytes read)",
+                    record.size,
+                    record.meta,
+                    bytes.len()
+                )
+                .unwrap();
+            }
+            for r in engine.referrers(&repo, d, None).unwrap() {
+                writeln!(
+                    out,
+                    "  referrer of {d}: {} {} {:?}",
+                    r.digest, r.size, r.meta
+                )
+                .unwrap();
+            }
+        }
+    }
+    out
+}
+
+/// Bytes in all pack files past their 16-byte headers, committed or not: shows writes
+/// that are not records yet.
+pub fn pack_file_bytes(root: &Path) -> u64 {
     std::fs::read_dir(root.join("packs"))
         .expect("packs dir")
         .map(|e| e.expect("entry").metadata().expect("metadata").len() - 16)

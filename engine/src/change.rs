@@ -1,0 +1,293 @@
+//! Changes to repository metadata, the one vocabulary that both the live index and the
+//! metadata log speak. Every write of links, manifests, tags or referrers is a list of
+//! [`Change`]s: the group commit writes them to a pack as a metadata record (the log,
+//! the source of truth) and turns them into index entries with [`Change::stage`]; a
+//! rebuild reads the records back and stages the very same entries. One function
+//! decides what a change does to the index, so the two can never disagree.
+//!
+//! The body encoding is FORMAT.md's "Metadata record body".
+
+use std::time::SystemTime;
+
+use crate::codec::{Reader, Writer};
+use crate::digest::Digest;
+use crate::index::{Batch, Family, keys, values};
+use crate::types::ManifestMeta;
+
+/// One change, as the registry was told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// `repo` may read blob `digest` (a push or a mount); lists `repo` in the catalog.
+    Link { repo: String, digest: Digest },
+    /// `repo` may no longer read blob `digest`.
+    Unlink { repo: String, digest: Digest },
+    /// Manifest `digest` is stored in `repo`; with a subject, it is also a referrer.
+    Manifest {
+        repo: String,
+        digest: Digest,
+        size: u64,
+        meta: ManifestMeta,
+    },
+    /// Manifest `digest` is gone from `repo`, with its link and, when it had a subject,
+    /// its referrer entry. Tags that pointed at it are removed by `Untag`s before it.
+    ManifestDelete {
+        repo: String,
+        digest: Digest,
+        subject: Option<Digest>,
+    },
+    /// `tag` of `repo` points at manifest `digest` since `pushed`.
+    Tag {
+        repo: String,
+        tag: String,
+        digest: Digest,
+        pushed: SystemTime,
+    },
+    /// `tag` of `repo` is gone.
+    Untag { repo: String, tag: String },
+    /// `repo` is listed in the catalog. `Link` implies it; a snapshot of the live
+    /// state (an upgrade, a compaction) states it for repositories whose links are
+    /// all gone, which the catalog still lists.
+    Repository { repo: String },
+}
+
+// Kind codes: part of the on-disk format.
+const LINK: u8 = 1;
+const UNLINK: u8 = 2;
+const MANIFEST: u8 = 3;
+const MANIFEST_DELETE: u8 = 4;
+const TAG: u8 = 5;
+const UNTAG: u8 = 6;
+const REPOSITORY: u8 = 7;
+
+impl Change {
+    /// Adds this change's index entries to `batch`.
+    pub fn stage(&self, batch: &mut Batch) {
+        match self {
+            Change::Link { repo, digest } => {
+                batch.put(
+                    Family::Links,
+                    &keys::repo_digest(repo, digest),
+                    &values::marker(),
+                );
+                batch.put(Family::Repos, &keys::repo(repo), &values::marker());
+            }
+            Change::Unlink { repo, digest } => {
+                batch.delete(Family::Links, &keys::repo_digest(repo, digest));
+            }
+            Change::Manifest {
+                repo,
+                digest,
+                size,
+                meta,
+            } => {
+                let value = values::encode_manifest(*size, meta);
+                batch.put(Family::Manifests, &keys::repo_digest(repo, digest), &value);
+                if let Some(subject) = &meta.subject {
+                    let key = keys::referrer(repo, subject, digest);
+                    batch.put(Family::Referrers, &key, &value);
+                }
+            }
+            Change::ManifestDelete {
+                repo,
+                digest,
+                subject,
+            } => {
+                let key = keys::repo_digest(repo, digest);
+                batch.delete(Family::Manifests, &key);
+                batch.delete(Family::Links, &key);
+                if let Some(subject) = subject {
+                    batch.delete(Family::Referrers, &keys::referrer(repo, subject, digest));
+                }
+            }
+            Change::Tag {
+                repo,
+                tag,
+                digest,
+                pushed,
+            } => {
+                let value = values::encode_tag(digest, *pushed);
+                batch.put(Family::Tags, &keys::tag(repo, tag), &value);
+            }
+            Change::Untag { repo, tag } => batch.delete(Family::Tags, &keys::tag(repo, tag)),
+            Change::Repository { repo } => {
+                batch.put(Family::Repos, &keys::repo(repo), &values::marker());
+            }
+        }
+    }
+
+    fn write(&self, w: Writer) -> Writer {
+        match self {
+            Change::Link { repo, digest } => w.u8(LINK).str(repo).digest(digest),
+            Change::Unlink { repo, digest } => w.u8(UNLINK).str(repo).digest(digest),
+            Change::Manifest {
+                repo,
+                digest,
+                size,
+                meta,
+            } => w
+                .u8(MANIFEST)
+                .str(repo)
+                .digest(digest)
+                .manifest(*size, meta),
+            Change::ManifestDelete {
+                repo,
+                digest,
+                subject,
+            } => w
+                .u8(MANIFEST_DELETE)
+                .str(repo)
+                .digest(digest)
+                .opt_digest(subject.as_ref()),
+            Change::Tag {
+                repo,
+                tag,
+                digest,
+                pushed,
+            } => w.u8(TAG).str(repo).str(tag).digest(digest).time(*pushed),
+            Change::Untag { repo, tag } => w.u8(UNTAG).str(repo).str(tag),
+            Change::Repository { repo } => w.u8(REPOSITORY).str(repo),
+        }
+    }
+
+    fn read(r: &mut Reader) -> Option<Change> {
+        let kind = r.u8()?;
+        let repo = r.str()?;
+        Some(match kind {
+            LINK => Change::Link {
+                repo,
+                digest: r.digest()?,
+            },
+            UNLINK => Change::Unlink {
+                repo,
+                digest: r.digest()?,
+            },
+            MANIFEST => {
+                let digest = r.digest()?;
+                let (size, meta) = r.manifest()?;
+                Change::Manifest {
+                    repo,
+                    digest,
+                    size,
+                    meta,
+                }
+            }
+            MANIFEST_DELETE => Change::ManifestDelete {
+                repo,
+                digest: r.digest()?,
+                subject: r.opt_digest()?,
+            },
+            TAG => Change::Tag {
+                repo,
+                tag: r.str()?,
+                digest: r.digest()?,
+                pushed: r.time()?,
+            },
+            UNTAG => Change::Untag {
+                repo,
+                tag: r.str()?,
+            },
+            REPOSITORY => Change::Repository { repo },
+            _ => return None,
+        })
+    }
+}
+
+/// A metadata record's body: the change count (u32), then each change.
+pub(crate) fn encode<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Vec<u8> {
+    let mut count = 0u32;
+    let mut w = Writer::new().u32(0);
+    for change in changes {
+        w = change.write(w);
+        count += 1;
+    }
+    let mut body = w.done();
+    body[..4].copy_from_slice(&count.to_le_bytes());
+    body
+}
+
+/// Parses a metadata record's body; `None` if it is not exactly a list of changes.
+pub(crate) fn decode(body: &[u8]) -> Option<Vec<Change>> {
+    let mut r = Reader::new(body);
+    let count = r.u32()?;
+    // Each change takes at least 6 bytes: a bound against a count that lies.
+    let mut changes = Vec::with_capacity((count as usize).min(body.len() / 6));
+    for _ in 0..count {
+        changes.push(Change::read(&mut r)?);
+    }
+    r.done()?;
+    Some(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn every_kind() -> Vec<Change> {
+        let d = Algorithm::Sha256.digest(b"d");
+        let s = Algorithm::Sha512.digest(b"s");
+        let repo = "lib/app".to_owned();
+        vec![
+            Change::Link {
+                repo: repo.clone(),
+                digest: d.clone(),
+            },
+            Change::Unlink {
+                repo: repo.clone(),
+                digest: s.clone(),
+            },
+            Change::Manifest {
+                repo: repo.clone(),
+                digest: d.clone(),
+                size: 42,
+                meta: ManifestMeta {
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    subject: Some(s.clone()),
+                    artifact_type: Some("application/x-sig".into()),
+                    annotations: vec![("k".into(), "v".into())],
+                },
+            },
+            Change::ManifestDelete {
+                repo: repo.clone(),
+                digest: d.clone(),
+                subject: None,
+            },
+            Change::Tag {
+                repo: repo.clone(),
+                tag: "v1".into(),
+                digest: d,
+                pushed: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            },
+            Change::Untag {
+                repo: repo.clone(),
+                tag: "v1".into(),
+            },
+            Change::Repository { repo },
+        ]
+    }
+
+    #[test]
+    fn bodies_round_trip_and_reject_truncation() {
+        let changes = every_kind();
+        let body = encode(&changes);
+        assert_eq!(decode(&body), Some(changes));
+        for cut in 0..body.len() {
+            assert_eq!(decode(&body[..cut]), None, "cut {cut}");
+        }
+        let mut long = body.clone();
+        long.push(0);
+        assert_eq!(decode(&long), None);
+        assert_eq!(decode(&encode(&[])), Some(vec![]));
+    }
+
+    proptest::proptest! {
+        /// Record bodies are read back from disk: garbage is refused, never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Some(changes) = decode(&bytes) {
+                proptest::prop_assert_eq!(encode(&changes), bytes);
+            }
+        }
+    }
+}

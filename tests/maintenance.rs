@@ -1,0 +1,262 @@
+//! Black-box tests of the maintenance commands on the real binary: `registry fsck`
+//! (offline, through a running server's control socket, `--repair` after the index is
+//! lost) and `registry backup` under a concurrent push load, restored by starting a
+//! server on the copy.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Registry, sha256};
+
+/// Runs `registry ARGS` on the data directory `root`.
+fn registry(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(args)
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run registry")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn put_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    reg.request(
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+    )
+    .header("Content-Type", "application/octet-stream")
+    .body(bytes.to_vec())
+    .send()
+    .expect(201, None);
+    digest
+}
+
+/// Pushes an image of two layers and a config, tagged `tag`; returns its manifest
+/// digest.
+fn push_image(reg: &Registry, repo: &str, tag: &str, seed: u64) -> String {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
+    let config_digest = put_blob(reg, repo, config.as_bytes());
+    let layers: Vec<(String, usize)> = (0..2)
+        .map(|i| {
+            let len = 1000 + ((seed * 7919 + i * 104_729) % 300_000) as usize;
+            let layer: Vec<u8> = (0..len)
+                .map(|j| (j as u64 * (seed + i + 3)) as u8)
+                .collect();
+            (put_blob(reg, repo, &layer), len)
+        })
+        .collect();
+    let layers_json: Vec<String> = layers
+        .iter()
+        .map(|(d, len)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#)
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        layers_json.join(",")
+    );
+    reg.request("PUT", &format!("/v2/{repo}/manifests/{tag}"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .expect(201, None);
+    sha256(manifest.as_bytes())
+}
+
+/// What a registry serves for `repos`: each tag's manifest bytes and every blob the
+/// manifest names, fetched over HTTP.
+fn served(reg: &Registry, repos: &[&str]) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for repo in repos {
+        let tags = reg.request("GET", &format!("/v2/{repo}/tags/list")).send();
+        tags.expect(200, None);
+        let list = tags.json()["tags"].clone();
+        out.insert(format!("{repo} tags"), list.to_string().into_bytes());
+        for tag in list.as_array().into_iter().flatten() {
+            let tag = tag.as_str().unwrap();
+            image(reg, repo, tag, &mut out);
+        }
+    }
+    out
+}
+
+fn image(reg: &Registry, repo: &str, reference: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+    let manifest = reg
+        .request("GET", &format!("/v2/{repo}/manifests/{reference}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send();
+    manifest.expect(200, None);
+    let json = manifest.json();
+    let mut digests = vec![json["config"]["digest"].as_str().unwrap().to_owned()];
+    for layer in json["layers"].as_array().unwrap() {
+        digests.push(layer["digest"].as_str().unwrap().to_owned());
+    }
+    out.insert(format!("{repo}:{reference}"), manifest.body.clone());
+    for d in digests {
+        let blob = reg.request("GET", &format!("/v2/{repo}/blobs/{d}")).send();
+        blob.expect(200, None);
+        assert_eq!(sha256(&blob.body), d);
+        out.insert(format!("{repo}@{d}"), blob.body);
+    }
+}
+
+#[test]
+fn fsck_repair_rebuilds_a_deleted_index_and_the_server_serves_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let repos = ["lain/app", "lain/web", "library/base"];
+    let reg = Registry::start_in(dir.path());
+    for (i, repo) in repos.iter().enumerate() {
+        for t in 0..3u64 {
+            push_image(&reg, repo, &format!("v{t}"), i as u64 * 10 + t);
+        }
+    }
+    // Retag, untag, delete: the log holds removals too.
+    let d = push_image(&reg, "lain/app", "latest", 99);
+    reg.request("DELETE", &format!("/v2/lain/web/manifests/{d}"))
+        .send()
+        .expect(404, None);
+    let old = push_image(&reg, "lain/web", "old", 98);
+    reg.request("DELETE", &format!("/v2/lain/web/manifests/{old}"))
+        .send()
+        .expect(202, None);
+    let before = served(&reg, &repos);
+    let catalog = reg.request("GET", "/v2/_catalog").send().text();
+
+    // While the server runs, fsck checks through it; a repair is refused.
+    let running = registry(dir.path(), &["fsck"]);
+    assert!(running.status.success(), "{}", stdout(&running));
+    assert!(
+        stdout(&running).contains(": no problems"),
+        "{}",
+        stdout(&running)
+    );
+    let refused = registry(dir.path(), &["fsck", "--repair"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("stop it to repair"),
+        "{refused:?}"
+    );
+    assert!(reg.terminate());
+
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let repaired = registry(dir.path(), &["fsck", "--repair", "--deep"]);
+    assert!(repaired.status.success(), "{repaired:?}");
+    let text = stdout(&repaired);
+    assert!(text.contains("rebuilt the index from"), "{text}");
+    assert!(text.contains(": no problems"), "{text}");
+
+    let reg = Registry::start_in(dir.path());
+    assert_eq!(served(&reg, &repos), before);
+    assert_eq!(reg.request("GET", "/v2/_catalog").send().text(), catalog);
+    // The deleted manifest stays deleted.
+    reg.request("GET", &format!("/v2/lain/web/manifests/{old}"))
+        .send()
+        .expect(404, None);
+}
+
+#[test]
+fn fsck_exits_1_and_names_the_image_a_flipped_byte_damages() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start_in(dir.path());
+    let manifest = push_image(&reg, "lain/app", "v1", 5);
+    assert!(reg.terminate());
+    // Flip one byte in the middle of the largest pack (a layer's bytes).
+    let largest = std::fs::read_dir(dir.path().join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&largest, bytes).unwrap();
+
+    let output = registry(dir.path(), &["fsck"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains("problem: pack"), "{text}");
+    assert!(text.contains("repositories: lain/app"), "{text}");
+    assert!(
+        text.contains("1 problem") || text.contains("problems"),
+        "{text}"
+    );
+    let _ = manifest;
+}
+
+#[test]
+fn backup_under_push_load_restores_every_image_acknowledged_before_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let reg = Arc::new(Registry::start_in(dir.path()));
+    for i in 0..4 {
+        push_image(&reg, "lain/app", &format!("base{i}"), 100 + i);
+    }
+    // Pushes go on while the backup runs; each pusher records what was acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let pushers: Vec<_> = (0..2u64)
+        .map(|p| {
+            let (reg, stop) = (reg.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < 200 {
+                    let tag = format!("p{p}-{n}");
+                    push_image(&reg, "lain/load", &tag, 1000 + p * 1000 + n);
+                    acked.push(tag);
+                    n += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Everything acknowledged before the backup begins.
+    let tags = reg.request("GET", "/v2/lain/load/tags/list").send().json()["tags"].clone();
+    let mut before = served(&reg, &["lain/app"]);
+    for tag in tags.as_array().into_iter().flatten() {
+        image(&reg, "lain/load", tag.as_str().unwrap(), &mut before);
+    }
+    let first = registry(dir.path(), &["backup", dest.path().to_str().unwrap()]);
+    assert!(first.status.success(), "{first:?}");
+    stop.store(true, Ordering::Relaxed);
+    for p in pushers {
+        assert!(!p.join().unwrap().is_empty());
+    }
+    // A second backup, with the server still running, copies only what is new.
+    push_image(&reg, "lain/app", "after", 7);
+    let second = registry(dir.path(), &["backup", dest.path().to_str().unwrap()]);
+    assert!(second.status.success(), "{second:?}");
+    assert!(stdout(&second).contains("unchanged"), "{}", stdout(&second));
+    drop(reg);
+
+    // Restore: a server on the copy.
+    let restored = Registry::start_in(dest.path());
+    let mut after = served(&restored, &["lain/app"]);
+    for key in before.keys() {
+        if let Some((repo, reference)) = key.split_once(':')
+            && repo == "lain/load"
+        {
+            image(&restored, repo, reference, &mut after);
+        }
+    }
+    for (key, bytes) in &before {
+        if key.ends_with(" tags") {
+            continue;
+        }
+        assert_eq!(after.get(key), Some(bytes), "{key} differs after restore");
+    }
+    restored
+        .request("GET", "/v2/lain/app/manifests/after")
+        .send()
+        .expect(200, None);
+}
