@@ -260,3 +260,40 @@ fn backup_under_push_load_restores_every_image_acknowledged_before_it_began() {
         .send()
         .expect(200, None);
 }
+
+#[test]
+fn fsck_finds_a_manifest_whose_layer_its_repository_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start_in(dir.path());
+    let manifest = push_image(&reg, "lain/app", "v1", 11);
+    let layer = reg
+        .request("GET", &format!("/v2/lain/app/manifests/{manifest}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .json()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Deleting a layer's blob link leaves the manifest broken (distribution allows it).
+    reg.request("DELETE", &format!("/v2/lain/app/blobs/{layer}"))
+        .send()
+        .expect(202, None);
+    // The socket the check goes through is its owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("control.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let output = registry(dir.path(), &["fsck"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = stdout(&output);
+    assert!(
+        text.contains(&format!(
+            "problem: lain/app: manifest {manifest} references blob {layer}, which lain/app cannot read; tags: lain/app:v1"
+        )),
+        "{text}"
+    );
+    assert!(reg.terminate());
+    assert!(!dir.path().join("control.sock").exists());
+}

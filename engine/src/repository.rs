@@ -256,6 +256,25 @@ impl Engine {
         })
     }
 
+    /// Every manifest of `repo`, in digest order.
+    pub fn list_manifests(&self, repo: &str) -> Result<Vec<ManifestRecord>> {
+        let prefix = keys::repo_prefix(repo);
+        let entries = self
+            .core
+            .index
+            .scan(Family::Manifests, &prefix, None, usize::MAX)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let (digest, _) =
+                Digest::from_key(&key[prefix.len()..]).ok_or(Error::CorruptIndex {
+                    family: Family::Manifests.name(),
+                })?;
+            let (size, meta) = values::decode_manifest(&value, Family::Manifests)?;
+            out.push(ManifestRecord { digest, size, meta });
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` tags of `repo` in lexical order, starting after `after`.
     pub fn list_tags(&self, repo: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let prefix = keys::repo_prefix(repo);

@@ -40,6 +40,16 @@ impl Default for Settings {
     }
 }
 
+/// The blobs (config, layers) and child manifests a stored manifest references, as
+/// its media type says to read it; for checks of what the store holds.
+pub fn manifest_references(
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<(Vec<lain_engine::Digest>, Vec<lain_engine::Digest>), String> {
+    let parsed = manifest::parse(bytes, Some(media_type)).map_err(|e| e.message)?;
+    Ok((parsed.blobs, parsed.children))
+}
+
 /// The parsers that see client bytes, for the cargo-fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzzing {

@@ -20,7 +20,8 @@ use servers::{Kind, Programs, Server};
 
 const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections N]
                        [--servers lain,reference,sink]
-                       [--registry PATH] [--reference PATH] [--scratch DIR]
+                       [--registry PATH] [--reference PATH | --baseline PATH]
+                       [--scratch DIR]
                        [--only NAME,NAME] [--no-scale]
        loadgen drive ADDR [--quick] [--only NAME,NAME] [--connections N]
        loadgen populate DIR BLOBS TAGS
@@ -37,6 +38,9 @@ compare  starts each server with a fresh data directory under --scratch (default
          mount scenarios use (default 32).
          --only runs just the scenarios whose names contain one of the NAMEs (and
          the scale check only if one NAME is `scale`).
+         --baseline PATH takes an earlier build of this registry as the reference
+         (served with this registry's configuration): what a change costs, side by
+         side in one run.
 drive    runs the scenarios once against a registry already listening on ADDR
          (host:port) and prints each figure; for profiling a server by hand.
 populate builds the scale check's store in DIR/data (BLOBS blobs, TAGS tags) and
@@ -66,6 +70,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         programs: Programs {
             ours: sibling,
             reference: PathBuf::from("/usr/bin/docker-registry"),
+            reference_is_baseline: false,
             loadgen,
         },
         scratch: None,
@@ -117,6 +122,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
             }
             "--registry" => parsed.programs.ours = PathBuf::from(value()?),
             "--reference" => parsed.programs.reference = PathBuf::from(value()?),
+            "--baseline" => {
+                parsed.programs.reference = PathBuf::from(value()?);
+                parsed.programs.reference_is_baseline = true;
+            }
             "--scratch" => parsed.scratch = Some(PathBuf::from(value()?)),
             "--only" => parsed.only = value()?.split(',').map(str::to_owned).collect(),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),

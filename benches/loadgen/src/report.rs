@@ -36,6 +36,7 @@ impl Sample {
 
 pub struct Results {
     header: String,
+    reference_label: &'static str,
     sizes: Sizes,
     runs: usize,
     sha256_floor: f64,
@@ -125,6 +126,7 @@ impl Results {
         );
         Results {
             header,
+            reference_label: programs.reference_label(),
             sizes: sizes.clone(),
             runs,
             sha256_floor,
@@ -163,9 +165,10 @@ impl Results {
         out.push_str("## Side by side\n\n");
         out.push_str(&self.header);
         out.push('\n');
-        out.push_str(
-            "| scenario | size | lain | distribution 2.8 | ratio | lain CPU s | reference CPU s | client ceiling (sink) |\n",
-        );
+        out.push_str(&format!(
+            "| scenario | size | lain | {} | ratio | lain CPU s | reference CPU s | client ceiling (sink) |\n",
+            self.reference_label
+        ));
         out.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for (i, s) in scenarios.iter().enumerate() {
             let ours = self.median_of(Kind::Ours, i, |x| x.value);

@@ -37,7 +37,21 @@ impl Kind {
 pub struct Programs {
     pub ours: PathBuf,
     pub reference: PathBuf,
+    /// The reference is an earlier build of this registry (`--baseline`): it gets this
+    /// registry's configuration, and the report names it so.
+    pub reference_is_baseline: bool,
     pub loadgen: PathBuf,
+}
+
+impl Programs {
+    /// The reference's name in the report.
+    pub fn reference_label(&self) -> &'static str {
+        if self.reference_is_baseline {
+            "baseline"
+        } else {
+            Kind::Reference.label()
+        }
+    }
 }
 
 /// Peak memory seen by the sampler, in KiB.
@@ -112,7 +126,7 @@ impl Server {
         let config = dir.join("config.yml");
         let root = dir.join("data");
         let template = match kind {
-            Kind::Reference => REFERENCE_CONFIG,
+            Kind::Reference if !programs.reference_is_baseline => REFERENCE_CONFIG,
             _ => OUR_CONFIG,
         };
         let text = template
