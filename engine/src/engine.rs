@@ -19,6 +19,7 @@ use crate::lock::DirLock;
 use crate::pack::{PackRecovery, Packs};
 use crate::progress::Silent;
 use crate::rebuild::{self, RebuildReport};
+use crate::rollforward;
 use crate::storage::{OsStorage, Storage};
 use crate::types::BlobInfo;
 use crate::upgrade;
@@ -72,6 +73,9 @@ pub struct RecoveryReport {
     /// Upload sessions of the previous process, dropped (sessions do not survive a
     /// restart).
     pub stale_uploads: usize,
+    /// Valid records found past the index's committed lengths (the index's last writes,
+    /// which are not synced, were lost) and applied to it.
+    pub rolled_forward: usize,
     /// The index was missing and has been rebuilt from the packs.
     pub rebuilt: Option<RebuildReport>,
     /// The store was of this format and has been upgraded.
@@ -87,7 +91,8 @@ pub struct EngineStats {
     pub deduplicated: u64,
     /// fdatasync calls on packs made by commits.
     pub pack_syncs: u64,
-    /// Synced index writes (commits, links, tags, manifest deletes, new packs).
+    /// Index writes (each commit group, new packs, upload sessions). Only a few are
+    /// synced: commits are durable through their pack's sync.
     pub index_writes: u64,
     /// Syncs of the index's write-ahead log. Fewer than `index_writes` means
     /// concurrent writes shared syncs.
@@ -195,17 +200,25 @@ impl Engine {
             })?;
             known.push((id, values::decode_pack(&value)?));
         }
+        let mut sequence = index
+            .get(Family::State, keys::SEQUENCE)?
+            .map(|v| values::decode_sequence(&v))
+            .transpose()?
+            .unwrap_or(0);
+        let rolled_forward = rollforward::roll_forward(
+            &index,
+            options.storage.as_ref(),
+            &layout.packs(),
+            options.pack_seal_size,
+            &mut sequence,
+            &mut known,
+        )?;
         let (packs, pack_report) = Packs::open(
             options.storage.clone(),
             layout.packs(),
             options.pack_seal_size,
             &known,
         )?;
-        let sequence = index
-            .get(Family::State, keys::SEQUENCE)?
-            .map(|v| values::decode_sequence(&v))
-            .transpose()?
-            .unwrap_or(0);
 
         let stale = index.scan_all(Family::Uploads)?;
         let mut batch = Batch::default();
@@ -217,6 +230,7 @@ impl Engine {
         let recovery = RecoveryReport {
             packs: pack_report,
             stale_uploads: stale.len(),
+            rolled_forward,
             rebuilt,
             upgraded_from: None,
         };
@@ -249,7 +263,10 @@ impl Engine {
             );
         }
         let recovery = &engine.core.recovery;
-        if recovery.packs != PackRecovery::default() || recovery.stale_uploads > 0 {
+        if recovery.packs != PackRecovery::default()
+            || recovery.stale_uploads > 0
+            || recovery.rolled_forward > 0
+        {
             tracing::warn!(?recovery, "recovered data directory {}", root.display());
         }
         Ok(engine)
@@ -295,7 +312,7 @@ impl Engine {
             commits: c.commits.load(Ordering::Relaxed),
             deduplicated: c.deduplicated.load(Ordering::Relaxed),
             pack_syncs: c.pack_syncs.load(Ordering::Relaxed),
-            index_writes: self.core.index.synced_writes(),
+            index_writes: self.core.index.writes(),
             index_syncs: self.core.index.wal_syncs(),
         }
     }

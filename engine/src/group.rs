@@ -2,7 +2,7 @@
 //! all in memory at commit time (small blobs, manifests), goes through here. Concurrent
 //! commits are written to one shared pack with one `writev` (their blob records, then
 //! one metadata record with all their changes), made durable with one `fdatasync`, and
-//! indexed with one synced RocksDB write.
+//! indexed with one RocksDB write (not synced: the pack is the log).
 //!
 //! Groups are written one at a time, and each takes the next sequence number for its
 //! metadata record while no other group is in flight: the order of sequence numbers is
@@ -126,7 +126,9 @@ impl Core {
                 return (None, Err(e));
             }
         };
-        let indexed = self.index.commit(batch);
+        // Not synced: the pack is, and it is the log. After a power cut, opening rolls
+        // the index forward to the packs (`rollforward.rs`).
+        let indexed = self.index.apply(batch);
         (self.packs.settle(writer, end, indexed.is_ok()), indexed)
     }
 

@@ -1,16 +1,20 @@
 //! `lain-engine`: the registry's storage engine.
 //!
 //! Blobs are content-addressed by OCI digest and written exactly once, straight into an
-//! append-only pack file ([`pack`]); a RocksDB index ([`index`]) maps digests to pack
-//! locations and holds all repository metadata (links, manifests, tags, referrers).
+//! append-only pack file ([`pack`]), and so is every change of repository metadata
+//! (links, manifests, tags, referrers), as a metadata record. A RocksDB index
+//! ([`index`]) is the view of those packs that requests read: digests to pack
+//! locations, and the current metadata. It can always be rebuilt from the packs.
 //! Reads are slices of memory-mapped packs. The byte-level format is in `FORMAT.md`.
 //!
 //! The engine knows nothing of HTTP or configuration files: its callers see
 //! [`Engine`], the typed [`Error`], and plain data types.
 //!
 //! Durability contract: every method that changes data returns only after the change
-//! is durable (pack bytes fdatasync'ed, then the index entry written with a synced
-//! RocksDB write). An index entry never points at bytes that were not synced.
+//! is durable: its records (blob bytes, metadata changes) are fdatasync'ed in a pack,
+//! and then the index is updated (a RocksDB write that is not synced: the packs are the
+//! log, and opening rolls the index forward to them after a power cut). An index entry
+//! never points at bytes that were not synced.
 
 mod backup;
 mod change;
@@ -24,6 +28,7 @@ mod layout;
 mod lock;
 mod rebuild;
 mod repository;
+mod rollforward;
 mod sync;
 mod types;
 mod upgrade;

@@ -181,12 +181,12 @@ fn parent() {
         drop(engine);
         passed += 1;
         println!(
-            "round {round}: {} new acknowledged blobs, {} in all verified, {} tags verified, log and index agree; recovery: {} bytes cut, {} uncommitted records",
+            "round {round}: {} new acknowledged blobs, {} in all verified, {} tags verified, log and index agree; recovery: {} bytes cut, {} records rolled forward",
             acknowledged.len() - before,
             acknowledged.len(),
             tags.len(),
             report.packs.truncated.iter().map(|t| t.1).sum::<u64>(),
-            report.packs.uncommitted_records,
+            report.rolled_forward,
         );
     }
     assert!(

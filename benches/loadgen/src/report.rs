@@ -228,9 +228,12 @@ impl Results {
         out.push_str("| --- | ---: | ---: |\n");
         for kind in [Kind::Ours, Kind::Reference] {
             if let Some((anon, file)) = self.peaks.get(&key(kind)) {
+                let label = match kind {
+                    Kind::Reference => self.reference_label,
+                    _ => kind.label(),
+                };
                 out.push_str(&format!(
-                    "| {} | {:.1} MiB | {:.1} MiB |\n",
-                    kind.label(),
+                    "| {label} | {:.1} MiB | {:.1} MiB |\n",
                     *anon as f64 / 1024.0,
                     *file as f64 / 1024.0
                 ));

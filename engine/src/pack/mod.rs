@@ -173,9 +173,6 @@ impl PackWriter {
 pub struct PackRecovery {
     /// Packs whose uncommitted tail was cut off, with the bytes removed.
     pub truncated: Vec<(u64, u64)>,
-    /// Complete (checksummed) records found in those tails: uploads whose commit never
-    /// returned.
-    pub uncommitted_records: usize,
     /// Packs shorter than their committed length or with a bad header: some blobs in
     /// them are unreadable and reads report `CorruptPack`.
     pub damaged: Vec<(u64, String)>,
@@ -227,12 +224,10 @@ impl Packs {
                 readable = len;
             } else {
                 if len > entry.committed {
-                    // An upload was in flight: its bytes were never acknowledged.
-                    let whole = file.map(len).context("map", &path)?;
-                    let tail = format::scan(&whole, entry.committed);
-                    report.uncommitted_records += tail.records.len();
+                    // An upload in flight, or a write torn by a crash: the valid records
+                    // before it were rolled forward into the index already, so nothing
+                    // here was acknowledged.
                     report.truncated.push((id, len - entry.committed));
-                    drop(whole);
                     file.truncate(entry.committed).context("truncate", &path)?;
                     file.sync_data().context("fdatasync", &path)?;
                 }

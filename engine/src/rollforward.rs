@@ -1,0 +1,108 @@
+//! Rolling the index forward to the packs at open.
+//!
+//! The packs are the log and the index a view of it, so a commit is durable once its
+//! pack is synced: the index write that follows is not synced (one `fdatasync` per
+//! group instead of two). After a power cut the index may therefore end a few writes
+//! before the packs do. Opening finds, past each pack's committed length, the valid
+//! records there and applies them the way a rebuild would (blob locations; metadata
+//! records in sequence order), so every acknowledged change is back before the store
+//! serves. What is past the last valid record was never acknowledged, and the pack
+//! layer cuts it off next.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::change;
+use crate::error::{IoContext, Result};
+use crate::index::{Batch, Family, Index, keys, values};
+use crate::pack::format::{self, RecordKind};
+use crate::pack::{self, Location, PackEntry};
+use crate::storage::Storage;
+
+/// Applies the valid records past each pack's committed length to the index, and moves
+/// the committed lengths in `known` past them. Returns how many records it applied.
+pub(crate) fn roll_forward(
+    index: &Index,
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    seal_size: u64,
+    sequence: &mut u64,
+    known: &mut [(u64, PackEntry)],
+) -> Result<usize> {
+    let mut batch = Batch::default();
+    let mut applied = 0;
+    let mut metas = Vec::new();
+    let mut maps: HashMap<u64, Bytes> = HashMap::new();
+    for (id, entry) in known.iter_mut() {
+        let path = dir.join(pack::file_name(*id));
+        // A pack that cannot be read is the pack layer's to report.
+        let Ok(file) = storage.open(&path) else {
+            continue;
+        };
+        let len = file.size().context("stat", &path)?;
+        if len <= entry.committed
+            || format::check_pack_header(&file.map(16.min(len)).context("map", &path)?).is_err()
+        {
+            continue;
+        }
+        let map = file.map(len).context("map", &path)?;
+        let tail = format::scan(&map, entry.committed);
+        if tail.records.is_empty() {
+            continue;
+        }
+        for record in &tail.records {
+            match &record.kind {
+                RecordKind::Blob(digest) => {
+                    let key = keys::blob(digest);
+                    if !index.contains(Family::Blobs, &key)? {
+                        let loc = Location {
+                            pack: *id,
+                            offset: record.data_offset(),
+                            length: record.length,
+                            crc: record.crc,
+                        };
+                        batch.put(Family::Blobs, &key, &values::encode_location(&loc));
+                    }
+                }
+                RecordKind::Meta { sequence } => {
+                    metas.push((
+                        *sequence,
+                        *id,
+                        record.data_offset()..record.data_offset() + record.length,
+                    ));
+                }
+            }
+            applied += 1;
+        }
+        *entry = PackEntry {
+            committed: tail.valid_end,
+            sealed: tail.valid_end >= seal_size,
+        };
+        batch.put(Family::Packs, &keys::pack(*id), &values::encode_pack(entry));
+        maps.insert(*id, map);
+    }
+    if applied == 0 {
+        return Ok(0);
+    }
+    metas.sort_by_key(|(sequence, pack, range)| (*sequence, *pack, range.start));
+    for (seq, pack, range) in metas {
+        let body = maps
+            .get(&pack)
+            .and_then(|map| map.get(range.start as usize..range.end as usize));
+        // A record whose body this version cannot read is left for `fsck` to report.
+        if let Some(changes) = body.and_then(change::decode) {
+            for change in &changes {
+                change.stage(&mut batch);
+            }
+            *sequence = (*sequence).max(seq);
+        }
+    }
+    batch.put(
+        Family::State,
+        keys::SEQUENCE,
+        &values::encode_sequence(*sequence),
+    );
+    index.commit(batch)?;
+    Ok(applied)
+}
