@@ -11,8 +11,12 @@ use std::time::SystemTime;
 
 use crate::codec::{Reader, Writer};
 use crate::digest::Digest;
+use crate::index::values::Source;
 use crate::index::{Batch, Family, keys, values};
 use crate::types::ManifestMeta;
+
+/// An index entry: its family and key.
+pub(crate) type EntryKey = (Family, Vec<u8>);
 
 /// One change, as the registry was told it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,15 +64,14 @@ const UNTAG: u8 = 6;
 const REPOSITORY: u8 = 7;
 
 impl Change {
-    /// Adds this change's index entries to `batch`.
-    pub fn stage(&self, batch: &mut Batch) {
+    /// Adds this change's index entries to `batch`; `source` is where the change itself
+    /// is logged, which the entry it sets records (see [`Change::keys`]).
+    pub fn stage(&self, batch: &mut Batch, source: Source) {
+        let source = Some(source);
         match self {
             Change::Link { repo, digest } => {
-                batch.put(
-                    Family::Links,
-                    &keys::repo_digest(repo, digest),
-                    &values::marker(),
-                );
+                let value = values::encode_link(source);
+                batch.put(Family::Links, &keys::repo_digest(repo, digest), &value);
                 batch.put(Family::Repos, &keys::repo(repo), &values::marker());
             }
             Change::Unlink { repo, digest } => {
@@ -80,10 +83,11 @@ impl Change {
                 size,
                 meta,
             } => {
-                let value = values::encode_manifest(*size, meta);
+                let value = values::encode_manifest(*size, meta, source);
                 batch.put(Family::Manifests, &keys::repo_digest(repo, digest), &value);
                 if let Some(subject) = &meta.subject {
                     let key = keys::referrer(repo, subject, digest);
+                    let value = values::encode_manifest(*size, meta, None);
                     batch.put(Family::Referrers, &key, &value);
                 }
             }
@@ -105,13 +109,43 @@ impl Change {
                 digest,
                 pushed,
             } => {
-                let value = values::encode_tag(digest, *pushed);
+                let value = values::encode_tag(digest, *pushed, source);
                 batch.put(Family::Tags, &keys::tag(repo, tag), &value);
             }
             Change::Untag { repo, tag } => batch.delete(Family::Tags, &keys::tag(repo, tag)),
             Change::Repository { repo } => {
                 batch.put(Family::Repos, &keys::repo(repo), &values::marker());
             }
+        }
+    }
+
+    /// The entries whose source this change replaces, in the families that record
+    /// sources: the first is the one it sets (its bytes stay needed while that entry
+    /// does), if it sets one; the others it removes. A change that sets none (a
+    /// deletion, a catalog entry) is needed by no entry once written.
+    pub fn keys(&self) -> (Option<EntryKey>, Vec<EntryKey>) {
+        match self {
+            Change::Link { repo, digest } => (
+                Some((Family::Links, keys::repo_digest(repo, digest))),
+                vec![],
+            ),
+            Change::Unlink { repo, digest } => {
+                (None, vec![(Family::Links, keys::repo_digest(repo, digest))])
+            }
+            Change::Manifest { repo, digest, .. } => (
+                Some((Family::Manifests, keys::repo_digest(repo, digest))),
+                vec![],
+            ),
+            Change::ManifestDelete { repo, digest, .. } => {
+                let key = keys::repo_digest(repo, digest);
+                (
+                    None,
+                    vec![(Family::Manifests, key.clone()), (Family::Links, key)],
+                )
+            }
+            Change::Tag { repo, tag, .. } => (Some((Family::Tags, keys::tag(repo, tag))), vec![]),
+            Change::Untag { repo, tag } => (None, vec![(Family::Tags, keys::tag(repo, tag))]),
+            Change::Repository { .. } => (None, vec![]),
         }
     }
 
@@ -192,27 +226,35 @@ impl Change {
     }
 }
 
-/// A metadata record's body: the change count (u32), then each change.
-pub(crate) fn encode<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Vec<u8> {
-    let mut count = 0u32;
+/// A metadata record's body: the change count (u32), then each change; and the bytes
+/// each change took.
+pub(crate) fn encode_sized<'a>(
+    changes: impl IntoIterator<Item = &'a Change>,
+) -> (Vec<u8>, Vec<u32>) {
+    let mut sizes = Vec::new();
     let mut w = Writer::new().u32(0);
     for change in changes {
+        let before = w.len();
         w = change.write(w);
-        count += 1;
+        sizes.push(u32::try_from(w.len() - before).unwrap_or(u32::MAX));
     }
     let mut body = w.done();
+    let count = u32::try_from(sizes.len()).unwrap_or(u32::MAX);
     body[..4].copy_from_slice(&count.to_le_bytes());
-    body
+    (body, sizes)
 }
 
-/// Parses a metadata record's body; `None` if it is not exactly a list of changes.
-pub(crate) fn decode(body: &[u8]) -> Option<Vec<Change>> {
+/// Parses a metadata record's body: each change with the bytes it takes there; `None`
+/// if it is not exactly a list of changes.
+pub(crate) fn decode_sized(body: &[u8]) -> Option<Vec<(Change, u32)>> {
     let mut r = Reader::new(body);
     let count = r.u32()?;
     // Each change takes at least 6 bytes: a bound against a count that lies.
     let mut changes = Vec::with_capacity((count as usize).min(body.len() / 6));
     for _ in 0..count {
-        changes.push(Change::read(&mut r)?);
+        let before = r.remaining();
+        let change = Change::read(&mut r)?;
+        changes.push((change, u32::try_from(before - r.remaining()).ok()?));
     }
     r.done()?;
     Some(changes)
@@ -270,23 +312,26 @@ mod tests {
     #[test]
     fn bodies_round_trip_and_reject_truncation() {
         let changes = every_kind();
-        let body = encode(&changes);
-        assert_eq!(decode(&body), Some(changes));
+        let (body, sizes) = encode_sized(&changes);
+        assert_eq!(sizes.iter().sum::<u32>() as usize + 4, body.len());
+        let sized: Vec<(Change, u32)> = changes.iter().cloned().zip(sizes).collect();
+        assert_eq!(decode_sized(&body), Some(sized));
         for cut in 0..body.len() {
-            assert_eq!(decode(&body[..cut]), None, "cut {cut}");
+            assert_eq!(decode_sized(&body[..cut]), None, "cut {cut}");
         }
         let mut long = body.clone();
         long.push(0);
-        assert_eq!(decode(&long), None);
-        assert_eq!(decode(&encode(&[])), Some(vec![]));
+        assert_eq!(decode_sized(&long), None);
+        assert_eq!(decode_sized(&encode_sized(&[]).0), Some(vec![]));
     }
 
     proptest::proptest! {
         /// Record bodies are read back from disk: garbage is refused, never a panic.
         #[test]
         fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
-            if let Some(changes) = decode(&bytes) {
-                proptest::prop_assert_eq!(encode(&changes), bytes);
+            if let Some(changes) = decode_sized(&bytes) {
+                let changes: Vec<Change> = changes.into_iter().map(|(c, _)| c).collect();
+                proptest::prop_assert_eq!(encode_sized(&changes).0, bytes);
             }
         }
     }

@@ -454,6 +454,8 @@ impl Checker<'_> {
                 Family::Tags,
                 Family::Referrers,
                 Family::Repos,
+                Family::Packs,
+                Family::Usage,
             ] {
                 self.compare(family, &replayed)?;
             }

@@ -72,6 +72,10 @@ impl Writer {
         }
         w
     }
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
     pub fn done(self) -> Vec<u8> {
         self.0
     }
@@ -158,6 +162,10 @@ impl<'a> Reader<'a> {
     }
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
     }
     /// `Some(())` when every byte was read: an encoding is exactly what its version says.
     pub fn done(self) -> Option<()> {

@@ -66,6 +66,24 @@ impl Default for Options {
     }
 }
 
+/// A pack's size and how much of it is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackUsage {
+    pub id: u64,
+    pub committed: u64,
+    pub sealed: bool,
+    /// Bytes of records that no index entry needs any more.
+    pub dead: u64,
+}
+
+impl PackUsage {
+    /// Bytes of records still needed.
+    pub fn live(&self) -> u64 {
+        self.committed
+            .saturating_sub(crate::pack::format::PACK_HEADER_LEN + self.dead)
+    }
+}
+
 /// What opening the data directory found and repaired.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
@@ -291,6 +309,31 @@ impl Engine {
             });
         }
         rebuild::rebuild(&layout, options, progress)
+    }
+
+    /// Every pack with its committed length and its dead bytes (records nothing needs
+    /// any more), in id order: what garbage collection chooses packs to compact by.
+    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
+        let snapshot = self.core.index.snapshot();
+        let mut out = Vec::new();
+        for (key, value) in snapshot.scan_all(Family::Packs)? {
+            let corrupt = || Error::CorruptIndex {
+                family: Family::Packs.name(),
+            };
+            let id = keys::pack_id(&key).ok_or_else(corrupt)?;
+            let entry = values::decode_pack(&value)?;
+            let dead = match snapshot.get(Family::Usage, &key)? {
+                Some(v) => values::decode_dead(&v)?,
+                None => 0,
+            };
+            out.push(PackUsage {
+                id,
+                committed: entry.committed,
+                sealed: entry.sealed,
+                dead,
+            });
+        }
+        Ok(out)
     }
 
     /// What [`Engine::open`] repaired.

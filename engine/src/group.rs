@@ -24,10 +24,12 @@ use bytes::Bytes;
 use crate::change::{self, Change};
 use crate::engine::Core;
 use crate::error::{Error, Result};
+use crate::index::values::Source;
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader, encode_meta_record};
 use crate::pack::{Location, PackWriter};
 use crate::sync::lock;
+use crate::usage::{META_FRAMING, Usage};
 
 /// What one committer hands to the group: all of it becomes durable and visible
 /// atomically, or none of it.
@@ -166,12 +168,21 @@ impl Core {
         let meta_record;
         if !changes.is_empty() {
             let sequence = self.next_sequence();
-            meta_record = encode_meta_record(sequence, &change::encode(changes.iter().copied()));
+            let (body, sizes) = change::encode_sized(changes.iter().copied());
+            meta_record = encode_meta_record(sequence, &body);
+            let mut usage = Usage::new(&self.index);
+            usage.dead(writer.id, META_FRAMING);
+            for (change, bytes) in changes.iter().zip(sizes) {
+                let source = Source {
+                    pack: writer.id,
+                    bytes,
+                };
+                change.stage(&mut batch, source);
+                usage.change(change, source)?;
+            }
+            usage.stage(&mut batch);
             bufs.push(IoSlice::new(&meta_record));
             offset += meta_record.len() as u64;
-            for change in &changes {
-                change.stage(&mut batch);
-            }
             batch.put(
                 Family::State,
                 keys::SEQUENCE,

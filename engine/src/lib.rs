@@ -33,6 +33,7 @@ mod sync;
 mod types;
 mod upgrade;
 mod upload;
+mod usage;
 
 pub mod digest;
 pub mod index;
@@ -43,7 +44,7 @@ pub mod storage;
 pub use backup::BackupReport;
 pub use check::{CheckReport, Finding, Problem};
 pub use digest::{Algorithm, Digest, DigestParseError};
-pub use engine::{BlobReader, Engine, EngineStats, Options, RecoveryReport};
+pub use engine::{BlobReader, Engine, EngineStats, Options, PackUsage, RecoveryReport};
 pub use error::{Error, IndexError, Result};
 pub use pack::PackRecovery;
 pub use rebuild::RebuildReport;

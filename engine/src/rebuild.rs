@@ -15,9 +15,10 @@ use crate::change;
 use crate::digest::Digest;
 use crate::engine::Options;
 use crate::error::{IoContext, Result};
+use crate::index::values::Source;
 use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
 use crate::layout::{Layout, sync_dir};
-use crate::pack::format::{self, PACK_HEADER_LEN, RecordKind};
+use crate::pack::format::{self, PACK_HEADER_LEN, RECORD_OVERHEAD, RecordKind};
 use crate::pack::{self, Location, PackEntry};
 use crate::progress::Progress;
 
@@ -127,6 +128,7 @@ pub(crate) fn fill(
     let mut maps: HashMap<u64, Bytes> = HashMap::new();
     let mut metas = Vec::new();
     let mut seen: HashSet<Digest> = HashSet::new();
+    let mut committed: HashMap<u64, u64> = HashMap::new();
     let mut writer = BatchWriter::new(index);
     let total: u64 = ids
         .iter()
@@ -190,6 +192,7 @@ pub(crate) fn fill(
             committed: scan.valid_end,
             sealed: scan.valid_end >= options.pack_seal_size,
         };
+        committed.insert(id, scan.valid_end);
         writer.put(Family::Packs, &keys::pack(id), &values::encode_pack(&entry))?;
         report.packs += 1;
         report.pack_bytes += map.len() as u64;
@@ -207,12 +210,16 @@ pub(crate) fn fill(
         }) else {
             continue;
         };
-        let Some(changes) = change::decode(body) else {
+        let Some(changes) = change::decode_sized(body) else {
             report.unreadable_records.push((meta.pack, meta.body.start));
             continue;
         };
-        for change in &changes {
-            writer.stage(|batch| change.stage(batch))?;
+        for (change, bytes) in &changes {
+            let source = Source {
+                pack: meta.pack,
+                bytes: *bytes,
+            };
+            writer.stage(|batch| change.stage(batch, source))?;
         }
         report.metadata_records += 1;
         report.changes += changes.len() as u64;
@@ -225,7 +232,37 @@ pub(crate) fn fill(
         &values::encode_sequence(sequence),
     )?;
     writer.finish()?;
+    count_dead_bytes(index, &committed)?;
     Ok(report)
+}
+
+/// Fills the `usage` family of a rebuilt index: a pack's dead bytes are what no entry
+/// needs, its committed bytes less the blob records `blobs` points into and the changes
+/// that `links`, `manifests` and `tags` entries record as their sources.
+fn count_dead_bytes(index: &Index, committed: &HashMap<u64, u64>) -> Result<()> {
+    let mut live: HashMap<u64, u64> = HashMap::new();
+    for entry in index.iter(Family::Blobs) {
+        let (_, value) = entry?;
+        let loc = values::decode_location(&value)?;
+        *live.entry(loc.pack).or_default() += RECORD_OVERHEAD + loc.length;
+    }
+    for family in [Family::Links, Family::Manifests, Family::Tags] {
+        for entry in index.iter(family) {
+            let (_, value) = entry?;
+            if let Some(source) = values::decode_source(family, &value)? {
+                *live.entry(source.pack).or_default() += u64::from(source.bytes);
+            }
+        }
+    }
+    let mut batch = Batch::default();
+    for (&pack, &end) in committed {
+        let used = PACK_HEADER_LEN + live.get(&pack).copied().unwrap_or(0);
+        let dead = end.saturating_sub(used);
+        if dead > 0 {
+            batch.put(Family::Usage, &keys::pack(pack), &values::encode_dead(dead));
+        }
+    }
+    index.commit(batch)
 }
 
 /// Applies staged entries in large unsynced batches; `finish` syncs the last one, which

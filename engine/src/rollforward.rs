@@ -15,10 +15,12 @@ use bytes::Bytes;
 
 use crate::change;
 use crate::error::{IoContext, Result};
+use crate::index::values::Source;
 use crate::index::{Batch, Family, Index, keys, values};
-use crate::pack::format::{self, RecordKind};
+use crate::pack::format::{self, RECORD_OVERHEAD, RecordKind};
 use crate::pack::{self, Location, PackEntry};
 use crate::storage::Storage;
+use crate::usage::{META_FRAMING, Usage};
 
 /// Applies the valid records past each pack's committed length to the index, and moves
 /// the committed lengths in `known` past them. Returns how many records it applied.
@@ -31,6 +33,7 @@ pub(crate) fn roll_forward(
     known: &mut [(u64, PackEntry)],
 ) -> Result<usize> {
     let mut batch = Batch::default();
+    let mut usage = Usage::new(index);
     let mut applied = 0;
     let mut metas = Vec::new();
     let mut maps: HashMap<u64, Bytes> = HashMap::new();
@@ -55,7 +58,10 @@ pub(crate) fn roll_forward(
             match &record.kind {
                 RecordKind::Blob(digest) => {
                     let key = keys::blob(digest);
-                    if !index.contains(Family::Blobs, &key)? {
+                    if index.contains(Family::Blobs, &key)? {
+                        // Stored already (elsewhere): this copy is dead space.
+                        usage.dead(*id, RECORD_OVERHEAD + record.length);
+                    } else {
                         let loc = Location {
                             pack: *id,
                             offset: record.data_offset(),
@@ -91,13 +97,20 @@ pub(crate) fn roll_forward(
             .get(&pack)
             .and_then(|map| map.get(range.start as usize..range.end as usize));
         // A record whose body this version cannot read is left for `fsck` to report.
-        if let Some(changes) = body.and_then(change::decode) {
-            for change in &changes {
-                change.stage(&mut batch);
+        if let Some(changes) = body.and_then(change::decode_sized) {
+            usage.dead(pack, META_FRAMING);
+            for (change, bytes) in &changes {
+                let source = Source {
+                    pack,
+                    bytes: *bytes,
+                };
+                change.stage(&mut batch, source);
+                usage.change(change, source)?;
             }
             *sequence = (*sequence).max(seq);
         }
     }
+    usage.stage(&mut batch);
     batch.put(
         Family::State,
         keys::SEQUENCE,

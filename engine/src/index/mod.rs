@@ -16,7 +16,7 @@ use rocksdb::{
 use crate::error::{Error, Result};
 
 /// The column families. Names are part of the on-disk format (FORMAT.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// digest -> where the blob's bytes are.
     Blobs,
@@ -36,10 +36,12 @@ pub enum Family {
     Packs,
     /// Single values about the store: the newest metadata record's sequence number.
     State,
+    /// pack id -> bytes of the pack's records that nothing needs any more (merged sums).
+    Usage,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Blobs,
         Family::Links,
         Family::Manifests,
@@ -49,6 +51,7 @@ impl Family {
         Family::Uploads,
         Family::Packs,
         Family::State,
+        Family::Usage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Family {
             Family::Uploads => "uploads",
             Family::Packs => "packs",
             Family::State => "state",
+            Family::Usage => "usage",
         }
     }
 }
@@ -138,9 +142,14 @@ impl Index {
         options.enable_statistics();
         options.set_statistics_level(StatsLevel::ExceptTimers);
 
-        let families = Family::ALL
-            .iter()
-            .map(|f| ColumnFamilyDescriptor::new(f.name(), family_options()));
+        let families = Family::ALL.iter().map(|&f| {
+            let mut o = family_options();
+            if f == Family::Usage {
+                // Counters that concurrent writers add to without reading them first.
+                o.set_merge_operator_associative("lain-add-u64", values::merge_add);
+            }
+            ColumnFamilyDescriptor::new(f.name(), o)
+        });
         let db = DB::open_cf_descriptors(&options, path, families)?;
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
@@ -192,10 +201,11 @@ impl Index {
         self.writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut raw = WriteBatch::default();
-        for (family, key, value) in batch.ops {
-            match value {
-                Some(value) => raw.put_cf(self.cf(family), key, value),
-                None => raw.delete_cf(self.cf(family), key),
+        for (family, key, op) in batch.ops {
+            match op {
+                Op::Put(value) => raw.put_cf(self.cf(family), key, value),
+                Op::Delete => raw.delete_cf(self.cf(family), key),
+                Op::Merge(operand) => raw.merge_cf(self.cf(family), key, operand),
             }
         }
         self.db.write_opt(raw, options).map_err(Error::from)
@@ -317,16 +327,32 @@ impl Snapshot<'_> {
 /// operations, so batches built on different threads can be merged into one write.
 #[derive(Debug, Default)]
 pub struct Batch {
-    ops: Vec<(Family, Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<(Family, Vec<u8>, Op)>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Put(Vec<u8>),
+    Delete,
+    /// An operand for the family's merge operator (only `usage` has one).
+    Merge(Vec<u8>),
 }
 
 impl Batch {
     pub fn put(&mut self, family: Family, key: &[u8], value: &[u8]) {
-        self.ops.push((family, key.to_vec(), Some(value.to_vec())));
+        self.ops
+            .push((family, key.to_vec(), Op::Put(value.to_vec())));
     }
 
     pub fn delete(&mut self, family: Family, key: &[u8]) {
-        self.ops.push((family, key.to_vec(), None));
+        self.ops.push((family, key.to_vec(), Op::Delete));
+    }
+
+    /// Adds `operand` to the value at `key` with the family's merge operator.
+    pub fn merge(&mut self, family: Family, key: &[u8], operand: &[u8]) {
+        debug_assert_eq!(family, Family::Usage);
+        self.ops
+            .push((family, key.to_vec(), Op::Merge(operand.to_vec())));
     }
 
     /// Appends another batch's operations after this one's.

@@ -73,23 +73,102 @@ pub fn decode_pack(value: &[u8]) -> Result<PackEntry> {
 }
 
 /// A tag's value: the manifest it points at and when it was pushed.
-pub fn encode_tag(digest: &Digest, pushed: SystemTime) -> Vec<u8> {
-    writer().digest(digest).time(pushed).done()
+pub fn encode_tag(digest: &Digest, pushed: SystemTime, source: Option<Source>) -> Vec<u8> {
+    with_source(writer().digest(digest).time(pushed), source).done()
 }
 
 pub fn decode_tag(value: &[u8]) -> Result<(Digest, SystemTime)> {
-    decode(value, Family::Tags, |r| Some((r.digest()?, r.time()?)))
+    Ok(decode_sourced(value, Family::Tags, |r| Some((r.digest()?, r.time()?)))?.0)
 }
 
 /// A manifest's (or referrer's) description: its size and what the protocol layer
 /// extracted from it. The same encoding serves `manifests` and `referrers`.
-pub fn encode_manifest(size: u64, meta: &ManifestMeta) -> Vec<u8> {
-    writer().manifest(size, meta).done()
+/// A `manifests` value (with its source) or a `referrers` value (without).
+pub fn encode_manifest(size: u64, meta: &ManifestMeta, source: Option<Source>) -> Vec<u8> {
+    with_source(writer().manifest(size, meta), source).done()
 }
 
 pub fn decode_manifest(value: &[u8], family: Family) -> Result<(u64, ManifestMeta)> {
     debug_assert!(matches!(family, Family::Manifests | Family::Referrers));
-    decode(value, family, |r| r.manifest())
+    Ok(decode_sourced(value, family, |r| r.manifest())?.0)
+}
+
+/// Where the change that set an entry is: the pack of its metadata record and the
+/// change's own bytes there. When the entry is replaced or removed, those bytes are dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source {
+    pub pack: u64,
+    pub bytes: u32,
+}
+
+fn with_source(w: Writer, source: Option<Source>) -> Writer {
+    match source {
+        Some(s) => w.u64(s.pack).u32(s.bytes),
+        None => w,
+    }
+}
+
+/// Decodes a value of `family` whose fields `read` consumes, then an optional source.
+fn decode_sourced<T>(
+    value: &[u8],
+    family: Family,
+    read: impl FnOnce(&mut Reader) -> Option<T>,
+) -> Result<(T, Option<Source>)> {
+    decode(value, family, |r| {
+        let out = read(r)?;
+        let source = if r.is_empty() {
+            None
+        } else {
+            Some(Source {
+                pack: r.u64()?,
+                bytes: r.u32()?,
+            })
+        };
+        Some((out, source))
+    })
+}
+
+/// The source of a `links`, `manifests` or `tags` value (none in values written by
+/// format 1, and in other families).
+pub fn decode_source(family: Family, value: &[u8]) -> Result<Option<Source>> {
+    Ok(match family {
+        Family::Links => decode_sourced(value, family, |_| Some(()))?.1,
+        Family::Manifests => decode_sourced(value, family, |r| r.manifest())?.1,
+        Family::Tags => decode_sourced(value, family, |r| Some((r.digest()?, r.time()?)))?.1,
+        _ => None,
+    })
+}
+
+/// A `links` value: presence is the information; the source says where it was logged.
+pub fn encode_link(source: Option<Source>) -> Vec<u8> {
+    with_source(writer(), source).done()
+}
+
+/// A `usage` value (or merge operand): dead bytes of a pack.
+pub fn encode_dead(bytes: u64) -> Vec<u8> {
+    writer().u64(bytes).done()
+}
+
+pub fn decode_dead(value: &[u8]) -> Result<u64> {
+    decode(value, Family::Usage, |r| r.u64())
+}
+
+/// The `usage` family's merge operator: values and operands are dead-byte counts, and
+/// merging adds them. An operand that does not decode fails the merge (RocksDB then
+/// reports the key as corrupt) rather than being counted as zero.
+pub fn merge_add(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut sum = match existing {
+        Some(v) => decode_dead(v).ok()?,
+        None => 0,
+    };
+    for operand in operands {
+        sum = sum.saturating_add(decode_dead(operand).ok()?);
+    }
+    Some(encode_dead(sum))
 }
 
 pub fn encode_sequence(sequence: u64) -> Vec<u8> {
@@ -146,9 +225,9 @@ mod tests {
             artifact_type: Some("application/x-sig".into()),
             annotations: vec![("k".into(), "v".into())],
         };
-        let encoded = encode_manifest(42, &meta);
+        let encoded = encode_manifest(42, &meta, None);
         let (size, back) = decode_manifest(&encoded, Family::Manifests).unwrap();
-        assert_eq!((size, back), (42, meta));
+        assert_eq!((size, back), (42, meta.clone()));
         // Every truncation and a trailing byte are refused, never a panic.
         for cut in 0..encoded.len() {
             assert!(decode_manifest(&encoded[..cut], Family::Manifests).is_err());
@@ -158,6 +237,24 @@ mod tests {
         assert!(decode_manifest(&long, Family::Manifests).is_err());
         let d = Algorithm::Sha512.digest(b"m");
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(decode_tag(&encode_tag(&d, t)).unwrap(), (d, t));
+        assert_eq!(
+            decode_tag(&encode_tag(&d, t, None)).unwrap(),
+            (d.clone(), t)
+        );
+        let source = Source { pack: 7, bytes: 99 };
+        let sourced = encode_tag(&d, t, Some(source));
+        assert_eq!(decode_tag(&sourced).unwrap(), (d, t));
+        assert_eq!(decode_source(Family::Tags, &sourced).unwrap(), Some(source));
+        let manifest = encode_manifest(42, &meta, Some(source));
+        assert_eq!(decode_manifest(&manifest, Family::Manifests).unwrap().0, 42);
+        assert_eq!(
+            decode_source(Family::Manifests, &manifest).unwrap(),
+            Some(source)
+        );
+        assert_eq!(
+            decode_source(Family::Links, &encode_link(Some(source))).unwrap(),
+            Some(source)
+        );
+        assert_eq!(decode_source(Family::Links, &marker()).unwrap(), None);
     }
 }
