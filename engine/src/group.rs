@@ -171,6 +171,7 @@ impl Core {
             let (body, sizes) = change::encode_sized(changes.iter().copied());
             meta_record = encode_meta_record(sequence, &body);
             let mut usage = Usage::new(&self.index);
+            usage.prefetch(changes.iter().copied())?;
             usage.dead(writer.id, META_FRAMING);
             for (change, bytes) in changes.iter().zip(sizes) {
                 let source = Source {

@@ -21,8 +21,9 @@ pub(crate) const META_FRAMING: u64 = META_HEADER_LEN + 4 + RECORD_TRAILER_LEN;
 /// Dead bytes found while staging one index batch.
 pub(crate) struct Usage<'a> {
     index: &'a Index,
-    /// Sources set (or entries removed) by the changes accounted so far, which the
-    /// index does not show yet.
+    /// Sources of entries as the changes accounted so far leave them: read from the
+    /// index once ([`Usage::prefetch`] or on first use), then updated in memory, since
+    /// the index does not show this batch's changes yet.
     staged: HashMap<(Family, Vec<u8>), Option<Source>>,
     dead: HashMap<u64, u64>,
 }
@@ -34,6 +35,31 @@ impl<'a> Usage<'a> {
             staged: HashMap::new(),
             dead: HashMap::new(),
         }
+    }
+
+    /// Reads the sources of every entry `changes` touch, one batch per family.
+    pub fn prefetch<'c>(&mut self, changes: impl Iterator<Item = &'c Change>) -> Result<()> {
+        let mut wanted: HashMap<Family, Vec<Vec<u8>>> = HashMap::new();
+        for change in changes {
+            let (sets, removes) = change.keys();
+            for (family, key) in sets.into_iter().chain(removes) {
+                if !self.staged.contains_key(&(family, key.clone())) {
+                    wanted.entry(family).or_default().push(key);
+                }
+            }
+        }
+        for (family, keys) in wanted {
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let found = self.index.get_many(family, &refs)?;
+            for (key, value) in keys.into_iter().zip(found) {
+                let source = match value {
+                    Some(value) => values::decode_source(family, &value)?,
+                    None => None,
+                };
+                self.staged.entry((family, key)).or_insert(source);
+            }
+        }
+        Ok(())
     }
 
     /// `bytes` of `pack` that are dead from the start.

@@ -180,6 +180,16 @@ impl Index {
         Ok(self.db.get_pinned_cf(self.cf(family), key)?.is_some())
     }
 
+    /// The values of `keys` in one family, in order, read as one batch (cheaper than
+    /// one lookup each).
+    pub fn get_many(&self, family: Family, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .batched_multi_get_cf(self.cf(family), keys.iter().copied(), false)
+            .into_iter()
+            .map(|v| Ok(v?.map(|v| v.to_vec())))
+            .collect()
+    }
+
     /// Applies `batch` atomically and returns once it is durable (the WAL is synced).
     /// Concurrent callers are grouped by RocksDB's write thread and share one sync.
     pub fn commit(&self, batch: Batch) -> Result<()> {
