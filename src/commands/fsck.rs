@@ -53,9 +53,10 @@ pub fn check(engine: &Engine, deep: bool, out: &dyn Output) -> Result<Outcome, S
     }
     let hashed = if deep {
         format!(
-            ", re-hashed {} at {:.0} MiB/s",
+            ", re-hashed {} in {:.1} s ({:.0} MiB/s)",
             bytes(report.hashed_bytes),
-            report.hashed_bytes as f64 / f64::from(1 << 20) / elapsed.as_secs_f64().max(1e-9)
+            report.hashing_seconds,
+            report.hashed_bytes as f64 / f64::from(1 << 20) / report.hashing_seconds.max(1e-9)
         )
     } else {
         String::new()

@@ -24,7 +24,8 @@ const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections 
                        [--scratch DIR]
                        [--only NAME,NAME] [--no-scale]
        loadgen drive ADDR [--quick] [--only NAME,NAME] [--connections N]
-       loadgen populate DIR BLOBS TAGS
+       loadgen populate DIR BLOBS TAGS [LARGE_MIB]
+       loadgen sha256
        loadgen sink ADDR
 
 compare  starts each server with a fresh data directory under --scratch (default: a
@@ -43,8 +44,10 @@ compare  starts each server with a fresh data directory under --scratch (default
          side in one run.
 drive    runs the scenarios once against a registry already listening on ADDR
          (host:port) and prints each figure; for profiling a server by hand.
-populate builds the scale check's store in DIR/data (BLOBS blobs, TAGS tags) and
-         keeps it, for `registry serve` and `drive` by hand.
+populate builds the scale check's store in DIR/data (BLOBS blobs, TAGS tags, and
+         LARGE_MIB MiB of 64 MiB blobs) and keeps it, for `registry serve`,
+         `registry fsck` (benches/fsck) and `drive` by hand.
+sha256   prints this machine's sha256 rate on one core (the registry's own code).
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
 
@@ -78,6 +81,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         scale: Some(scale::Scale {
             blobs: 1_000_000,
             tags: 100_000,
+            large_mib: 0,
         }),
     };
     let mut connections = None;
@@ -106,6 +110,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 parsed.scale = Some(scale::Scale {
                     blobs: 20_000,
                     tags: 2_000,
+                    large_mib: 0,
                 });
             }
             "--no-scale" => parsed.scale = None,
@@ -148,7 +153,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("sink") if args.len() == 2 => sink::run(&args[1]),
         Some("compare") => parse(&args[1..]).and_then(compare),
-        Some("populate") if args.len() == 4 => populate(&args[1..]),
+        Some("populate") if (4..=5).contains(&args.len()) => populate(&args[1..]),
+        Some("sha256") if args.len() == 1 => {
+            let seconds = data::sha256_cpu_per_gib(&data::pseudo_random(9, 64 << 20), 16);
+            println!("sha256 on one core: {:.0} MiB/s", 1024.0 / seconds);
+            Ok(())
+        }
         Some("drive") if args.len() >= 2 => {
             parse(&args[2..]).and_then(|parsed| drive(&args[1], &parsed))
         }
@@ -171,6 +181,7 @@ fn populate(args: &[String]) -> Result<(), String> {
     let scale = scale::Scale {
         blobs: count(&args[1])?,
         tags: count(&args[2])?,
+        large_mib: args.get(3).map(count).transpose()?.unwrap_or(0),
     };
     let seconds = scale::populate(&PathBuf::from(&args[0]).join("data"), &scale)?;
     eprintln!("loadgen: built in {seconds:.0} s");

@@ -25,6 +25,8 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub struct Scale {
     pub blobs: usize,
     pub tags: usize,
+    /// MiB of large blobs (64 MiB each) besides.
+    pub large_mib: usize,
 }
 
 /// Blob `i`: a few distinct bytes in one of 1,000 repositories.
@@ -102,9 +104,18 @@ pub fn populate(root: &Path, scale: &Scale) -> Result<f64, String> {
             media_type: OCI_MANIFEST.into(),
             ..ManifestMeta::default()
         };
+        // The blobs are mounted into the manifest's repository first, as a client's
+        // push would: the store is one a registry could have been given.
+        let repo = format!("scale/tags{:03}", i % 100);
+        for k in [2 * i, 2 * i + 1] {
+            let (_, bytes) = blob(k % scale.blobs.max(1));
+            engine
+                .link_blob(&repo, &Algorithm::Sha256.digest(&bytes))
+                .map_err(|e| format!("mount {k}: {e}"))?;
+        }
         engine
             .put_manifest(
-                &format!("scale/tags{:03}", i % 100),
+                &repo,
                 Bytes::from(body.to_string()),
                 &Reference::Tag(format!("v{i:06}")),
                 meta,
@@ -112,6 +123,26 @@ pub fn populate(root: &Path, scale: &Scale) -> Result<f64, String> {
             .map(|_| ())
             .map_err(|e| format!("manifest {i}: {e}"))
     })?;
+    // Large blobs, for re-hashing rates (`registry fsck --deep`).
+    let piece = crate::data::pseudo_random(scale.large_mib as u64, 1 << 20);
+    for n in 0..scale.large_mib.div_ceil(64) {
+        let id = engine
+            .start_upload("scale/large", Algorithm::Sha256)
+            .map_err(|e| format!("large blob {n}: {e}"))?;
+        let mut hasher = Algorithm::Sha256.hasher();
+        for m in 0..64.min(scale.large_mib - n * 64) {
+            // Each MiB differs in its first bytes: nothing deduplicates.
+            let mut bytes = piece.clone();
+            bytes[..16].copy_from_slice(&((n * 64 + m) as u128).to_le_bytes());
+            hasher.update(&bytes);
+            engine
+                .upload_append("scale/large", &id, Bytes::from(bytes))
+                .map_err(|e| format!("large blob {n}: {e}"))?;
+        }
+        engine
+            .commit_upload("scale/large", &id, &hasher.finish())
+            .map_err(|e| format!("large blob {n}: {e}"))?;
+    }
     // A store that grew over months has long settled its compactions; a bulk load
     // leaves them all pending, and they would compete with the measured requests.
     engine.compact_index();
