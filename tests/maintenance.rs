@@ -209,7 +209,7 @@ fn backup_under_push_load_restores_every_image_acknowledged_before_it_began() {
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) && n < 200 {
+                while !stop.load(Ordering::Relaxed) && n < 5000 {
                     let tag = format!("p{p}-{n}");
                     push_image(&reg, "lain/load", &tag, 1000 + p * 1000 + n);
                     acked.push(tag);
@@ -228,10 +228,13 @@ fn backup_under_push_load_restores_every_image_acknowledged_before_it_began() {
     }
     let first = registry(dir.path(), &["backup", dest.path().to_str().unwrap()]);
     assert!(first.status.success(), "{first:?}");
+    // A check while pushes go on sees the store as of one moment: nothing half-done.
+    let check = registry(dir.path(), &["fsck"]);
+    assert!(check.status.success(), "{}", stdout(&check));
+    assert!(stdout(&check).contains(": no problems"), "{}", stdout(&check));
     stop.store(true, Ordering::Relaxed);
-    for p in pushers {
-        assert!(!p.join().unwrap().is_empty());
-    }
+    let pushed: usize = pushers.into_iter().map(|p| p.join().unwrap().len()).sum();
+    assert!(pushed > 2, "the pushes did not overlap the backup ({pushed})");
     // A second backup, with the server still running, copies only what is new.
     push_image(&reg, "lain/app", "after", 7);
     let second = registry(dir.path(), &["backup", dest.path().to_str().unwrap()]);
