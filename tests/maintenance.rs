@@ -231,10 +231,17 @@ fn backup_under_push_load_restores_every_image_acknowledged_before_it_began() {
     // A check while pushes go on sees the store as of one moment: nothing half-done.
     let check = registry(dir.path(), &["fsck"]);
     assert!(check.status.success(), "{}", stdout(&check));
-    assert!(stdout(&check).contains(": no problems"), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains(": no problems"),
+        "{}",
+        stdout(&check)
+    );
     stop.store(true, Ordering::Relaxed);
     let pushed: usize = pushers.into_iter().map(|p| p.join().unwrap().len()).sum();
-    assert!(pushed > 2, "the pushes did not overlap the backup ({pushed})");
+    assert!(
+        pushed > 2,
+        "the pushes did not overlap the backup ({pushed})"
+    );
     // A second backup, with the server still running, copies only what is new.
     push_image(&reg, "lain/app", "after", 7);
     let second = registry(dir.path(), &["backup", dest.path().to_str().unwrap()]);

@@ -453,16 +453,7 @@ impl Checker<'_> {
                 progress,
             )?;
             progress.phase("comparing the index with the log", 0);
-            for family in [
-                Family::Blobs,
-                Family::Links,
-                Family::Manifests,
-                Family::Tags,
-                Family::Referrers,
-                Family::Repos,
-                Family::Packs,
-                Family::Usage,
-            ] {
+            for family in Family::FROM_PACKS {
                 self.compare(family, &replayed)?;
             }
             Ok::<(), Error>(())

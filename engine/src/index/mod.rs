@@ -41,6 +41,20 @@ pub enum Family {
 }
 
 impl Family {
+    /// The families a rebuild derives from the packs, which must equal the live index's
+    /// (`uploads` is dropped at every start; `state` holds the newest sequence number
+    /// given out, which a failed write leaves unused).
+    pub const FROM_PACKS: [Family; 8] = [
+        Family::Blobs,
+        Family::Links,
+        Family::Manifests,
+        Family::Tags,
+        Family::Referrers,
+        Family::Repos,
+        Family::Packs,
+        Family::Usage,
+    ];
+
     pub const ALL: [Family; 10] = [
         Family::Blobs,
         Family::Links,
