@@ -191,6 +191,14 @@ impl Engine {
         let mut rebuilt = None;
         if found != Found::Empty && !layout.index().exists() {
             // Lost, deleted, or a rebuild was interrupted: the packs have it all.
+            if found == (Found::Store { version: 1 }) {
+                tracing::error!(
+                    "{}: the index of a format-1 store is missing; its blobs are rebuilt \
+                     from the packs, but its repositories, tags and manifests were only in \
+                     the index and are gone",
+                    root.display()
+                );
+            }
             let report = rebuild::rebuild(&layout, &options, &Silent)?;
             if report.packs > 0 {
                 tracing::warn!(
@@ -300,13 +308,25 @@ impl Engine {
     ) -> Result<RebuildReport> {
         let _lock = DirLock::acquire(root)?;
         let layout = Layout::new(root);
-        if let Found::Store { version } = layout.found()?
-            && version > FORMAT_VERSION
-        {
-            return Err(Error::UnsupportedFormat {
-                path: root.to_owned(),
-                detail: format!("data format {version} is newer than this registry's"),
-            });
+        match layout.found()? {
+            Found::Store { version } if version > FORMAT_VERSION => {
+                return Err(Error::UnsupportedFormat {
+                    path: root.to_owned(),
+                    detail: format!("data format {version} is newer than this registry's"),
+                });
+            }
+            // Its packs hold no metadata: a rebuild would keep the blobs and drop every
+            // repository, tag and manifest that its index alone holds.
+            Found::Store { version: 1 } => {
+                return Err(Error::UnsupportedFormat {
+                    path: root.to_owned(),
+                    detail: "data format 1 keeps its metadata in the index only, so it cannot \
+                             be rebuilt from the packs: open it once (`registry serve` or \
+                             `registry fsck`) to upgrade it in place, then repair"
+                        .into(),
+                });
+            }
+            _ => {}
         }
         rebuild::rebuild(&layout, options, progress)
     }

@@ -9,7 +9,7 @@
 //! serves. What is past the last valid record was never acknowledged, and the pack
 //! layer cuts it off next.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
@@ -23,7 +23,9 @@ use crate::storage::Storage;
 use crate::usage::{META_FRAMING, Usage};
 
 /// Applies the valid records past each pack's committed length to the index, and moves
-/// the committed lengths in `known` past them. Returns how many records it applied.
+/// the committed lengths in `known` past them. `sequence` is the newest metadata record
+/// the index has applied; it comes back as the newest after the roll-forward. Returns
+/// how many records it applied.
 pub(crate) fn roll_forward(
     index: &Index,
     storage: &dyn Storage,
@@ -32,11 +34,14 @@ pub(crate) fn roll_forward(
     sequence: &mut u64,
     known: &mut [(u64, PackEntry)],
 ) -> Result<usize> {
+    let applied_up_to = *sequence;
     let mut batch = Batch::default();
     let mut usage = Usage::new(index);
     let mut applied = 0;
     let mut metas = Vec::new();
     let mut maps: HashMap<u64, Bytes> = HashMap::new();
+    // The first copy of a blob wins, in pack order, as in a rebuild.
+    let mut staged_blobs = HashSet::new();
     for (id, entry) in known.iter_mut() {
         let path = dir.join(pack::file_name(*id));
         // A pack that cannot be read is the pack layer's to report.
@@ -51,14 +56,26 @@ pub(crate) fn roll_forward(
         }
         let map = file.map(len).context("map", &path)?;
         let tail = format::scan(&map, entry.committed);
-        if tail.records.is_empty() {
+        // A metadata record the index has a later sequence than was never applied: its
+        // group's index write failed (the client got an error) and later groups went
+        // on. It, and anything after it in its pack, is cut, never applied over them.
+        let keep = tail
+            .records
+            .iter()
+            .position(|r| matches!(r.kind, RecordKind::Meta { sequence: s } if s <= applied_up_to))
+            .unwrap_or(tail.records.len());
+        let records = &tail.records[..keep];
+        let Some(last) = records.last() else {
             continue;
-        }
-        for record in &tail.records {
+        };
+        let valid_end = last.end();
+        for record in records {
             match &record.kind {
                 RecordKind::Blob(digest) => {
                     let key = keys::blob(digest);
-                    if index.contains(Family::Blobs, &key)? {
+                    if !staged_blobs.insert(digest.clone())
+                        || index.contains(Family::Blobs, &key)?
+                    {
                         // Stored already (elsewhere): this copy is dead space.
                         usage.dead(*id, RECORD_OVERHEAD + record.length);
                     } else {
@@ -82,8 +99,8 @@ pub(crate) fn roll_forward(
             applied += 1;
         }
         *entry = PackEntry {
-            committed: tail.valid_end,
-            sealed: tail.valid_end >= seal_size,
+            committed: valid_end,
+            sealed: valid_end >= seal_size,
         };
         batch.put(Family::Packs, &keys::pack(*id), &values::encode_pack(entry));
         maps.insert(*id, map);

@@ -499,6 +499,11 @@ fn a_format_1_store_is_upgraded_in_place_and_serves_the_same() {
         ..small_options()
     };
 
+    // A rebuild from its packs would lose its metadata: refused until it is upgraded.
+    assert!(matches!(
+        Engine::rebuild_index(&store, &options(), &Silent),
+        Err(lain_engine::Error::UnsupportedFormat { .. })
+    ));
     let engine = open(&store, options());
     assert_eq!(engine.recovery_report().upgraded_from, Some(1));
     assert_eq!(dump(&engine, &candidates), expected);
@@ -652,4 +657,50 @@ fn superseded_changes_are_counted_as_dead_bytes() {
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let engine = open(dir.path(), small_options());
     assert_eq!(dead(&engine), dead0 + 2 * 32 + 2 * tag_change + 18);
+}
+
+/// A metadata record whose index write failed stays in its (retired) pack while later
+/// groups commit. At the next open it is older than what the index has applied: it is
+/// cut, never applied over the newer, acknowledged changes.
+#[test]
+fn a_stale_record_past_the_committed_length_is_cut_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+    let acknowledged = engine
+        .put_manifest(
+            "lib/app",
+            body,
+            &Reference::Tag("t".into()),
+            meta(None, None),
+        )
+        .unwrap();
+    drop(engine);
+    // "tag lib/app:t -> <other>" with sequence 1, which the index has applied long ago.
+    let other = sha256(b"some other manifest");
+    let mut change = vec![5u8];
+    for s in ["lib/app", "t"] {
+        change.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        change.extend_from_slice(s.as_bytes());
+    }
+    change.push(1);
+    change.extend_from_slice(other.as_bytes());
+    change.extend_from_slice(&0u64.to_le_bytes());
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&change);
+    let stale = lain_engine::pack::format::encode_meta_record(1, &body);
+    let pack = pack_files(dir.path()).pop().unwrap();
+    let before = std::fs::metadata(&pack).unwrap().len();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes.extend_from_slice(&stale);
+    std::fs::write(&pack, bytes).unwrap();
+
+    let engine = open(dir.path(), small_options());
+    assert_eq!(engine.recovery_report().rolled_forward, 0);
+    assert_eq!(std::fs::metadata(&pack).unwrap().len(), before);
+    assert_eq!(
+        engine.resolve_tag("lib/app", "t").unwrap(),
+        Some(acknowledged.digest)
+    );
+    assert_clean(&engine);
 }
