@@ -226,21 +226,32 @@ impl Change {
     }
 }
 
-/// A metadata record's body: the change count (u32), then each change; and the bytes
-/// each change took.
-pub(crate) fn encode_sized<'a>(
+/// The changes back to back, as a metadata record's body holds them after its count;
+/// and the bytes each change took.
+pub(crate) fn encode_list<'a>(
     changes: impl IntoIterator<Item = &'a Change>,
 ) -> (Vec<u8>, Vec<u32>) {
     let mut sizes = Vec::new();
-    let mut w = Writer::new().u32(0);
+    let mut w = Writer::new();
     for change in changes {
         let before = w.len();
         w = change.write(w);
         sizes.push(u32::try_from(w.len() - before).unwrap_or(u32::MAX));
     }
-    let mut body = w.done();
-    let count = u32::try_from(sizes.len()).unwrap_or(u32::MAX);
-    body[..4].copy_from_slice(&count.to_le_bytes());
+    (w.done(), sizes)
+}
+
+/// A whole metadata record body: the change count (u32), then [`encode_list`].
+#[cfg(test)]
+pub(crate) fn encode_sized<'a>(
+    changes: impl IntoIterator<Item = &'a Change>,
+) -> (Vec<u8>, Vec<u32>) {
+    let (list, sizes) = encode_list(changes);
+    let mut body = u32::try_from(sizes.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes()
+        .to_vec();
+    body.extend_from_slice(&list);
     (body, sizes)
 }
 

@@ -73,6 +73,10 @@ pub enum Error {
     #[error("backup destination {path}: {detail}")]
     BackupMismatch { path: PathBuf, detail: String },
 
+    /// One atomic set of metadata changes would not fit in a metadata record.
+    #[error("{bytes} bytes of metadata changes exceed the {limit}-byte record limit")]
+    MetadataTooLarge { bytes: u64, limit: u32 },
+
     /// A repository name or tag the index cannot hold (empty, too long, or containing
     /// the key separator). Protocol-level name grammar is the caller's business.
     #[error("invalid {what}: {reason}")]

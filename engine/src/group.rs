@@ -26,7 +26,9 @@ use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::index::values::Source;
 use crate::index::{Batch, Family, keys, values};
-use crate::pack::format::{RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader, encode_meta_record};
+use crate::pack::format::{
+    META_MAX_BODY, RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader, encode_meta_record,
+};
 use crate::pack::{Location, PackWriter};
 use crate::sync::lock;
 use crate::usage::{META_FRAMING, Usage};
@@ -45,6 +47,16 @@ pub(crate) struct GroupEntry {
     pub side: Batch,
 }
 
+/// An entry waiting for a group, its changes already encoded (by its own thread, not
+/// the leader's).
+struct Queued {
+    entry: GroupEntry,
+    /// The changes as a metadata record's body holds them (without the count), and the
+    /// bytes each takes.
+    encoded: Vec<u8>,
+    sizes: Vec<u32>,
+}
+
 /// A blob whose bytes are all in memory.
 pub(crate) struct SmallBlob {
     pub header: RecordHeader,
@@ -60,7 +72,7 @@ pub(crate) struct GroupCommit {
 
 #[derive(Default)]
 struct State {
-    queue: Vec<(u64, GroupEntry)>,
+    queue: Vec<(u64, Queued)>,
     outcomes: HashMap<u64, Result<()>>,
     leader_active: bool,
     next_ticket: u64,
@@ -72,18 +84,31 @@ impl Core {
     /// Makes `entry` durable and visible, sharing the write and syncs with concurrent
     /// callers.
     pub(crate) fn group_commit(&self, entry: GroupEntry) -> Result<()> {
+        let (encoded, sizes) = change::encode_list(&entry.changes);
+        // One entry's changes go in one record (they are one atomic change).
+        if encoded.len() as u64 + 4 > u64::from(META_MAX_BODY) {
+            return Err(Error::MetadataTooLarge {
+                bytes: encoded.len() as u64,
+                limit: META_MAX_BODY,
+            });
+        }
+        let queued = Queued {
+            entry,
+            encoded,
+            sizes,
+        };
         let group = &self.group;
         let mut state = lock(&group.state);
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push((ticket, entry));
+        state.queue.push((ticket, queued));
         loop {
             if let Some(outcome) = state.outcomes.remove(&ticket) {
                 return outcome;
             }
             if !state.leader_active {
                 state.leader_active = true;
-                let (tickets, records): (Vec<u64>, Vec<GroupEntry>) =
+                let (tickets, records): (Vec<u64>, Vec<Queued>) =
                     std::mem::take(&mut state.queue).into_iter().unzip();
                 let pack = state.pack.take();
                 drop(state);
@@ -111,7 +136,7 @@ impl Core {
     fn write_group(
         &self,
         pack: Option<PackWriter>,
-        entries: Vec<GroupEntry>,
+        entries: Vec<Queued>,
     ) -> (Option<PackWriter>, Result<()>) {
         let mut writer = match pack {
             Some(writer) => writer,
@@ -139,9 +164,12 @@ impl Core {
     fn write_group_to(
         &self,
         writer: &mut PackWriter,
-        entries: Vec<GroupEntry>,
+        entries: Vec<Queued>,
     ) -> Result<(Batch, u64)> {
-        let blobs: Vec<&SmallBlob> = entries.iter().filter_map(|e| e.blob.as_ref()).collect();
+        let blobs: Vec<&SmallBlob> = entries
+            .iter()
+            .filter_map(|q| q.entry.blob.as_ref())
+            .collect();
         let headers: Vec<_> = blobs.iter().map(|b| b.header.encode()).collect();
         let trailers: Vec<_> = blobs.iter().map(|b| b.crc.to_le_bytes()).collect();
         let mut bufs = Vec::new();
@@ -164,31 +192,54 @@ impl Core {
                 &values::encode_location(&loc),
             );
         }
-        let changes: Vec<&Change> = entries.iter().flat_map(|e| &e.changes).collect();
-        let meta_record;
-        if !changes.is_empty() {
-            let sequence = self.next_sequence();
-            let (body, sizes) = change::encode_sized(changes.iter().copied());
-            meta_record = encode_meta_record(sequence, &body);
-            let mut usage = Usage::new(&self.index);
-            usage.prefetch(changes.iter().copied())?;
-            usage.dead(writer.id, META_FRAMING);
-            for (change, bytes) in changes.iter().zip(sizes) {
-                let source = Source {
-                    pack: writer.id,
-                    bytes,
-                };
-                change.stage(&mut batch, source);
-                usage.change(change, source)?;
+        // The changes, in entry order, in as few metadata records as the body limit
+        // allows; each record takes the next sequence number.
+        let logged: Vec<&Queued> = entries.iter().filter(|q| !q.sizes.is_empty()).collect();
+        let mut usage = Usage::new(&self.index);
+        usage.prefetch(logged.iter().flat_map(|q| &q.entry.changes))?;
+        let mut meta_records = Vec::new();
+        let mut start = 0;
+        while start < logged.len() {
+            let mut end = start;
+            let mut len = 4u64;
+            while end < logged.len()
+                && (end == start
+                    || len + logged[end].encoded.len() as u64 <= u64::from(META_MAX_BODY))
+            {
+                len += logged[end].encoded.len() as u64;
+                end += 1;
             }
-            usage.stage(&mut batch);
-            bufs.push(IoSlice::new(&meta_record));
-            offset += meta_record.len() as u64;
+            let part = &logged[start..end];
+            let count: usize = part.iter().map(|q| q.sizes.len()).sum();
+            let mut body = Vec::with_capacity(len as usize);
+            body.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_le_bytes());
+            for queued in part {
+                body.extend_from_slice(&queued.encoded);
+            }
+            let sequence = self.next_sequence();
+            usage.dead(writer.id, META_FRAMING);
+            for queued in part {
+                for (change, &bytes) in queued.entry.changes.iter().zip(&queued.sizes) {
+                    let source = Source {
+                        pack: writer.id,
+                        bytes,
+                    };
+                    change.stage(&mut batch, source);
+                    usage.change(change, source)?;
+                }
+            }
             batch.put(
                 Family::State,
                 keys::SEQUENCE,
                 &values::encode_sequence(sequence),
             );
+            meta_records.push(encode_meta_record(sequence, &body));
+            start = end;
+        }
+        usage.stage(&mut batch);
+        for record in &meta_records {
+            bufs.push(IoSlice::new(record));
+            offset += record.len() as u64;
         }
         if !bufs.is_empty() {
             writer.append(&bufs)?;
@@ -197,9 +248,9 @@ impl Core {
             self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
             self.stage_pack(&mut batch, writer.id, offset);
         }
-        drop(changes);
-        for entry in entries {
-            batch.extend(entry.side);
+        drop(logged);
+        for queued in entries {
+            batch.extend(queued.entry.side);
         }
         Ok((batch, offset))
     }

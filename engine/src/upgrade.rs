@@ -5,14 +5,15 @@
 //! reads as format 1 and is upgraded again at the next open: the repeated snapshot
 //! states the same entries, so replaying both gives the same index.
 
-use crate::change::Change;
+use crate::change::{self, Change};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::group::GroupEntry;
 use crate::index::{Family, values};
 
-/// Changes per metadata record: keeps each record (and its index batch) a few MiB.
-const CHUNK: usize = 20_000;
+/// Bytes of changes per group commit: each record (and its index batch) a few MiB,
+/// well inside the record limit.
+const CHUNK_BYTES: usize = 8 << 20;
 
 pub(crate) fn from_format_1(engine: &Engine) -> Result<()> {
     let core = &engine.core;
@@ -72,13 +73,26 @@ pub(crate) fn from_format_1(engine: &Engine) -> Result<()> {
             pushed,
         });
     }
-    while !changes.is_empty() {
-        let rest = changes.split_off(changes.len().min(CHUNK));
-        core.group_commit(GroupEntry {
-            changes,
-            ..GroupEntry::default()
-        })?;
-        changes = rest;
+    let (_, sizes) = change::encode_list(&changes);
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for (change, size) in changes.into_iter().zip(sizes) {
+        chunk.push(change);
+        bytes += size as usize;
+        if bytes >= CHUNK_BYTES {
+            commit(core, std::mem::take(&mut chunk))?;
+            bytes = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        commit(core, chunk)?;
     }
     Ok(())
+}
+
+fn commit(core: &crate::engine::Core, changes: Vec<Change>) -> Result<()> {
+    core.group_commit(GroupEntry {
+        changes,
+        ..GroupEntry::default()
+    })
 }

@@ -704,3 +704,39 @@ fn a_stale_record_past_the_committed_length_is_cut_not_applied() {
     );
     assert_clean(&engine);
 }
+
+/// One atomic set of changes larger than a metadata record can hold is refused; large
+/// concurrent ones (which may share a group) are split into several records, each
+/// under the limit, and all of it survives a rebuild.
+#[test]
+fn metadata_beyond_the_record_limit_is_split_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path(), small_options()));
+    let big = |mib: usize, n: u8| ManifestMeta {
+        annotations: vec![("big".into(), String::from(char::from(b'a' + n)).repeat(mib << 20))],
+        ..meta(None, None)
+    };
+    let body = |n: u8| Bytes::from(format!(r#"{{"schemaVersion":2,"n":{n}}}"#));
+    match engine.put_manifest("lib/app", body(0), &Reference::Tag("huge".into()), big(65, 0)) {
+        Err(lain_engine::Error::MetadataTooLarge { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let threads: Vec<_> = (1..=4u8)
+        .map(|n| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                engine
+                    .put_manifest("lib/app", body(n), &Reference::Tag(format!("t{n}")), big(24, n))
+                    .unwrap()
+            })
+        })
+        .collect();
+    let digests: Vec<Digest> = threads.into_iter().map(|t| t.join().unwrap().digest).collect();
+    let before = served(&engine, &[], &digests);
+    assert_eq!(before.manifests.len(), 4);
+    assert_clean(&engine);
+    drop(engine);
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let engine = open(dir.path(), small_options());
+    assert_eq!(served(&engine, &[], &digests), before);
+}

@@ -151,7 +151,8 @@ impl From<EngineError> for ApiError {
             | EngineError::CorruptIndex { .. }
             | EngineError::CorruptPack { .. }
             | EngineError::UnsupportedFormat { .. }
-            | EngineError::BackupMismatch { .. } => {
+            | EngineError::BackupMismatch { .. }
+            | EngineError::MetadataTooLarge { .. } => {
                 tracing::error!(error = %e, "storage failure");
                 return ApiError::new(ErrorCode::Unknown, "internal storage error");
             }

@@ -93,7 +93,8 @@ pub const META_VERSION: u8 = 1;
 /// Metadata record header: magic, version, reserved [3], sequence u64, body length u32,
 /// crc u32.
 pub const META_HEADER_LEN: u64 = 24;
-/// A metadata record's body is at most this long (writers split larger batches).
+/// A metadata record's body is at most this long: the group commit splits a group's
+/// changes into several records, and refuses one atomic set of changes larger than it.
 pub const META_MAX_BODY: u32 = 64 << 20;
 
 /// The fixed-size header in front of a metadata record's body.
