@@ -18,7 +18,7 @@ use crate::error::{IoContext, Result};
 use crate::index::values::Source;
 use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
 use crate::layout::{Layout, sync_dir};
-use crate::pack::format::{self, PACK_HEADER_LEN, RECORD_OVERHEAD, RecordKind};
+use crate::pack::format::{self, META_HEADER_LEN, PACK_HEADER_LEN, RECORD_OVERHEAD, RecordKind};
 use crate::pack::{self, Location, PackEntry};
 use crate::progress::Progress;
 
@@ -34,9 +34,10 @@ pub struct RebuildReport {
     pub changes: u64,
     /// Stretches of packs that hold no valid record: the bytes there are lost.
     pub damaged: Vec<(u64, Range<u64>)>,
-    /// Metadata records whose body does not parse although their checksums hold
-    /// (written by a newer version?); skipped.
-    pub unreadable_records: Vec<(u64, u64)>,
+    /// Records not applied: pack, offset, why. A metadata record whose body does not
+    /// parse although its checksums hold (written by a newer version?); and records
+    /// found past damaged bytes that cannot be trusted to be records (see below).
+    pub skipped_records: Vec<(u64, u64, &'static str)>,
     /// Files in the pack directory that are not packs this version can read.
     pub skipped_files: Vec<(PathBuf, String)>,
 }
@@ -159,9 +160,27 @@ pub(crate) fn fill(
             continue;
         }
         let scan = format::scan_all(&map, PACK_HEADER_LEN);
+        // Past damaged bytes the scan searched for the next thing that checks out as a
+        // record; it could be bytes inside a blob (a client's upload) crafted to look
+        // like one. There, a blob record counts only if its bytes hash to its digest,
+        // and metadata records, which nothing can verify, are not applied.
+        let first_damage = scan.damaged.first().map(|r| r.start);
         for record in &scan.records {
+            let past_damage = first_damage.is_some_and(|at| record.offset > at);
             match &record.kind {
                 RecordKind::Blob(digest) => {
+                    if past_damage {
+                        let start = record.data_offset() as usize;
+                        let data = &map[start..start + record.length as usize];
+                        if digest.algorithm().digest(data) != *digest {
+                            report.skipped_records.push((
+                                id,
+                                record.offset,
+                                "past damaged bytes, and its bytes do not hash to its digest",
+                            ));
+                            continue;
+                        }
+                    }
                     // The first valid copy wins; a later one is dead space.
                     if seen.insert(digest.clone()) {
                         let loc = Location {
@@ -178,6 +197,11 @@ pub(crate) fn fill(
                         report.blobs += 1;
                     }
                 }
+                RecordKind::Meta { .. } if past_damage => report.skipped_records.push((
+                    id,
+                    record.offset,
+                    "a metadata record past damaged bytes (it could be bytes of a blob)",
+                )),
                 RecordKind::Meta { sequence } => metas.push(MetaAt {
                     sequence: *sequence,
                     pack: id,
@@ -211,7 +235,11 @@ pub(crate) fn fill(
             continue;
         };
         let Some(changes) = change::decode_sized(body) else {
-            report.unreadable_records.push((meta.pack, meta.body.start));
+            report.skipped_records.push((
+                meta.pack,
+                meta.body.start - META_HEADER_LEN,
+                "a metadata record this version cannot read",
+            ));
             continue;
         };
         for (change, bytes) in &changes {

@@ -713,11 +713,19 @@ fn metadata_beyond_the_record_limit_is_split_or_refused() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(open(dir.path(), small_options()));
     let big = |mib: usize, n: u8| ManifestMeta {
-        annotations: vec![("big".into(), String::from(char::from(b'a' + n)).repeat(mib << 20))],
+        annotations: vec![(
+            "big".into(),
+            String::from(char::from(b'a' + n)).repeat(mib << 20),
+        )],
         ..meta(None, None)
     };
     let body = |n: u8| Bytes::from(format!(r#"{{"schemaVersion":2,"n":{n}}}"#));
-    match engine.put_manifest("lib/app", body(0), &Reference::Tag("huge".into()), big(65, 0)) {
+    match engine.put_manifest(
+        "lib/app",
+        body(0),
+        &Reference::Tag("huge".into()),
+        big(65, 0),
+    ) {
         Err(lain_engine::Error::MetadataTooLarge { .. }) => {}
         other => panic!("{other:?}"),
     }
@@ -726,12 +734,20 @@ fn metadata_beyond_the_record_limit_is_split_or_refused() {
             let engine = engine.clone();
             std::thread::spawn(move || {
                 engine
-                    .put_manifest("lib/app", body(n), &Reference::Tag(format!("t{n}")), big(24, n))
+                    .put_manifest(
+                        "lib/app",
+                        body(n),
+                        &Reference::Tag(format!("t{n}")),
+                        big(24, n),
+                    )
                     .unwrap()
             })
         })
         .collect();
-    let digests: Vec<Digest> = threads.into_iter().map(|t| t.join().unwrap().digest).collect();
+    let digests: Vec<Digest> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().digest)
+        .collect();
     let before = served(&engine, &[], &digests);
     assert_eq!(before.manifests.len(), 4);
     assert_clean(&engine);
@@ -739,4 +755,51 @@ fn metadata_beyond_the_record_limit_is_split_or_refused() {
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let engine = open(dir.path(), small_options());
     assert_eq!(served(&engine, &[], &digests), before);
+}
+
+/// After a crash, a pack's tail can hold an upload's bytes behind a zeroed header: a
+/// client's bytes, which may be crafted to look like records. A rebuild steps past the
+/// damage, but applies no metadata record found there and no blob record whose bytes
+/// do not hash to its digest.
+#[test]
+fn a_rebuild_trusts_nothing_unverifiable_past_damaged_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let real = upload_in_pieces(&engine, "lib/app", b"a real layer", &[]);
+    drop(engine);
+    // "tag lib/app:evil -> real" with a high sequence, and a blob record whose bytes
+    // are not what its digest says.
+    let mut change = vec![5u8];
+    for s in ["lib/app", "evil"] {
+        change.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        change.extend_from_slice(s.as_bytes());
+    }
+    change.push(1);
+    change.extend_from_slice(real.as_bytes());
+    change.extend_from_slice(&0u64.to_le_bytes());
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&change);
+    let forged = sha256(b"what the digest claims");
+    let lie = b"other bytes";
+    let header = lain_engine::pack::format::RecordHeader {
+        digest: forged.clone(),
+        length: lie.len() as u64,
+    };
+    let mut tail = vec![0u8; 84];
+    tail.extend_from_slice(&lain_engine::pack::format::encode_meta_record(1 << 40, &body));
+    tail.extend_from_slice(&header.encode());
+    tail.extend_from_slice(lie);
+    tail.extend_from_slice(&crc32fast::hash(lie).to_le_bytes());
+    let pack = pack_files(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes.extend_from_slice(&tail);
+    std::fs::write(&pack, bytes).unwrap();
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+
+    let engine = open(dir.path(), small_options());
+    let report = engine.recovery_report().rebuilt.clone().unwrap();
+    assert_eq!(report.skipped_records.len(), 2, "{report:?}");
+    assert_eq!(engine.resolve_tag("lib/app", "evil").unwrap(), None);
+    assert!(engine.blob_info(&forged).unwrap().is_none());
+    assert!(engine.repo_blob("lib/app", &real).unwrap().is_some());
 }

@@ -28,10 +28,8 @@ pub fn repair(root: &Path, out: &dyn Output) -> Result<(), lain_engine::Error> {
             range.start, range.end
         ));
     }
-    for (pack, offset) in &report.unreadable_records {
-        out.line(&format!(
-            "skipped: pack {pack}, offset {offset}: a metadata record this version cannot read"
-        ));
+    for (pack, offset, why) in &report.skipped_records {
+        out.line(&format!("skipped: pack {pack}, offset {offset}: {why}"));
     }
     for (path, why) in &report.skipped_files {
         out.line(&format!("skipped: {}: {why}", path.display()));
