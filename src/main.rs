@@ -55,8 +55,9 @@ enum Command {
     ///
     /// Each problem is printed with the repositories and tags it affects; the exit code
     /// is 1 when anything is wrong. While `registry serve` runs on the data directory,
-    /// the check runs inside it (through its control socket) and sees the store as of
-    /// one moment while pushes go on; --repair needs the server stopped.
+    /// the check runs inside it (through its control socket) while pushes go on: the
+    /// storage checks see the store as of one moment, and manifests' references are
+    /// checked after them against the live store. --repair needs the server stopped.
     Fsck {
         /// Rebuild the whole index from the packs first (the packs are the source of
         /// truth; the index is derived from them), then check.
@@ -118,10 +119,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn fsck(root: &Path, repair: bool, deep: bool) -> Result<ExitCode, String> {
-    if !root.join("packs").is_dir() && !root.join("index").is_dir() {
-        return Err(format!("{} holds no registry data", root.display()));
+/// Refuses a directory that holds no store (a typo in the configuration), rather than
+/// creating an empty one.
+fn existing_store(root: &Path) -> Result<(), String> {
+    match Engine::holds_store(root) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("{} holds no registry data", root.display())),
+        Err(e) => Err(format!("{}: {e}", root.display())),
     }
+}
+
+fn fsck(root: &Path, repair: bool, deep: bool) -> Result<ExitCode, String> {
+    existing_store(root)?;
     let out = progress::reporter();
     if repair {
         commands::fsck::repair(root, &*out).map_err(|e| match e {
@@ -139,9 +148,7 @@ fn fsck(root: &Path, repair: bool, deep: bool) -> Result<ExitCode, String> {
 }
 
 fn backup(root: &Path, dest: &Path) -> Result<ExitCode, String> {
-    if !root.join("packs").is_dir() {
-        return Err(format!("{} holds no registry data", root.display()));
-    }
+    existing_store(root)?;
     std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let dest = dest
         .canonicalize()

@@ -435,7 +435,10 @@ impl Checker<'_> {
     fn log_against_index(&mut self, progress: &dyn Progress) -> Result<()> {
         let core = &self.engine.core;
         let layout = Layout::new(&core.root);
-        let scratch = core.root.join("index.check");
+        // Its own directory: two checks may run at once (two clients of one server).
+        static CHECKS: AtomicUsize = AtomicUsize::new(0);
+        let n = CHECKS.fetch_add(1, Ordering::Relaxed);
+        let scratch = layout.index_check(n);
         rebuild::remove_dir_if_present(&scratch)?;
         let outcome = (|| {
             let replayed = Index::open(

@@ -211,6 +211,9 @@ impl Engine {
         }
         rebuild::remove_dir_if_present(&layout.index_new())?;
         rebuild::remove_dir_if_present(&layout.index_old())?;
+        for stale in layout.stale_checks() {
+            rebuild::remove_dir_if_present(&stale)?;
+        }
         let index = Index::open(
             &layout.index(),
             IndexMemory {
@@ -296,6 +299,12 @@ impl Engine {
             tracing::warn!(?recovery, "recovered data directory {}", root.display());
         }
         Ok(engine)
+    }
+
+    /// Whether `root` holds a store (a data directory this engine has written), without
+    /// opening or creating anything.
+    pub fn holds_store(root: &Path) -> Result<bool> {
+        Layout::new(root).holds_store()
     }
 
     /// Rebuilds the index of the data directory `root` from its packs, replacing the

@@ -130,7 +130,7 @@ impl Core {
         }
     }
 
-    /// Writes one group: every record in one vectored append, one fdatasync, one synced
+    /// Writes one group: every record in one vectored append, one fdatasync, one
     /// index write. Returns the pack to keep for the next group (none once sealed or
     /// after a failure, when the uncommitted bytes have been cut off).
     fn write_group(

@@ -9,6 +9,7 @@ use crate::error::{Error, IoContext, Result};
 /// The format this code writes.
 pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_PREFIX: &str = "lain-registry data format ";
+const CHECK_PREFIX: &str = "index.check-";
 
 /// Paths inside a data directory.
 #[derive(Debug, Clone)]
@@ -42,11 +43,34 @@ impl Layout {
     pub fn index_old(&self) -> PathBuf {
         self.root.join("index.old")
     }
+    /// Where check number `n` of this process replays the log (removed after it, and
+    /// at every open: one left behind was interrupted).
+    pub fn index_check(&self, n: usize) -> PathBuf {
+        self.root
+            .join(format!("{CHECK_PREFIX}{}-{n}", std::process::id()))
+    }
+
+    /// Scratch directories of checks that were interrupted.
+    pub fn stale_checks(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(CHECK_PREFIX))
+            .map(|e| e.path())
+            .collect()
+    }
+
     pub fn packs(&self) -> PathBuf {
         self.root.join("packs")
     }
     fn format_file(&self) -> PathBuf {
         self.root.join("FORMAT")
+    }
+
+    /// Whether the directory holds a store (of any format).
+    pub fn holds_store(&self) -> Result<bool> {
+        Ok(self.found()? != Found::Empty)
     }
 
     /// Reads the `FORMAT` file; without one, a directory that has an index or packs is a

@@ -2,7 +2,8 @@
 //! engine only counts; the command line decides whether that is a progress bar or
 //! log lines.
 
-/// Receives progress reports. Calls come from the thread doing the work.
+/// Receives progress reports, from the threads doing the work (several at once, for
+/// work shared among cores).
 pub trait Progress: Sync {
     /// A new phase begins, with `total` units of work (bytes, records, entries).
     fn phase(&self, name: &str, total: u64);

@@ -368,7 +368,7 @@ impl Core {
     /// Finishes an upload: verifies the digest against `expected` (or, without one,
     /// takes what the bytes hash to), stores the blob unless it exists, links it to the
     /// session's repository, and applies `changes` (given the digest and size) and
-    /// `side` in the same atomic, synced commit. Returns once all of it is durable.
+    /// `side` in the same atomic commit (the pack synced, then the index). Returns once all of it is durable.
     pub(crate) fn commit(
         &self,
         mut session: Session,

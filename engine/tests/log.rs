@@ -786,7 +786,10 @@ fn a_rebuild_trusts_nothing_unverifiable_past_damaged_bytes() {
         length: lie.len() as u64,
     };
     let mut tail = vec![0u8; 84];
-    tail.extend_from_slice(&lain_engine::pack::format::encode_meta_record(1 << 40, &body));
+    tail.extend_from_slice(&lain_engine::pack::format::encode_meta_record(
+        1 << 40,
+        &body,
+    ));
     tail.extend_from_slice(&header.encode());
     tail.extend_from_slice(lie);
     tail.extend_from_slice(&crc32fast::hash(lie).to_le_bytes());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lain_engine::Engine;
 use lain_engine::progress::Progress;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
@@ -27,20 +27,30 @@ impl Drop for ControlSocket {
 
 /// Binds `<root>/control.sock`, readable and writable by its owner only. The caller
 /// holds the data directory's lock, so a socket file already there is a dead server's.
-/// The socket is bound under a temporary name and renamed into place once its
-/// permissions are set, so no one can connect while it is still open to others.
+/// The socket is bound inside a new directory only its owner can enter, given its
+/// permissions there, and only then renamed into place: no one else can ever connect
+/// to it while it is open to others.
 pub fn bind(root: &Path) -> std::io::Result<ControlSocket> {
+    use std::os::unix::fs::DirBuilderExt;
     let path = socket_path(root);
-    let staging = root.join(format!("control.sock.{}", std::process::id()));
-    let _ = std::fs::remove_file(&staging);
-    let listener = UnixListener::bind(&staging)?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&staging, &path)?;
+    let private = root.join(format!(".control.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staging = private.join("control.sock");
+    let bound = UnixListener::bind(&staging).and_then(|listener| {
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staging, &path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_dir(&private);
     Ok(ControlSocket {
-        listener: Some(listener),
+        listener: Some(bound?),
         path,
     })
 }
+
+/// A request is one JSON line of at most this many bytes.
+const MAX_REQUEST: u64 = 64 << 10;
 
 impl ControlSocket {
     /// Serves requests until the runtime stops.
@@ -65,7 +75,7 @@ impl ControlSocket {
 async fn handle(stream: UnixStream, engine: Engine) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let mut reader = BufReader::new(read);
+    let mut reader = BufReader::new(read).take(MAX_REQUEST);
     if reader.read_line(&mut line).await.is_err() {
         return;
     }

@@ -42,8 +42,8 @@ pub enum Family {
 
 impl Family {
     /// The families a rebuild derives from the packs, which must equal the live index's
-    /// (`uploads` is dropped at every start; `state` holds the newest sequence number
-    /// given out, which a failed write leaves unused).
+    /// (`uploads` is dropped at every start; `state`, the newest sequence applied, is
+    /// where a replay of the log starts rather than what it derives).
     pub const FROM_PACKS: [Family; 8] = [
         Family::Blobs,
         Family::Links,
@@ -215,8 +215,9 @@ impl Index {
         self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Applies `batch` atomically without waiting for durability (for state that is
-    /// discarded after a crash anyway).
+    /// Applies `batch` atomically without waiting for durability: for state that is
+    /// discarded after a crash anyway (upload sessions), or that the packs hold durably
+    /// already (commits; opening rolls the index forward to the packs).
     pub fn apply(&self, batch: Batch) -> Result<()> {
         self.write(batch, &self.unsynced)
     }
