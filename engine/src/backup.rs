@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::engine::Engine;
 use crate::error::{Error, IoContext, Result};
-use crate::index::{Family, keys, values};
+use crate::index::{Family, values};
 use crate::layout::{Layout, sync_dir};
 use crate::lock::DirLock;
 use crate::pack;
@@ -45,13 +45,7 @@ impl Engine {
     pub fn backup(&self, dest: &Path, progress: &dyn Progress) -> Result<BackupReport> {
         // One iterator is one consistent view: a pack's length and the lengths of the
         // packs holding what its records refer to were committed in one batch.
-        let mut cuts = Vec::new();
-        for (key, value) in self.core.index.scan_all(Family::Packs)? {
-            let id = keys::pack_id(&key).ok_or(Error::CorruptIndex {
-                family: Family::Packs.name(),
-            })?;
-            cuts.push((id, values::decode_pack(&value)?));
-        }
+        let cuts = values::decode_packs(self.core.index.scan_all(Family::Packs)?)?;
         fs::create_dir_all(dest).context("create", dest)?;
         let _lock = DirLock::acquire(dest)?;
         let layout = Layout::new(dest);

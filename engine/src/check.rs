@@ -364,7 +364,7 @@ impl Checker<'_> {
         progress.phase("checking repository metadata", 0);
         for entry in index.iter(Family::Links) {
             let (key, _) = entry?;
-            let Some((repo, digest)) = repo_digest(&key) else {
+            let Some((repo, digest)) = keys::parse_repo_digest(&key) else {
                 self.corrupt_entry(Family::Links, &key);
                 continue;
             };
@@ -375,7 +375,7 @@ impl Checker<'_> {
         }
         for entry in index.iter(Family::Manifests) {
             let (key, _) = entry?;
-            let Some((repo, digest)) = repo_digest(&key) else {
+            let Some((repo, digest)) = keys::parse_repo_digest(&key) else {
                 self.corrupt_entry(Family::Manifests, &key);
                 continue;
             };
@@ -398,7 +398,8 @@ impl Checker<'_> {
         }
         for entry in index.iter(Family::Tags) {
             let (key, value) = entry?;
-            let (Some((repo, tag)), Ok((digest, _))) = (repo_tag(&key), values::decode_tag(&value))
+            let (Some((repo, tag)), Ok((digest, _))) =
+                (keys::parse_tag(&key), values::decode_tag(&value))
             else {
                 self.corrupt_entry(Family::Tags, &key);
                 continue;
@@ -412,12 +413,7 @@ impl Checker<'_> {
         }
         for entry in index.iter(Family::Referrers) {
             let (key, _) = entry?;
-            let parsed = repo_digest(&key).and_then(|(repo, _)| {
-                let rest = &key[repo.len() + 1..];
-                let (_, used) = Digest::from_key(rest)?;
-                let (digest, _) = Digest::from_key(&rest[used..])?;
-                Some((repo, digest))
-            });
+            let parsed = keys::parse_referrer(&key).map(|(repo, _, digest)| (repo, digest));
             let Some((repo, digest)) = parsed else {
                 self.corrupt_entry(Family::Referrers, &key);
                 continue;
@@ -554,7 +550,7 @@ impl Checker<'_> {
         if !affected.is_empty() {
             for entry in index.iter(Family::Links) {
                 let (key, _) = entry?;
-                if let Some((repo, digest)) = repo_digest(&key)
+                if let Some((repo, digest)) = keys::parse_repo_digest(&key)
                     && affected.contains(&digest)
                 {
                     repos.entry(digest).or_default().insert(repo);
@@ -563,7 +559,7 @@ impl Checker<'_> {
             for entry in index.iter(Family::Tags) {
                 let (key, value) = entry?;
                 if let (Some((repo, tag)), Ok((digest, _))) =
-                    (repo_tag(&key), values::decode_tag(&value))
+                    (keys::parse_tag(&key), values::decode_tag(&value))
                     && affected.contains(&digest)
                 {
                     tags.entry(digest)
@@ -631,28 +627,14 @@ fn rehash(pack: &[u8], records: &[ScannedRecord], progress: &dyn Progress) -> Ve
     })
 }
 
-/// Splits a `repo 0x00 dkey` key.
-fn repo_digest(key: &[u8]) -> Option<(String, Digest)> {
-    let at = key.iter().position(|&b| b == keys::SEPARATOR)?;
-    let repo = String::from_utf8(key[..at].to_vec()).ok()?;
-    let (digest, _) = Digest::from_key(&key[at + 1..])?;
-    Some((repo, digest))
-}
-
-/// Splits a `repo 0x00 tag` key.
-fn repo_tag(key: &[u8]) -> Option<(String, String)> {
-    let at = key.iter().position(|&b| b == keys::SEPARATOR)?;
-    let repo = String::from_utf8(key[..at].to_vec()).ok()?;
-    let tag = String::from_utf8(key[at + 1..].to_vec()).ok()?;
-    Some((repo, tag))
-}
-
 /// A key as a person reads it: repository, tag or digest where the family has them.
 fn show_key(family: Family, key: &[u8]) -> String {
     let shown = match family {
         Family::Blobs => Digest::from_key(key).map(|(d, _)| d.to_string()),
-        Family::Links | Family::Manifests => repo_digest(key).map(|(r, d)| format!("{r}@{d}")),
-        Family::Tags => repo_tag(key).map(|(r, t)| format!("{r}:{t}")),
+        Family::Links | Family::Manifests => {
+            keys::parse_repo_digest(key).map(|(r, d)| format!("{r}@{d}"))
+        }
+        Family::Tags => keys::parse_tag(key).map(|(r, t)| format!("{r}:{t}")),
         Family::Repos => String::from_utf8(key.to_vec()).ok(),
         Family::Packs => keys::pack_id(key).map(|id| format!("pack {id}")),
         _ => None,

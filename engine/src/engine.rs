@@ -222,13 +222,7 @@ impl Engine {
             },
         )?;
 
-        let mut known = Vec::new();
-        for (key, value) in index.scan_all(Family::Packs)? {
-            let id = keys::pack_id(&key).ok_or(Error::CorruptIndex {
-                family: Family::Packs.name(),
-            })?;
-            known.push((id, values::decode_pack(&value)?));
-        }
+        let mut known = values::decode_packs(index.scan_all(Family::Packs)?)?;
         let mut sequence = index
             .get(Family::State, keys::SEQUENCE)?
             .map(|v| values::decode_sequence(&v))
@@ -345,13 +339,8 @@ impl Engine {
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
         let snapshot = self.core.index.snapshot();
         let mut out = Vec::new();
-        for (key, value) in snapshot.scan_all(Family::Packs)? {
-            let corrupt = || Error::CorruptIndex {
-                family: Family::Packs.name(),
-            };
-            let id = keys::pack_id(&key).ok_or_else(corrupt)?;
-            let entry = values::decode_pack(&value)?;
-            let dead = match snapshot.get(Family::Usage, &key)? {
+        for (id, entry) in values::decode_packs(snapshot.scan_all(Family::Packs)?)? {
+            let dead = match snapshot.get(Family::Usage, &keys::pack(id))? {
                 Some(v) => values::decode_dead(&v)?,
                 None => 0,
             };

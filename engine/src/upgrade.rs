@@ -9,7 +9,7 @@ use crate::change::{self, Change};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::group::GroupEntry;
-use crate::index::{Family, values};
+use crate::index::{Family, keys, values};
 
 /// Bytes of changes per group commit: each record (and its index batch) a few MiB,
 /// well inside the record limit.
@@ -18,40 +18,20 @@ const CHUNK_BYTES: usize = 8 << 20;
 pub(crate) fn from_format_1(engine: &Engine) -> Result<()> {
     let core = &engine.core;
     let mut changes = Vec::new();
-    let split = |key: &[u8], family: Family| -> Result<(String, Vec<u8>)> {
-        let at = key
-            .iter()
-            .position(|&b| b == crate::index::keys::SEPARATOR)
-            .ok_or(Error::CorruptIndex {
-                family: family.name(),
-            })?;
-        let repo = String::from_utf8(key[..at].to_vec()).map_err(|_| Error::CorruptIndex {
-            family: family.name(),
-        })?;
-        Ok((repo, key[at + 1..].to_vec()))
-    };
-    let digest_of = |rest: &[u8], family: Family| {
-        crate::digest::Digest::from_key(rest)
-            .filter(|(_, used)| *used == rest.len())
-            .map(|(d, _)| d)
-            .ok_or(Error::CorruptIndex {
-                family: family.name(),
-            })
+    let corrupt = |family: Family| Error::CorruptIndex {
+        family: family.name(),
     };
     for (key, _) in core.index.scan_all(Family::Repos)? {
-        let repo = String::from_utf8(key.to_vec()).map_err(|_| Error::CorruptIndex {
-            family: Family::Repos.name(),
-        })?;
+        let repo = String::from_utf8(key.to_vec()).map_err(|_| corrupt(Family::Repos))?;
         changes.push(Change::Repository { repo });
     }
     for (key, _) in core.index.scan_all(Family::Links)? {
-        let (repo, rest) = split(&key, Family::Links)?;
-        let digest = digest_of(&rest, Family::Links)?;
+        let (repo, digest) = keys::parse_repo_digest(&key).ok_or_else(|| corrupt(Family::Links))?;
         changes.push(Change::Link { repo, digest });
     }
     for (key, value) in core.index.scan_all(Family::Manifests)? {
-        let (repo, rest) = split(&key, Family::Manifests)?;
-        let digest = digest_of(&rest, Family::Manifests)?;
+        let (repo, digest) =
+            keys::parse_repo_digest(&key).ok_or_else(|| corrupt(Family::Manifests))?;
         let (size, meta) = values::decode_manifest(&value, Family::Manifests)?;
         changes.push(Change::Manifest {
             repo,
@@ -61,10 +41,7 @@ pub(crate) fn from_format_1(engine: &Engine) -> Result<()> {
         });
     }
     for (key, value) in core.index.scan_all(Family::Tags)? {
-        let (repo, rest) = split(&key, Family::Tags)?;
-        let tag = String::from_utf8(rest).map_err(|_| Error::CorruptIndex {
-            family: Family::Tags.name(),
-        })?;
+        let (repo, tag) = keys::parse_tag(&key).ok_or_else(|| corrupt(Family::Tags))?;
         let (digest, pushed) = values::decode_tag(&value)?;
         changes.push(Change::Tag {
             repo,

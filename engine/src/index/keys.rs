@@ -63,3 +63,32 @@ pub fn pack_id(key: &[u8]) -> Option<u64> {
 pub fn upload(id: &str) -> Vec<u8> {
     id.as_bytes().to_vec()
 }
+
+/// The repository and the rest of a repository-scoped key.
+fn split_repo(key: &[u8]) -> Option<(String, &[u8])> {
+    let at = key.iter().position(|&b| b == SEPARATOR)?;
+    let repo = String::from_utf8(key[..at].to_vec()).ok()?;
+    Some((repo, &key[at + 1..]))
+}
+
+/// Parses a `links` or `manifests` key (or the subject part of a `referrers` key's
+/// front: trailing bytes are allowed, see [`parse_referrer`]).
+pub fn parse_repo_digest(key: &[u8]) -> Option<(String, Digest)> {
+    let (repo, rest) = split_repo(key)?;
+    let (digest, used) = Digest::from_key(rest)?;
+    (used == rest.len()).then_some((repo, digest))
+}
+
+/// Parses a `tags` key.
+pub fn parse_tag(key: &[u8]) -> Option<(String, String)> {
+    let (repo, rest) = split_repo(key)?;
+    Some((repo, String::from_utf8(rest.to_vec()).ok()?))
+}
+
+/// Parses a `referrers` key: repository, subject, referrer.
+pub fn parse_referrer(key: &[u8]) -> Option<(String, Digest, Digest)> {
+    let (repo, rest) = split_repo(key)?;
+    let (subject, used) = Digest::from_key(rest)?;
+    let (referrer, more) = Digest::from_key(&rest[used..])?;
+    (used + more == rest.len()).then_some((repo, subject, referrer))
+}

@@ -56,6 +56,19 @@ pub fn decode_location(value: &[u8]) -> Result<Location> {
     })
 }
 
+/// Every pack and its entry, from a scan of the `packs` family.
+pub fn decode_packs(entries: super::Entries) -> Result<Vec<(u64, PackEntry)>> {
+    entries
+        .iter()
+        .map(|(key, value)| {
+            let id = super::keys::pack_id(key).ok_or(Error::CorruptIndex {
+                family: Family::Packs.name(),
+            })?;
+            Ok((id, decode_pack(value)?))
+        })
+        .collect()
+}
+
 pub fn encode_pack(entry: &PackEntry) -> Vec<u8> {
     writer()
         .u64(entry.committed)
