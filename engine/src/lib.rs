@@ -27,6 +27,7 @@ mod inflight;
 mod layout;
 mod lock;
 mod rebuild;
+mod replay;
 mod repository;
 mod rollforward;
 mod sync;

@@ -11,16 +11,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::change;
 use crate::digest::Digest;
 use crate::engine::Options;
 use crate::error::{IoContext, Result};
-use crate::index::values::Source;
 use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
 use crate::layout::{Layout, sync_dir};
-use crate::pack::format::{self, META_HEADER_LEN, PACK_HEADER_LEN, RECORD_OVERHEAD, RecordKind};
+use crate::pack::format::{self, PACK_HEADER_LEN, RECORD_OVERHEAD, RecordKind};
 use crate::pack::{self, Location, PackEntry};
 use crate::progress::Progress;
+use crate::replay::{MetaAt, replay};
 
 /// What a rebuild found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,13 +39,6 @@ pub struct RebuildReport {
     pub skipped_records: Vec<(u64, u64, &'static str)>,
     /// Files in the pack directory that are not packs this version can read.
     pub skipped_files: Vec<(PathBuf, String)>,
-}
-
-/// Where one metadata record is, to be replayed in sequence order.
-struct MetaAt {
-    sequence: u64,
-    pack: u64,
-    body: Range<u64>,
 }
 
 /// Index writes are applied in batches of about this many entries; the last one is
@@ -224,35 +216,24 @@ pub(crate) fn fill(
         maps.insert(id, map);
     }
 
-    // Replay: the order the index applied the changes in.
-    metas.sort_by_key(|m| (m.sequence, m.pack, m.body.start));
     progress.phase("replaying metadata", metas.len() as u64);
     let mut sequence = 0;
-    for meta in &metas {
-        let Some(body) = maps.get(&meta.pack).and_then(|map| {
-            map.get(usize::try_from(meta.body.start).ok()?..usize::try_from(meta.body.end).ok()?)
-        }) else {
-            continue;
-        };
-        let Some(changes) = change::decode_sized(body) else {
-            report.skipped_records.push((
-                meta.pack,
-                meta.body.start - META_HEADER_LEN,
-                "a metadata record this version cannot read",
-            ));
-            continue;
-        };
-        for (change, bytes) in &changes {
-            let source = Source {
-                pack: meta.pack,
-                bytes: *bytes,
-            };
-            writer.stage(|batch| change.stage(batch, source))?;
+    let unreadable = replay(metas, &maps, |meta, changes| {
+        for (change, source) in changes {
+            writer.stage(|batch| change.stage(batch, *source))?;
         }
         report.metadata_records += 1;
         report.changes += changes.len() as u64;
         sequence = meta.sequence;
         progress.advance(1);
+        Ok(())
+    })?;
+    for meta in unreadable {
+        report.skipped_records.push((
+            meta.pack,
+            meta.offset(),
+            "a metadata record this version cannot read",
+        ));
     }
     writer.put(
         Family::State,

@@ -13,12 +13,11 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 
-use crate::change;
 use crate::error::{IoContext, Result};
-use crate::index::values::Source;
 use crate::index::{Batch, Family, Index, keys, values};
 use crate::pack::format::{self, RECORD_OVERHEAD, RecordKind};
 use crate::pack::{self, Location, PackEntry};
+use crate::replay::{MetaAt, replay};
 use crate::storage::Storage;
 use crate::usage::{META_FRAMING, Usage};
 
@@ -88,13 +87,11 @@ pub(crate) fn roll_forward(
                         batch.put(Family::Blobs, &key, &values::encode_location(&loc));
                     }
                 }
-                RecordKind::Meta { sequence } => {
-                    metas.push((
-                        *sequence,
-                        *id,
-                        record.data_offset()..record.data_offset() + record.length,
-                    ));
-                }
+                RecordKind::Meta { sequence } => metas.push(MetaAt {
+                    sequence: *sequence,
+                    pack: *id,
+                    body: record.data_offset()..record.data_offset() + record.length,
+                }),
             }
             applied += 1;
         }
@@ -108,24 +105,23 @@ pub(crate) fn roll_forward(
     if applied == 0 {
         return Ok(0);
     }
-    metas.sort_by_key(|(sequence, pack, range)| (*sequence, *pack, range.start));
-    for (seq, pack, range) in metas {
-        let body = maps
-            .get(&pack)
-            .and_then(|map| map.get(range.start as usize..range.end as usize));
-        // A record whose body this version cannot read is left for `fsck` to report.
-        if let Some(changes) = body.and_then(change::decode_sized) {
-            usage.dead(pack, META_FRAMING);
-            for (change, bytes) in &changes {
-                let source = Source {
-                    pack,
-                    bytes: *bytes,
-                };
-                change.stage(&mut batch, source);
-                usage.change(change, source)?;
-            }
-            *sequence = (*sequence).max(seq);
+    let unreadable = replay(metas, &maps, |meta, changes| {
+        usage.dead(meta.pack, META_FRAMING);
+        for (change, source) in changes {
+            change.stage(&mut batch, *source);
+            usage.change(change, *source)?;
         }
+        *sequence = (*sequence).max(meta.sequence);
+        Ok(())
+    })?;
+    for meta in unreadable {
+        // Left in place for `fsck` to report; nothing needs its bytes.
+        tracing::warn!(
+            pack = meta.pack,
+            offset = meta.offset(),
+            "a metadata record this version cannot read was not applied"
+        );
+        usage.dead(meta.pack, META_FRAMING + (meta.body.end - meta.body.start));
     }
     usage.stage(&mut batch);
     batch.put(
