@@ -79,12 +79,7 @@ impl Engine {
                     ),
                 });
             }
-            if have == entry.committed {
-                report.unchanged_packs += 1;
-            } else if have == 0
-                && entry.sealed
-                && fs::hard_link(source_dir.join(&name), &target).is_ok()
-            {
+            if have == 0 && entry.sealed && fs::hard_link(source_dir.join(&name), &target).is_ok() {
                 report.linked_packs += 1;
                 report.linked_bytes += entry.committed;
             } else {
@@ -95,8 +90,22 @@ impl Engine {
                         detail: "shorter than its committed length".into(),
                     });
                 }
-                append_synced(&target, have, &map)?;
-                report.copied_bytes += entry.committed - have;
+                let mut file = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .read(true)
+                    .write(true)
+                    .open(&target)
+                    .context("open", &target)?;
+                same_prefix(&mut file, &target, have, &map)?;
+                if have == entry.committed {
+                    report.unchanged_packs += 1;
+                } else {
+                    file.write_all(&map[have as usize..])
+                        .context("write", &target)?;
+                    file.sync_all().context("fsync", &target)?;
+                    report.copied_bytes += entry.committed - have;
+                }
             }
             progress.advance(entry.committed);
         }
@@ -119,17 +128,9 @@ impl Engine {
     }
 }
 
-/// Brings `path`, whose first `at` bytes are a copy of `pack`'s, up to all of `pack`,
-/// and syncs it.
-fn append_synced(path: &Path, at: u64, pack: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .context("open", path)?;
-    // The copy there must be of this pack: its last bytes (up to 64 KiB) must match.
+/// Checks that `file`'s first `at` bytes are a copy of `pack`'s (their last 64 KiB are
+/// compared), and leaves the file's position at `at`.
+fn same_prefix(file: &mut File, path: &Path, at: u64, pack: &[u8]) -> Result<()> {
     let at = at as usize;
     let from = at.saturating_sub(64 << 10);
     let mut tail = vec![0u8; at - from];
@@ -142,6 +143,5 @@ fn append_synced(path: &Path, at: u64, pack: &[u8]) -> Result<()> {
             detail: "its bytes differ from this store's pack of the same name".into(),
         });
     }
-    file.write_all(&pack[at..]).context("write", path)?;
-    File::sync_all(&file).context("fsync", path)
+    Ok(())
 }

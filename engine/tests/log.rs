@@ -576,6 +576,20 @@ fn a_backup_restores_and_a_second_one_copies_only_what_is_new() {
     let third = engine.backup(dest.path(), &Silent).unwrap();
     assert_eq!(third.copied_bytes + third.linked_bytes, 0);
     assert_eq!(third.unchanged_packs, third.packs);
+    // A destination whose pack differs from the store's of the same name is refused,
+    // not overwritten or extended.
+    let copy = pack_files(dest.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 1;
+    std::fs::remove_file(&copy).unwrap(); // it may be a hard link to the store's pack
+    std::fs::write(&copy, &bytes).unwrap();
+    assert!(matches!(
+        engine.backup(dest.path(), &Silent),
+        Err(lain_engine::Error::BackupMismatch { .. })
+    ));
+    bytes[last] ^= 1;
+    std::fs::write(&copy, &bytes).unwrap();
 
     let blobs = [blobs, more_blobs].concat();
     let manifests = [manifests, more_manifests].concat();
