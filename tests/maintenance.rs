@@ -307,3 +307,28 @@ fn fsck_finds_a_manifest_whose_layer_its_repository_cannot_read() {
     assert!(reg.terminate());
     assert!(!dir.path().join("control.sock").exists());
 }
+
+#[test]
+fn each_command_has_help_and_a_usage_error_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (command, option) in [
+        ("serve", "CONFIG"),
+        ("fsck", "--repair"),
+        ("backup", "DEST"),
+    ] {
+        let help = registry(dir.path(), &[command, "--help"]);
+        assert!(help.status.success(), "{help:?}");
+        assert!(
+            stdout(&help).contains(option),
+            "{command}: {}",
+            stdout(&help)
+        );
+    }
+    let wrong = registry(dir.path(), &["fsck", "--no-such-flag"]);
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+    // A directory without a store is not mistaken for an empty one.
+    let none = registry(&dir.path().join("nothing"), &["fsck"]);
+    assert_eq!(none.status.code(), Some(1), "{none:?}");
+    assert!(String::from_utf8_lossy(&none.stderr).contains("holds no registry data"));
+    assert!(!dir.path().join("nothing").exists());
+}
