@@ -673,6 +673,21 @@ fn superseded_changes_are_counted_as_dead_bytes() {
     assert_eq!(dead(&engine), dead0 + 2 * 32 + 2 * tag_change + 18);
 }
 
+/// A metadata record holding one change, "tag `repo`:`tag` -> `digest`", built byte by
+/// byte from FORMAT.md (as a stale or a forged record would be on disk).
+fn tag_record(sequence: u64, repo: &str, tag: &str, digest: &Digest) -> Vec<u8> {
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.push(5);
+    for s in [repo, tag] {
+        body.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        body.extend_from_slice(s.as_bytes());
+    }
+    body.push(1); // sha256
+    body.extend_from_slice(digest.as_bytes());
+    body.extend_from_slice(&0u64.to_le_bytes());
+    lain_engine::pack::format::encode_meta_record(sequence, &body)
+}
+
 /// A metadata record whose index write failed stays in its (retired) pack while later
 /// groups commit. At the next open it is older than what the index has applied: it is
 /// cut, never applied over the newer, acknowledged changes.
@@ -692,17 +707,7 @@ fn a_stale_record_past_the_committed_length_is_cut_not_applied() {
     drop(engine);
     // "tag lib/app:t -> <other>" with sequence 1, which the index has applied long ago.
     let other = sha256(b"some other manifest");
-    let mut change = vec![5u8];
-    for s in ["lib/app", "t"] {
-        change.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        change.extend_from_slice(s.as_bytes());
-    }
-    change.push(1);
-    change.extend_from_slice(other.as_bytes());
-    change.extend_from_slice(&0u64.to_le_bytes());
-    let mut body = 1u32.to_le_bytes().to_vec();
-    body.extend_from_slice(&change);
-    let stale = lain_engine::pack::format::encode_meta_record(1, &body);
+    let stale = tag_record(1, "lib/app", "t", &other);
     let pack = pack_files(dir.path()).pop().unwrap();
     let before = std::fs::metadata(&pack).unwrap().len();
     let mut bytes = std::fs::read(&pack).unwrap();
@@ -783,16 +788,6 @@ fn a_rebuild_trusts_nothing_unverifiable_past_damaged_bytes() {
     drop(engine);
     // "tag lib/app:evil -> real" with a high sequence, and a blob record whose bytes
     // are not what its digest says.
-    let mut change = vec![5u8];
-    for s in ["lib/app", "evil"] {
-        change.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        change.extend_from_slice(s.as_bytes());
-    }
-    change.push(1);
-    change.extend_from_slice(real.as_bytes());
-    change.extend_from_slice(&0u64.to_le_bytes());
-    let mut body = 1u32.to_le_bytes().to_vec();
-    body.extend_from_slice(&change);
     let forged = sha256(b"what the digest claims");
     let lie = b"other bytes";
     let header = lain_engine::pack::format::RecordHeader {
@@ -800,10 +795,7 @@ fn a_rebuild_trusts_nothing_unverifiable_past_damaged_bytes() {
         length: lie.len() as u64,
     };
     let mut tail = vec![0u8; 84];
-    tail.extend_from_slice(&lain_engine::pack::format::encode_meta_record(
-        1 << 40,
-        &body,
-    ));
+    tail.extend_from_slice(&tag_record(1 << 40, "lib/app", "evil", &real));
     tail.extend_from_slice(&header.encode());
     tail.extend_from_slice(lie);
     tail.extend_from_slice(&crc32fast::hash(lie).to_le_bytes());
