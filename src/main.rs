@@ -55,9 +55,8 @@ enum Command {
     ///
     /// Each problem is printed with the repositories and tags it affects; the exit code
     /// is 1 when anything is wrong. While `registry serve` runs on the data directory,
-    /// the check runs inside it (through its control socket) while pushes go on: the
-    /// storage checks see the store as of one moment, and manifests' references are
-    /// checked after them against the live store. --repair needs the server stopped.
+    /// the check runs inside it (through its control socket) while pushes go on, and
+    /// sees the store as of one moment. --repair needs the server stopped.
     Fsck {
         /// Rebuild the whole index from the packs first (the packs are the source of
         /// truth; the index is derived from them), then check.

@@ -300,7 +300,7 @@ fn fsck_finds_a_manifest_whose_layer_its_repository_cannot_read() {
     let text = stdout(&output);
     assert!(
         text.contains(&format!(
-            "problem: lain/app: manifest {manifest} references blob {layer}, which lain/app cannot read; tags: lain/app:v1"
+            "problem: lain/app: manifest {manifest} references blob {layer}, which is not in lain/app; repositories: lain/app; tags: lain/app:v1"
         )),
         "{text}"
     );

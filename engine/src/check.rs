@@ -55,6 +55,20 @@ pub enum Problem {
     },
     /// A referrer entry whose manifest its repository does not have.
     ReferrerDangling { repo: String, digest: Digest },
+    /// A manifest that names a blob its repository cannot read, or a child manifest
+    /// its repository does not have.
+    ReferenceMissing {
+        repo: String,
+        manifest: Digest,
+        reference: Digest,
+        what: &'static str,
+    },
+    /// A stored manifest the protocol cannot read any more.
+    ManifestUnreadable {
+        repo: String,
+        digest: Digest,
+        detail: String,
+    },
     /// The index and the metadata log in the packs disagree about a key.
     LogDisagrees {
         family: &'static str,
@@ -106,6 +120,20 @@ impl fmt::Display for Problem {
             Problem::ReferrerDangling { repo, digest } => {
                 write!(f, "{repo}: referrer {digest} has no manifest entry")
             }
+            Problem::ReferenceMissing {
+                repo,
+                manifest,
+                reference,
+                what,
+            } => write!(
+                f,
+                "{repo}: manifest {manifest} references {what} {reference}, which is not in {repo}"
+            ),
+            Problem::ManifestUnreadable {
+                repo,
+                digest,
+                detail,
+            } => write!(f, "{repo}: manifest {digest} does not parse: {detail}"),
             Problem::LogDisagrees {
                 family,
                 key,
@@ -129,7 +157,11 @@ impl Problem {
             | Problem::BlobCorrupt { digest, .. }
             | Problem::LinkDangling { digest, .. }
             | Problem::ManifestIncomplete { digest, .. }
-            | Problem::TagDangling { digest, .. } => Some(digest),
+            | Problem::TagDangling { digest, .. }
+            | Problem::ManifestUnreadable { digest, .. }
+            | Problem::ReferenceMissing {
+                manifest: digest, ..
+            } => Some(digest),
             _ => None,
         }
     }
@@ -182,12 +214,30 @@ impl CheckReport {
 /// Differences reported per family before the rest are only counted.
 const MAX_LOG_DIFFERENCES: usize = 100;
 
+/// What a manifest references, as the protocol reads it: the blobs it names (config,
+/// layers) and its child manifests (an index's). The engine stores manifests without
+/// reading them; checks (and garbage collection) ask the caller's reader.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    pub blobs: Vec<Digest>,
+    pub manifests: Vec<Digest>,
+}
+
+/// Reads a manifest's references from its bytes and media type; an error says why the
+/// bytes are not a manifest of that type.
+pub type ReferenceReader<'a> = &'a (dyn Fn(&[u8], &str) -> Result<References, String> + Sync);
+
 impl Engine {
-    /// Checks every invariant of the store; with `deep`, also re-hashes every blob.
-    /// Writes may go on meanwhile: the check reads the index through one snapshot and
-    /// the packs only up to the lengths that snapshot commits, so it sees the store as
-    /// of one moment.
-    pub fn check(&self, deep: bool, progress: &dyn Progress) -> Result<CheckReport> {
+    /// Checks every invariant of the store; with `deep`, also re-hashes every blob;
+    /// with a `reader`, also every manifest's references. Writes may go on meanwhile:
+    /// the check reads the index through one snapshot and the packs only up to the
+    /// lengths that snapshot commits, so it sees the store as of one moment.
+    pub fn check(
+        &self,
+        deep: bool,
+        reader: Option<ReferenceReader<'_>>,
+        progress: &dyn Progress,
+    ) -> Result<CheckReport> {
         let snapshot = self.core.index.snapshot();
         let mut checker = Checker {
             engine: self,
@@ -201,6 +251,9 @@ impl Engine {
         checker.packs(deep, progress)?;
         checker.blobs(progress)?;
         checker.references(progress)?;
+        if let Some(reader) = reader {
+            checker.manifest_references(reader, progress)?;
+        }
         checker.log_against_index(progress)?;
         checker.finish()
     }
@@ -424,6 +477,81 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Every manifest's references are in its repository: blobs it can read, child
+    /// manifests it has.
+    fn manifest_references(
+        &mut self,
+        reader: ReferenceReader<'_>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let index = self.index;
+        progress.phase("checking manifest references", self.report.manifests);
+        for entry in index.iter(Family::Manifests) {
+            let (key, value) = entry?;
+            let (Some((repo, digest)), Ok((_, meta))) = (
+                keys::parse_repo_digest(&key),
+                values::decode_manifest(&value, Family::Manifests),
+            ) else {
+                continue; // reported by `references`
+            };
+            progress.advance(1);
+            let Some(bytes) = self.stored_bytes(&digest)? else {
+                continue; // reported by `references` or `blobs`
+            };
+            let references = match reader(&bytes, &meta.media_type) {
+                Ok(references) => references,
+                Err(detail) => {
+                    self.problems.push(Problem::ManifestUnreadable {
+                        repo,
+                        digest,
+                        detail,
+                    });
+                    continue;
+                }
+            };
+            let wanted = references
+                .blobs
+                .into_iter()
+                .map(|d| (d, Family::Links, "blob"))
+                .chain(
+                    references
+                        .manifests
+                        .into_iter()
+                        .map(|d| (d, Family::Manifests, "manifest")),
+                );
+            for (reference, family, what) in wanted {
+                if !index.contains(family, &keys::repo_digest(&repo, &reference))? {
+                    self.problems.push(Problem::ReferenceMissing {
+                        repo: repo.clone(),
+                        manifest: digest.clone(),
+                        reference,
+                        what,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A blob's bytes as the snapshot has them, if they are readable.
+    fn stored_bytes(&self, digest: &Digest) -> Result<Option<Bytes>> {
+        let Some(value) = self.index.get(Family::Blobs, &keys::blob(digest))? else {
+            return Ok(None);
+        };
+        let Ok(loc) = values::decode_location(&value) else {
+            return Ok(None);
+        };
+        let start = usize::try_from(loc.offset).ok();
+        let end = loc
+            .offset
+            .checked_add(loc.length)
+            .and_then(|e| usize::try_from(e).ok());
+        Ok(match (self.maps.get(&loc.pack), start, end) {
+            (Some(map), Some(start), Some(end)) if end <= map.len() => Some(map.slice(start..end)),
+            _ => None,
+        })
     }
 
     /// Replays the log into a scratch index and compares it with the live one, family

@@ -43,7 +43,7 @@ pub mod progress;
 pub mod storage;
 
 pub use backup::BackupReport;
-pub use check::{CheckReport, Finding, Problem};
+pub use check::{CheckReport, Finding, Problem, ReferenceReader, References};
 pub use digest::{Algorithm, Digest, DigestParseError};
 pub use engine::{BlobReader, Engine, EngineStats, Options, PackUsage, RecoveryReport};
 pub use error::{Error, IndexError, Result};

@@ -168,7 +168,7 @@ fn parent() {
                 }
             }
         }
-        let check = engine.check(false, &Silent).expect("check");
+        let check = engine.check(false, None, &Silent).expect("check");
         assert!(
             check.is_clean(),
             "round {round}: {:#?}",

@@ -143,7 +143,7 @@ fn populate(engine: &Engine, seed: u64) -> (Vec<Digest>, Vec<Digest>) {
 }
 
 fn assert_clean(engine: &Engine) {
-    let report = engine.check(true, &Silent).unwrap();
+    let report = engine.check(true, None, &Silent).unwrap();
     let shown: Vec<String> = report.findings.iter().map(|f| f.to_string()).collect();
     assert!(shown.is_empty(), "{shown:#?}");
 }
@@ -216,7 +216,7 @@ fn locate(root: &Path, digest: &Digest) -> (std::path::PathBuf, u64) {
 
 fn findings(engine: &Engine, deep: bool) -> Vec<(Problem, Vec<String>, Vec<String>)> {
     engine
-        .check(deep, &Silent)
+        .check(deep, None, &Silent)
         .unwrap()
         .findings
         .into_iter()
@@ -811,4 +811,66 @@ fn a_rebuild_trusts_nothing_unverifiable_past_damaged_bytes() {
     assert_eq!(engine.resolve_tag("lib/app", "evil").unwrap(), None);
     assert!(engine.blob_info(&forged).unwrap().is_none());
     assert!(engine.repo_blob("lib/app", &real).unwrap().is_some());
+}
+
+/// With a reader of manifests (the protocol's, in the registry), the check finds a
+/// manifest naming a blob its repository cannot read or a child it does not have, and
+/// names the tags that point at it. Here manifests are lists of digests, a word each:
+/// `blob:<digest>` or `child:<digest>`.
+#[test]
+fn check_finds_manifest_references_that_are_missing() {
+    let reader = |bytes: &[u8], _: &str| -> Result<lain_engine::References, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+        let mut references = lain_engine::References::default();
+        for word in text.split_whitespace() {
+            match word.split_once(':') {
+                Some(("blob", d)) => references.blobs.push(d.parse().map_err(|_| d.to_owned())?),
+                Some(("child", d)) => references
+                    .manifests
+                    .push(d.parse().map_err(|_| d.to_owned())?),
+                _ => return Err(format!("not a reference: {word}")),
+            }
+        }
+        Ok(references)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let layer = upload_in_pieces(&engine, "lib/app", b"a layer", &[]);
+    let elsewhere = upload_in_pieces(&engine, "other/app", b"not in lib/app", &[]);
+    let put = |body: String, tag: &str| {
+        engine
+            .put_manifest(
+                "lib/app",
+                Bytes::from(body),
+                &Reference::Tag(tag.into()),
+                meta(None, None),
+            )
+            .unwrap()
+            .digest
+    };
+    let good = put(format!("blob:{layer}"), "good");
+    let missing_child = sha256(b"no such manifest");
+    let bad = put(
+        format!("blob:{layer} blob:{elsewhere} child:{good} child:{missing_child}"),
+        "bad",
+    );
+    let garbage = put("{not a list}".into(), "garbage");
+    let report = engine.check(false, Some(&reader), &Silent).unwrap();
+    let found: Vec<(Problem, Vec<String>)> = report
+        .findings
+        .into_iter()
+        .map(|f| (f.problem, f.tags))
+        .collect();
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found.iter().any(|(p, tags)| matches!(p,
+        Problem::ReferenceMissing { manifest, reference, what: "blob", .. }
+            if *manifest == bad && *reference == elsewhere)
+        && tags == &vec!["lib/app:bad".to_owned()]));
+    assert!(found.iter().any(|(p, _)| matches!(p,
+        Problem::ReferenceMissing { manifest, reference, what: "manifest", .. }
+            if *manifest == bad && *reference == missing_child)));
+    assert!(found.iter().any(|(p, _)| matches!(p,
+        Problem::ManifestUnreadable { digest, .. } if *digest == garbage)));
+    // Without a reader, the storage invariants alone hold.
+    assert_clean(&engine);
 }

@@ -41,13 +41,16 @@ impl Default for Settings {
 }
 
 /// The blobs (config, layers) and child manifests a stored manifest references, as
-/// its media type says to read it; for checks of what the store holds.
+/// its media type says to read it: the engine's [`lain_engine::ReferenceReader`].
 pub fn manifest_references(
     bytes: &[u8],
     media_type: &str,
-) -> Result<(Vec<lain_engine::Digest>, Vec<lain_engine::Digest>), String> {
+) -> Result<lain_engine::References, String> {
     let parsed = manifest::parse(bytes, Some(media_type)).map_err(|e| e.message)?;
-    Ok((parsed.blobs, parsed.children))
+    Ok(lain_engine::References {
+        blobs: parsed.blobs,
+        manifests: parsed.children,
+    })
 }
 
 /// The parsers that see client bytes, for the cargo-fuzz targets in `fuzz/`; not an API.
