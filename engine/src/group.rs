@@ -1,11 +1,12 @@
 //! Group commit: every change of repository metadata, and every blob whose bytes are
 //! all in memory at commit time (small blobs, manifests), goes through here. Concurrent
 //! commits are written to one shared pack with one `writev` (their blob records, then
-//! one metadata record with all their changes), made durable with one `fdatasync`, and
-//! indexed with one RocksDB write (not synced: the pack is the log).
+//! their changes in one metadata record, or several when they would exceed a record's
+//! size limit), made durable with one `fdatasync`, and indexed with one RocksDB write
+//! (not synced: the pack is the log).
 //!
-//! Groups are written one at a time, and each takes the next sequence number for its
-//! metadata record while no other group is in flight: the order of sequence numbers is
+//! Groups are written one at a time, and each of its metadata records takes the next
+//! sequence number while no other group is in flight: the order of sequence numbers is
 //! the order in which the index applied the changes, which is what lets a rebuild
 //! replay the log into the same index.
 //!
@@ -86,9 +87,11 @@ impl Core {
     pub(crate) fn group_commit(&self, entry: GroupEntry) -> Result<()> {
         let (encoded, sizes) = change::encode_list(&entry.changes);
         // One entry's changes go in one record (they are one atomic change).
-        if encoded.len() as u64 + 4 > u64::from(META_MAX_BODY) {
+        // With the change count in front.
+        let body = encoded.len() as u64 + 4;
+        if body > u64::from(META_MAX_BODY) {
             return Err(Error::MetadataTooLarge {
-                bytes: encoded.len() as u64,
+                bytes: body,
                 limit: META_MAX_BODY,
             });
         }

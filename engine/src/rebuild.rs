@@ -229,6 +229,8 @@ pub(crate) fn fill(
         Ok(())
     })?;
     for meta in unreadable {
+        // Its sequence number is taken: a writer must not hand it out again.
+        sequence = sequence.max(meta.sequence);
         report.skipped_records.push((
             meta.pack,
             meta.offset(),

@@ -7,7 +7,9 @@
 //! records there and applies them the way a rebuild would (blob locations; metadata
 //! records in sequence order), so every acknowledged change is back before the store
 //! serves. What is past the last valid record was never acknowledged, and the pack
-//! layer cuts it off next.
+//! layer cuts it off next. So is a group whose metadata record is older than what the
+//! index has applied: its index write failed while the server went on (a rebuild
+//! before the next open would still replay it; the roll-forward is where it goes).
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +17,7 @@ use bytes::Bytes;
 
 use crate::error::{IoContext, Result};
 use crate::index::{Batch, Family, Index, keys, values};
-use crate::pack::format::{self, RECORD_OVERHEAD, RecordKind};
+use crate::pack::format::{self, META_HEADER_LEN, RECORD_OVERHEAD, RECORD_TRAILER_LEN, RecordKind};
 use crate::pack::{self, Location, PackEntry};
 use crate::replay::{MetaAt, replay};
 use crate::storage::Storage;
@@ -56,13 +58,20 @@ pub(crate) fn roll_forward(
         let map = file.map(len).context("map", &path)?;
         let tail = format::scan(&map, entry.committed);
         // A metadata record the index has a later sequence than was never applied: its
-        // group's index write failed (the client got an error) and later groups went
-        // on. It, and anything after it in its pack, is cut, never applied over them.
-        let keep = tail
-            .records
-            .iter()
-            .position(|r| matches!(r.kind, RecordKind::Meta { sequence: s } if s <= applied_up_to))
-            .unwrap_or(tail.records.len());
+        // group's index write failed (the client got an error), its pack was retired,
+        // and later groups went on elsewhere. Its whole group is cut (the blob records
+        // since the metadata record before it, which belong to it) and never applied
+        // over the newer changes.
+        let keep =
+            match tail.records.iter().position(
+                |r| matches!(r.kind, RecordKind::Meta { sequence: s } if s <= applied_up_to),
+            ) {
+                Some(stale) => tail.records[..stale]
+                    .iter()
+                    .rposition(|r| matches!(r.kind, RecordKind::Meta { .. }))
+                    .map_or(0, |last_group_end| last_group_end + 1),
+                None => tail.records.len(),
+            };
         let records = &tail.records[..keep];
         let Some(last) = records.last() else {
             continue;
@@ -121,7 +130,12 @@ pub(crate) fn roll_forward(
             offset = meta.offset(),
             "a metadata record this version cannot read was not applied"
         );
-        usage.dead(meta.pack, META_FRAMING + (meta.body.end - meta.body.start));
+        usage.dead(
+            meta.pack,
+            META_HEADER_LEN + (meta.body.end - meta.body.start) + RECORD_TRAILER_LEN,
+        );
+        // Its sequence number is taken: a writer must not hand it out again.
+        *sequence = (*sequence).max(meta.sequence);
     }
     usage.stage(&mut batch);
     batch.put(

@@ -708,15 +708,25 @@ fn a_stale_record_past_the_committed_length_is_cut_not_applied() {
     // "tag lib/app:t -> <other>" with sequence 1, which the index has applied long ago.
     let other = sha256(b"some other manifest");
     let stale = tag_record(1, "lib/app", "t", &other);
+    // The failed group also stored a small blob, whose record precedes its metadata.
+    let orphan = b"a blob of the failed group";
+    let header = lain_engine::pack::format::RecordHeader {
+        digest: sha256(orphan),
+        length: orphan.len() as u64,
+    };
     let pack = pack_files(dir.path()).pop().unwrap();
     let before = std::fs::metadata(&pack).unwrap().len();
     let mut bytes = std::fs::read(&pack).unwrap();
+    bytes.extend_from_slice(&header.encode());
+    bytes.extend_from_slice(orphan);
+    bytes.extend_from_slice(&crc32fast::hash(orphan).to_le_bytes());
     bytes.extend_from_slice(&stale);
     std::fs::write(&pack, bytes).unwrap();
 
     let engine = open(dir.path(), small_options());
     assert_eq!(engine.recovery_report().rolled_forward, 0);
     assert_eq!(std::fs::metadata(&pack).unwrap().len(), before);
+    assert!(engine.blob_info(&sha256(orphan)).unwrap().is_none());
     assert_eq!(
         engine.resolve_tag("lib/app", "t").unwrap(),
         Some(acknowledged.digest)
