@@ -730,12 +730,10 @@ fn rehash(pack: &[u8], records: &[ScannedRecord], progress: &dyn Progress) -> Ve
             let Some(record) = records.get(i) else {
                 return bad;
             };
-            if let RecordKind::Blob(digest) = &record.kind {
-                let start = record.data_offset() as usize;
-                let data = &pack[start..start + record.length as usize];
-                if digest.algorithm().digest(data) != *digest {
-                    bad.push(digest.clone());
-                }
+            if let RecordKind::Blob(digest) = &record.kind
+                && !record.hashes_to_digest(pack)
+            {
+                bad.push(digest.clone());
             }
             progress.advance(record.end() - record.offset);
         }

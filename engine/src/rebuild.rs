@@ -161,26 +161,17 @@ pub(crate) fn fill(
             let past_damage = first_damage.is_some_and(|at| record.offset > at);
             match &record.kind {
                 RecordKind::Blob(digest) => {
-                    if past_damage {
-                        let start = record.data_offset() as usize;
-                        let data = &map[start..start + record.length as usize];
-                        if digest.algorithm().digest(data) != *digest {
-                            report.skipped_records.push((
-                                id,
-                                record.offset,
-                                "past damaged bytes, and its bytes do not hash to its digest",
-                            ));
-                            continue;
-                        }
+                    if past_damage && !record.hashes_to_digest(&map) {
+                        report.skipped_records.push((
+                            id,
+                            record.offset,
+                            "past damaged bytes, and its bytes do not hash to its digest",
+                        ));
+                        continue;
                     }
                     // The first valid copy wins; a later one is dead space.
                     if seen.insert(digest.clone()) {
-                        let loc = Location {
-                            pack: id,
-                            offset: record.data_offset(),
-                            length: record.length,
-                            crc: record.crc,
-                        };
+                        let loc = Location::of(id, record);
                         writer.put(
                             Family::Blobs,
                             &keys::blob(digest),
@@ -197,7 +188,7 @@ pub(crate) fn fill(
                 RecordKind::Meta { sequence } => metas.push(MetaAt {
                     sequence: *sequence,
                     pack: id,
-                    body: record.data_offset()..record.data_offset() + record.length,
+                    body: record.data(),
                 }),
             }
         }

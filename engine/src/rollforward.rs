@@ -87,19 +87,14 @@ pub(crate) fn roll_forward(
                         // Stored already (elsewhere): this copy is dead space.
                         usage.dead(*id, RECORD_OVERHEAD + record.length);
                     } else {
-                        let loc = Location {
-                            pack: *id,
-                            offset: record.data_offset(),
-                            length: record.length,
-                            crc: record.crc,
-                        };
+                        let loc = Location::of(*id, record);
                         batch.put(Family::Blobs, &key, &values::encode_location(&loc));
                     }
                 }
                 RecordKind::Meta { sequence } => metas.push(MetaAt {
                     sequence: *sequence,
                     pack: *id,
-                    body: record.data_offset()..record.data_offset() + record.length,
+                    body: record.data(),
                 }),
             }
             applied += 1;

@@ -142,6 +142,20 @@ fn populate(engine: &Engine, seed: u64) -> (Vec<Digest>, Vec<Digest>) {
     (blobs, manifests)
 }
 
+/// Pushes the smallest manifest to `lib/app` under `tag`; returns its digest.
+fn push_tagged(engine: &Engine, tag: &str) -> Digest {
+    let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
+    engine
+        .put_manifest(
+            "lib/app",
+            body,
+            &Reference::Tag(tag.into()),
+            meta(None, None),
+        )
+        .unwrap()
+        .digest
+}
+
 fn assert_clean(engine: &Engine) {
     let report = engine.check(true, None, &Silent).unwrap();
     let shown: Vec<String> = report.findings.iter().map(|f| f.to_string()).collect();
@@ -230,18 +244,11 @@ fn check_finds_a_flipped_byte_and_names_what_it_affects() {
     let engine = open(dir.path(), small_options());
     let data = random_bytes(&mut rng(5), 3_000);
     let layer = upload_in_pieces(&engine, "lib/app", &data, &[]);
-    let manifest = engine
-        .put_manifest(
-            "lib/app",
-            Bytes::from_static(br#"{"schemaVersion":2}"#),
-            &Reference::Tag("v1".into()),
-            meta(None, None),
-        )
-        .unwrap();
+    let manifest = push_tagged(&engine, "v1");
     engine.link_blob("other/app", &layer).unwrap();
     drop(engine);
     // Damage the layer's bytes and, separately, the manifest's.
-    for (digest, at) in [(&layer, 100u64), (&manifest.digest, 3)] {
+    for (digest, at) in [(&layer, 100u64), (&manifest, 3)] {
         let (path, offset) = locate(dir.path(), digest);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[(offset + at) as usize] ^= 0x20;
@@ -265,9 +272,9 @@ fn check_finds_a_flipped_byte_and_names_what_it_affects() {
     );
     let manifest_finding = found
         .iter()
-        .find(|(p, _, _)| {
-            matches!(p, Problem::BlobEntryWrong { digest, .. } if *digest == manifest.digest)
-        })
+        .find(
+            |(p, _, _)| matches!(p, Problem::BlobEntryWrong { digest, .. } if *digest == manifest),
+        )
         .expect("the manifest's entry is reported");
     assert_eq!(manifest_finding.2, vec!["lib/app:v1".to_owned()]);
 }
@@ -640,15 +647,7 @@ fn an_index_behind_its_packs_is_rolled_forward() {
 fn superseded_changes_are_counted_as_dead_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path(), small_options());
-    let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
-    let record = engine
-        .put_manifest(
-            "lib/app",
-            body,
-            &Reference::Tag("v1".into()),
-            meta(None, None),
-        )
-        .unwrap();
+    let record = push_tagged(&engine, "v1");
     let dead =
         |engine: &Engine| -> u64 { engine.pack_usage().unwrap().iter().map(|p| p.dead).sum() };
     let live =
@@ -656,7 +655,7 @@ fn superseded_changes_are_counted_as_dead_bytes() {
     let (dead0, live0) = (dead(&engine), live(&engine));
     // Framing only: the manifest's blob record, link, manifest and tag are all needed.
     assert_eq!(dead0, 32);
-    engine.tag("lib/app", "v1", &record.digest).unwrap();
+    engine.tag("lib/app", "v1", &record).unwrap();
     // The first tag change (5 + 4 + 7 + 4 + 2 + 33 + 8 bytes) died; the new one lives.
     let tag_change = 1 + 4 + 7 + 4 + 2 + 33 + 8;
     assert_eq!(dead(&engine), dead0 + 32 + tag_change);
@@ -695,15 +694,7 @@ fn tag_record(sequence: u64, repo: &str, tag: &str, digest: &Digest) -> Vec<u8> 
 fn a_stale_record_past_the_committed_length_is_cut_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path(), small_options());
-    let body = Bytes::from_static(br#"{"schemaVersion":2}"#);
-    let acknowledged = engine
-        .put_manifest(
-            "lib/app",
-            body,
-            &Reference::Tag("t".into()),
-            meta(None, None),
-        )
-        .unwrap();
+    let acknowledged = push_tagged(&engine, "t");
     drop(engine);
     // "tag lib/app:t -> <other>" with sequence 1, which the index has applied long ago.
     let other = sha256(b"some other manifest");
@@ -729,7 +720,7 @@ fn a_stale_record_past_the_committed_length_is_cut_not_applied() {
     assert!(engine.blob_info(&sha256(orphan)).unwrap().is_none());
     assert_eq!(
         engine.resolve_tag("lib/app", "t").unwrap(),
-        Some(acknowledged.digest)
+        Some(acknowledged)
     );
     assert_clean(&engine);
 }

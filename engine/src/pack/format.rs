@@ -185,6 +185,25 @@ impl ScannedRecord {
         self.offset + self.header_len()
     }
 
+    /// The bytes between header and trailer (a blob's, or a metadata body), as a range
+    /// of the pack.
+    pub fn data(&self) -> std::ops::Range<u64> {
+        self.data_offset()..self.data_offset() + self.length
+    }
+
+    /// For a blob record of `pack` (the pack's bytes it was scanned from), whether its
+    /// bytes hash to its digest: what the CRCs cannot tell (they catch damage, not
+    /// substitution). Metadata records have no digest: `true`.
+    pub fn hashes_to_digest(&self, pack: &[u8]) -> bool {
+        let RecordKind::Blob(digest) = &self.kind else {
+            return true;
+        };
+        let range = self.data();
+        // A scanned record lies inside the bytes it was scanned from.
+        let data = &pack[range.start as usize..range.end as usize];
+        digest.algorithm().digest(data) == *digest
+    }
+
     /// Offset just past the record's trailer.
     pub fn end(&self) -> u64 {
         self.data_offset() + self.length + RECORD_TRAILER_LEN

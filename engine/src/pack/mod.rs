@@ -30,6 +30,18 @@ pub struct Location {
     pub crc: u32,
 }
 
+impl Location {
+    /// Where the blob of `record`, a blob record of pack `pack`, is.
+    pub fn of(pack: u64, record: &format::ScannedRecord) -> Location {
+        Location {
+            pack,
+            offset: record.data_offset(),
+            length: record.length,
+            crc: record.crc,
+        }
+    }
+}
+
 /// The file name of pack `id`.
 pub fn file_name(id: u64) -> String {
     format!("{id:08}.pack")
