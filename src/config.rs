@@ -44,6 +44,26 @@ pub struct Config {
     /// `storage.maintenance.uploadpurging.dryrun: true` was asked for; purging is not
     /// simulated, so this is only logged.
     pub purge_dry_run: bool,
+    /// `storage.engine.collection`: garbage collection's defaults.
+    pub collect: CollectSettings,
+}
+
+/// `storage.engine.collection` (this registry's own keys): `grace` (a duration, zero
+/// allowed) and `compactthreshold` (a fraction from 0 to 1). The command line's
+/// `--grace` and `--compact-threshold` override them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CollectSettings {
+    pub grace: Duration,
+    pub compact_threshold: f64,
+}
+
+impl Default for CollectSettings {
+    fn default() -> CollectSettings {
+        CollectSettings {
+            grace: lain_engine::DEFAULT_GRACE,
+            compact_threshold: lain_engine::DEFAULT_COMPACT_THRESHOLD,
+        }
+    }
 }
 
 /// Where a faulty value came from.
@@ -332,6 +352,7 @@ impl Config {
             http: lain_http::Settings::default(),
             not_applied: Vec::new(),
             purge_dry_run: false,
+            collect: CollectSettings::default(),
         }
     }
 
@@ -380,6 +401,7 @@ impl Config {
             },
             not_applied: Vec::new(),
             purge_dry_run: false,
+            collect: CollectSettings::default(),
         };
         if document.is_null() {
             return Err(reader.wrong_type("(top level)", "a mapping of keys", &document));
@@ -401,8 +423,41 @@ impl Config {
             config.addr = parse_addr(&addr, reader.origin.clone(), "http.addr")?;
         }
 
-        let [filesystem, delete, maintenance] =
-            reader.section(storage, "storage", ["filesystem", "delete", "maintenance"])?;
+        let [filesystem, delete, maintenance, engine] = reader.section(
+            storage,
+            "storage",
+            ["filesystem", "delete", "maintenance", "engine"],
+        )?;
+        let [collection] = reader.section(engine, "storage.engine", ["collection"])?;
+        let [grace, threshold] = reader.section(
+            collection,
+            "storage.engine.collection",
+            ["grace", "compactthreshold"],
+        )?;
+        if let Some(grace) = reader.string(grace, "storage.engine.collection.grace")? {
+            config.collect.grace = parse_go_duration(&grace).map_err(|reason| Error::Duration {
+                origin: reader.origin.clone(),
+                key: "storage.engine.collection.grace",
+                value: grace.clone(),
+                reason,
+            })?;
+        }
+        match threshold {
+            None | Some(Yaml::Null) => {}
+            Some(Yaml::Float(f)) if (0.0..=1.0).contains(f) => {
+                config.collect.compact_threshold = *f
+            }
+            Some(Yaml::Int(i)) if (0..=1).contains(i) => {
+                config.collect.compact_threshold = *i as f64
+            }
+            Some(other) => {
+                return Err(reader.wrong_type(
+                    "storage.engine.collection.compactthreshold",
+                    "a fraction from 0 to 1",
+                    other,
+                ));
+            }
+        }
         let [root] = reader.section(filesystem, "storage.filesystem", ["rootdirectory"])?;
         if let Some(root) = reader.string(root, "storage.filesystem.rootdirectory")? {
             if root.is_empty() {

@@ -80,6 +80,45 @@ enum Command {
         /// docker/distribution's config.yml.
         config: Option<PathBuf>,
     },
+    /// Removes what no kept manifest needs and frees its disk space, while the registry
+    /// serves.
+    ///
+    /// Keeps every manifest (with --delete-untagged, those that tags reach, their child
+    /// manifests and the referrers of kept subjects) and every blob they reference;
+    /// removes the other repository links and manifests, then rewrites the packs whose
+    /// dead bytes pass the threshold and deletes the old ones. Blobs uploaded within
+    /// the grace period that no manifest has referenced yet are kept. While `registry
+    /// serve` runs on the data directory, the collection runs inside it (through its
+    /// control socket) and pushes and pulls go on.
+    #[command(name = "garbage-collect")]
+    GarbageCollect {
+        /// Print what would be removed; change nothing.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Also remove manifests that no tag reaches.
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+        /// Keep blobs that no manifest has referenced yet for this long after their
+        /// upload (e.g. 1h, 30m, 0s).
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<std::time::Duration>,
+        /// Rewrite packs with at least this fraction of dead bytes (0 to 1).
+        #[arg(long, value_parser = parse_fraction)]
+        compact_threshold: Option<f64>,
+        /// docker/distribution's config.yml.
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    config::parse_go_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -108,6 +147,21 @@ fn main() -> ExitCode {
         Command::Backup { dest, config } => {
             load(config.as_deref()).and_then(|config| backup(&config.root, &dest))
         }
+        Command::GarbageCollect {
+            dry_run,
+            delete_untagged,
+            grace,
+            compact_threshold,
+            config,
+        } => load(config.as_deref()).and_then(|config| {
+            let settings = commands::collect::Collect {
+                delete_untagged,
+                dry_run,
+                grace_seconds: grace.unwrap_or(config.collect.grace).as_secs(),
+                compact_threshold: compact_threshold.unwrap_or(config.collect.compact_threshold),
+            };
+            collect(&config.root, settings)
+        }),
     };
     match result {
         Ok(code) => code,
@@ -156,6 +210,15 @@ fn backup(root: &Path, dest: &Path) -> Result<ExitCode, String> {
     let request = Request::Backup { dest: dest.clone() };
     maintain(root, request, &*out, |engine| {
         commands::backup::backup(engine, &dest, &*out)
+    })
+}
+
+fn collect(root: &Path, settings: commands::collect::Collect) -> Result<ExitCode, String> {
+    existing_store(root)?;
+    let out = progress::reporter();
+    let request = Request::GarbageCollect(settings.clone());
+    maintain(root, request, &*out, |engine| {
+        commands::collect::collect(engine, &settings, &*out)
     })
 }
 

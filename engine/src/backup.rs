@@ -43,6 +43,8 @@ impl Engine {
     /// backup of this store there is brought up to date). Safe while other threads
     /// write: see the module documentation.
     pub fn backup(&self, dest: &Path, progress: &dyn Progress) -> Result<BackupReport> {
+        // Not while a collection deletes packs.
+        let _maintenance = crate::sync::lock(&self.core.maintenance);
         // One iterator is one consistent view: a pack's length and the lengths of the
         // packs holding what its records refer to were committed in one batch.
         let cuts = values::decode_packs(self.core.index.scan_all(Family::Packs)?)?;

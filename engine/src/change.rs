@@ -11,7 +11,8 @@ use std::time::SystemTime;
 
 use crate::codec::{Reader, Writer};
 use crate::digest::Digest;
-use crate::index::values::Source;
+use crate::error::{Error, Result};
+use crate::index::values::{LinkState, Source};
 use crate::index::{Batch, Family, keys, values};
 use crate::types::ManifestMeta;
 
@@ -22,7 +23,13 @@ pub(crate) type EntryKey = (Family, Vec<u8>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
     /// `repo` may read blob `digest` (a push or a mount); lists `repo` in the catalog.
-    Link { repo: String, digest: Digest },
+    /// `state` says since when, and whether a manifest has referenced it (a claim
+    /// re-states the link with `claimed` set).
+    Link {
+        repo: String,
+        digest: Digest,
+        state: LinkState,
+    },
     /// `repo` may no longer read blob `digest`.
     Unlink { repo: String, digest: Digest },
     /// Manifest `digest` is stored in `repo`; with a subject, it is also a referrer.
@@ -54,14 +61,16 @@ pub(crate) enum Change {
     Repository { repo: String },
 }
 
-// Kind codes: part of the on-disk format.
-const LINK: u8 = 1;
+// Kind codes: part of the on-disk format. Kind 1 (a link without its time) is still
+// read, as a link of unknown age; writers use kind 8.
+const LINK_UNTIMED: u8 = 1;
 const UNLINK: u8 = 2;
 const MANIFEST: u8 = 3;
 const MANIFEST_DELETE: u8 = 4;
 const TAG: u8 = 5;
 const UNTAG: u8 = 6;
 const REPOSITORY: u8 = 7;
+const LINK: u8 = 8;
 
 impl Change {
     /// Adds this change's index entries to `batch`; `source` is where the change itself
@@ -69,8 +78,12 @@ impl Change {
     pub fn stage(&self, batch: &mut Batch, source: Source) {
         let source = Some(source);
         match self {
-            Change::Link { repo, digest } => {
-                let value = values::encode_link(source);
+            Change::Link {
+                repo,
+                digest,
+                state,
+            } => {
+                let value = values::encode_link(*state, source);
                 batch.put(Family::Links, &keys::repo_digest(repo, digest), &value);
                 batch.put(Family::Repos, &keys::repo(repo), &values::marker());
             }
@@ -125,7 +138,7 @@ impl Change {
     /// deletion, a catalog entry) is needed by no entry once written.
     pub fn keys(&self) -> (Option<EntryKey>, Vec<EntryKey>) {
         match self {
-            Change::Link { repo, digest } => (
+            Change::Link { repo, digest, .. } => (
                 Some((Family::Links, keys::repo_digest(repo, digest))),
                 vec![],
             ),
@@ -149,9 +162,92 @@ impl Change {
         }
     }
 
+    /// The change that sets an index entry as it is now: how a snapshot of the live
+    /// state (the format-1 upgrade, compaction) re-states it. `None` for families that
+    /// no change sets directly (referrers follow their manifest; blobs are records).
+    pub fn restating(family: Family, key: &[u8], value: &[u8]) -> Result<Option<Change>> {
+        let corrupt = || Error::CorruptIndex {
+            family: family.name(),
+        };
+        Ok(Some(match family {
+            Family::Repos => Change::Repository {
+                repo: String::from_utf8(key.to_vec()).map_err(|_| corrupt())?,
+            },
+            Family::Links => {
+                let (repo, digest) = keys::parse_repo_digest(key).ok_or_else(corrupt)?;
+                let (state, _) = values::decode_link(value)?;
+                Change::Link {
+                    repo,
+                    digest,
+                    state,
+                }
+            }
+            Family::Manifests => {
+                let (repo, digest) = keys::parse_repo_digest(key).ok_or_else(corrupt)?;
+                let (size, meta) = values::decode_manifest(value, family)?;
+                Change::Manifest {
+                    repo,
+                    digest,
+                    size,
+                    meta,
+                }
+            }
+            Family::Tags => {
+                let (repo, tag) = keys::parse_tag(key).ok_or_else(corrupt)?;
+                let (digest, pushed) = values::decode_tag(value)?;
+                Change::Tag {
+                    repo,
+                    tag,
+                    digest,
+                    pushed,
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The key this change sets or removes in the family that records sources (or in
+    /// `repos`, for a catalog entry): what identifies "the newest change of its key"
+    /// when compaction carries the log forward.
+    pub fn key(&self) -> EntryKey {
+        match self {
+            Change::Link { repo, digest, .. }
+            | Change::Unlink { repo, digest }
+            | Change::Manifest { repo, digest, .. }
+            | Change::ManifestDelete { repo, digest, .. } => {
+                let family = match self {
+                    Change::Link { .. } | Change::Unlink { .. } => Family::Links,
+                    _ => Family::Manifests,
+                };
+                (family, keys::repo_digest(repo, digest))
+            }
+            Change::Tag { repo, tag, .. } | Change::Untag { repo, tag } => {
+                (Family::Tags, keys::tag(repo, tag))
+            }
+            Change::Repository { repo } => (Family::Repos, keys::repo(repo)),
+        }
+    }
+
+    /// Whether this change removes its key's entry.
+    pub fn is_deletion(&self) -> bool {
+        matches!(
+            self,
+            Change::Unlink { .. } | Change::ManifestDelete { .. } | Change::Untag { .. }
+        )
+    }
+
     fn write(&self, w: Writer) -> Writer {
         match self {
-            Change::Link { repo, digest } => w.u8(LINK).str(repo).digest(digest),
+            Change::Link {
+                repo,
+                digest,
+                state,
+            } => w
+                .u8(LINK)
+                .str(repo)
+                .digest(digest)
+                .time(state.at)
+                .u8(u8::from(state.claimed)),
             Change::Unlink { repo, digest } => w.u8(UNLINK).str(repo).digest(digest),
             Change::Manifest {
                 repo,
@@ -187,9 +283,18 @@ impl Change {
         let kind = r.u8()?;
         let repo = r.str()?;
         Some(match kind {
+            LINK_UNTIMED => Change::Link {
+                repo,
+                digest: r.digest()?,
+                state: LinkState::OLD,
+            },
             LINK => Change::Link {
                 repo,
                 digest: r.digest()?,
+                state: LinkState {
+                    at: r.time()?,
+                    claimed: r.flag()?,
+                },
             },
             UNLINK => Change::Unlink {
                 repo,
@@ -285,6 +390,10 @@ mod tests {
             Change::Link {
                 repo: repo.clone(),
                 digest: d.clone(),
+                state: LinkState {
+                    at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_456),
+                    claimed: true,
+                },
             },
             Change::Unlink {
                 repo: repo.clone(),
@@ -336,13 +445,38 @@ mod tests {
         assert_eq!(decode_sized(&encode_sized(&[]).0), Some(vec![]));
     }
 
+    #[test]
+    fn untimed_links_read_as_old_claimed_links() {
+        let d = Algorithm::Sha256.digest(b"d");
+        let body = Writer::new()
+            .u32(1)
+            .u8(LINK_UNTIMED)
+            .str("r")
+            .digest(&d)
+            .done();
+        let link = Change::Link {
+            repo: "r".into(),
+            digest: d,
+            state: LinkState::OLD,
+        };
+        let size = body.len() as u32 - 4;
+        assert_eq!(decode_sized(&body), Some(vec![(link, size)]));
+    }
+
     proptest::proptest! {
         /// Record bodies are read back from disk: garbage is refused, never a panic.
         #[test]
         fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             if let Some(changes) = decode_sized(&bytes) {
                 let changes: Vec<Change> = changes.into_iter().map(|(c, _)| c).collect();
-                proptest::prop_assert_eq!(encode_sized(&changes).0, bytes);
+                // Exactly the same bytes, unless an untimed link was re-written timed.
+                let again = encode_sized(&changes).0;
+                let back: Option<Vec<Change>> =
+                    decode_sized(&again).map(|c| c.into_iter().map(|(c, _)| c).collect());
+                proptest::prop_assert_eq!(back, Some(changes));
+                if !bytes.contains(&LINK_UNTIMED) {
+                    proptest::prop_assert_eq!(again, bytes);
+                }
             }
         }
     }

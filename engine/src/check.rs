@@ -20,6 +20,7 @@ use crate::pack::format::{
 };
 use crate::progress::Progress;
 use crate::rebuild;
+use crate::types::ReferenceReader;
 
 /// What is wrong, one invariant at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,19 +215,6 @@ impl CheckReport {
 /// Differences reported per family before the rest are only counted.
 const MAX_LOG_DIFFERENCES: usize = 100;
 
-/// What a manifest references, as the protocol reads it: the blobs it names (config,
-/// layers) and its child manifests (an index's). The engine stores manifests without
-/// reading them; checks (and garbage collection) ask the caller's reader.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct References {
-    pub blobs: Vec<Digest>,
-    pub manifests: Vec<Digest>,
-}
-
-/// Reads a manifest's references from its bytes and media type; an error says why the
-/// bytes are not a manifest of that type.
-pub type ReferenceReader<'a> = &'a (dyn Fn(&[u8], &str) -> Result<References, String> + Sync);
-
 impl Engine {
     /// Checks every invariant of the store; with `deep`, also re-hashes every blob;
     /// with a `reader`, also every manifest's references. Writes may go on meanwhile:
@@ -238,6 +226,8 @@ impl Engine {
         reader: Option<ReferenceReader<'_>>,
         progress: &dyn Progress,
     ) -> Result<CheckReport> {
+        // Not while a collection deletes packs.
+        let _maintenance = crate::sync::lock(&self.core.maintenance);
         let snapshot = self.core.index.snapshot();
         let mut checker = Checker {
             engine: self,

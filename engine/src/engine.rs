@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::collect::LinkGuard;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::group::GroupCommit;
@@ -136,6 +137,11 @@ pub(crate) struct Core {
     /// The sequence number of the newest metadata record.
     pub sequence: AtomicU64,
     pub repo_locks: Vec<std::sync::RwLock<()>>,
+    /// Blobs linked while a garbage collection runs, which it must not take away.
+    pub collection: LinkGuard,
+    /// Held by maintenance that must not overlap: a collection (which deletes packs)
+    /// and checks or backups (which read whole packs).
+    pub maintenance: std::sync::Mutex<()>,
     pub recovery: RecoveryReport,
     pub root: PathBuf,
     // Last field: dropped after the index and packs are closed.
@@ -236,6 +242,7 @@ impl Engine {
             &mut sequence,
             &mut known,
         )?;
+        crate::collect::remove_retired(&index, options.storage.as_ref(), &layout.packs())?;
         let (packs, pack_report) = Packs::open(
             options.storage.clone(),
             layout.packs(),
@@ -267,6 +274,8 @@ impl Engine {
             stats: Counters::default(),
             sequence: AtomicU64::new(sequence),
             repo_locks: (0..64).map(|_| std::sync::RwLock::new(())).collect(),
+            collection: LinkGuard::default(),
+            maintenance: std::sync::Mutex::new(()),
             recovery,
             root: root.to_owned(),
             _lock: dir_lock,
@@ -456,7 +465,7 @@ impl Engine {
         side.delete(Family::Uploads, &keys::upload(id));
         let result = self
             .core
-            .commit(session, Some(expected), &|_, _| Vec::new(), side);
+            .commit(session, Some(expected), &|_, _| Ok(Vec::new()), side);
         if result.is_err() {
             self.forget_upload(id);
         }
@@ -492,7 +501,9 @@ impl Engine {
         check_name(repo, "repository name")?;
         let algorithm = expected.algorithm();
         self.core
-            .store(repo, bytes, algorithm, Some(expected), &|_, _| Vec::new())
+            .store(repo, bytes, algorithm, Some(expected), &|_, _| {
+                Ok(Vec::new())
+            })
     }
 
     // ---- reads ---------------------------------------------------------------------
@@ -508,30 +519,54 @@ impl Engine {
     /// The bytes of a blob, or of `range` of it, as zero-copy slices of the pack's
     /// memory map, delivered in pieces of at most `read_piece_bytes`.
     pub fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobReader> {
-        let loc = self
-            .location(digest)?
+        let (_, bytes) = self
+            .read_current(digest)?
             .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
-        let reader = self.reader(&loc)?;
+        let reader = self.reader(bytes);
         match range {
             Some(range) => reader.range(range),
             None => Ok(reader),
         }
     }
 
-    /// The bytes at `loc`, as a reader.
-    pub(crate) fn reader(&self, loc: &crate::pack::Location) -> Result<BlobReader> {
-        Ok(BlobReader {
-            rest: self.core.packs.read(loc)?,
+    /// A reader of `bytes`.
+    pub(crate) fn reader(&self, bytes: Bytes) -> BlobReader {
+        BlobReader {
+            rest: bytes,
             piece: self.core.options.read_piece_bytes.max(1),
-        })
+        }
+    }
+
+    /// Where a blob is and its bytes, if it is stored. A read that races a compaction
+    /// (which copies the blob, points the index at the copy and removes the old pack
+    /// between this lookup and the read) looks it up again.
+    pub(crate) fn read_current(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<(crate::pack::Location, Bytes)>> {
+        let mut loc = self.location(digest)?;
+        loop {
+            let Some(at) = loc else {
+                return Ok(None);
+            };
+            match self.core.packs.read(&at) {
+                Ok(bytes) => return Ok(Some((at, bytes))),
+                Err(e) => {
+                    let now = self.location(digest)?;
+                    if now == Some(at) {
+                        return Err(e);
+                    }
+                    loc = now;
+                }
+            }
+        }
     }
 
     /// Reads a whole blob and checks it against its digest and its pack checksum.
     pub fn verify_blob(&self, digest: &Digest) -> Result<BlobInfo> {
-        let loc = self
-            .location(digest)?
+        let (loc, bytes) = self
+            .read_current(digest)?
             .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
-        let bytes = self.core.packs.read(&loc)?;
         let damaged = |detail: &str| Error::CorruptPack {
             pack: loc.pack,
             detail: format!("{digest}: {detail}"),

@@ -60,6 +60,15 @@ pub enum Error {
     #[error("manifest {0} is unknown")]
     ManifestUnknown(String),
 
+    /// A manifest names a blob its repository cannot read, or a child manifest its
+    /// repository does not have.
+    #[error("{what} {digest} is not in repository {repo}")]
+    ReferenceUnknown {
+        repo: String,
+        digest: Box<Digest>,
+        what: &'static str,
+    },
+
     /// A byte range that does not lie inside the blob; `size` is the blob's size.
     #[error("range {start}..{end} is outside a blob of {size} bytes")]
     RangeNotSatisfiable { start: u64, end: u64, size: u64 },

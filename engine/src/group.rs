@@ -22,7 +22,7 @@ use std::sync::{Condvar, Mutex};
 
 use bytes::Bytes;
 
-use crate::change::{self, Change};
+use crate::change::{self, Change, EntryKey};
 use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::index::values::Source;
@@ -46,6 +46,19 @@ pub(crate) struct GroupEntry {
     /// large upload's location and its pack's length) or that no restart keeps (an
     /// upload session's entry).
     pub side: Batch,
+    /// Entries to re-state as they are when the group is written (compaction carrying
+    /// the log forward): resolved by the leader, so no change of the same keys can
+    /// slip in between the read and the write.
+    pub restate: Option<Restate>,
+}
+
+/// What compaction asks the group to re-state: each key whose newest change may be in
+/// the packs being compacted, with that change if it is a deletion.
+pub(crate) struct Restate {
+    /// The packs being compacted: an entry set by a change logged in one of them is
+    /// re-stated, one set elsewhere is newer and needs nothing.
+    pub from: Vec<u64>,
+    pub keys: Vec<(EntryKey, Option<Change>)>,
 }
 
 /// An entry waiting for a group, its changes already encoded (by its own thread, not
@@ -100,6 +113,7 @@ impl Core {
             encoded,
             sizes,
         };
+        debug_assert!(queued.entry.restate.is_none() || queued.entry.changes.is_empty());
         let group = &self.group;
         let mut state = lock(&group.state);
         let ticket = state.next_ticket;
@@ -167,8 +181,17 @@ impl Core {
     fn write_group_to(
         &self,
         writer: &mut PackWriter,
-        entries: Vec<Queued>,
+        mut entries: Vec<Queued>,
     ) -> Result<(Batch, u64)> {
+        // Re-statements first: they are read from the index as the groups before this
+        // one left it, so they must be applied before this group's own changes.
+        entries.sort_by_key(|q| q.entry.restate.is_none());
+        for queued in &mut entries {
+            if let Some(restate) = queued.entry.restate.take() {
+                queued.entry.changes = self.resolve(&restate)?;
+                (queued.encoded, queued.sizes) = change::encode_list(&queued.entry.changes);
+            }
+        }
         let blobs: Vec<&SmallBlob> = entries
             .iter()
             .filter_map(|q| q.entry.blob.as_ref())
@@ -256,6 +279,63 @@ impl Core {
             batch.extend(queued.entry.side);
         }
         Ok((batch, offset))
+    }
+}
+
+impl Core {
+    /// Takes pack `id` from the group commit if it is the pack groups append to and no
+    /// group is being written, so a compaction can have it; the next group leases
+    /// another.
+    pub(crate) fn surrender_group_pack(&self, id: u64) -> Option<PackWriter> {
+        let mut state = lock(&self.group.state);
+        if state.pack.as_ref().is_some_and(|w| w.id == id) {
+            state.pack.take()
+        } else {
+            None
+        }
+    }
+
+    /// The changes that re-state `restate`'s keys as the index has them now: a put for
+    /// each entry whose change is in the packs being compacted, and the deletion again
+    /// for each deleted key that is still absent.
+    fn resolve(&self, restate: &Restate) -> Result<Vec<Change>> {
+        let mut by_family: HashMap<Family, Vec<usize>> = HashMap::new();
+        for (i, ((family, _), _)) in restate.keys.iter().enumerate() {
+            by_family.entry(*family).or_default().push(i);
+        }
+        let mut current: Vec<Option<Vec<u8>>> = vec![None; restate.keys.len()];
+        for (family, at) in &by_family {
+            let keys: Vec<&[u8]> = at.iter().map(|&i| restate.keys[i].0.1.as_slice()).collect();
+            for (&i, value) in at.iter().zip(self.index.get_many(*family, &keys)?) {
+                current[i] = value;
+            }
+        }
+        let mut out = Vec::new();
+        for (((family, key), deletion), value) in restate.keys.iter().zip(current) {
+            match (value, deletion) {
+                (Some(value), _) => {
+                    let here = *family == Family::Repos
+                        || values::decode_source(*family, &value)?
+                            .is_some_and(|s| restate.from.contains(&s.pack));
+                    if here {
+                        out.extend(Change::restating(*family, key, &value)?);
+                    }
+                }
+                (None, Some(deletion)) => {
+                    out.push(deletion.clone());
+                    // A manifest delete also removes its link: if the repository has
+                    // linked the same digest again since, state that link after it.
+                    if let Change::ManifestDelete { repo, digest, .. } = deletion {
+                        let link = keys::repo_digest(repo, digest);
+                        if let Some(value) = self.index.get(Family::Links, &link)? {
+                            out.extend(Change::restating(Family::Links, &link, &value)?);
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -20,6 +20,7 @@ mod backup;
 mod change;
 mod check;
 mod codec;
+mod collect;
 mod engine;
 mod error;
 mod group;
@@ -43,11 +44,14 @@ pub mod progress;
 pub mod storage;
 
 pub use backup::BackupReport;
-pub use check::{CheckReport, Finding, Problem, ReferenceReader, References};
+pub use check::{CheckReport, Finding, Problem};
+pub use collect::{
+    CollectOptions, CollectReport, DEFAULT_COMPACT_THRESHOLD, DEFAULT_GRACE, Removal,
+};
 pub use digest::{Algorithm, Digest, DigestParseError};
 pub use engine::{BlobReader, Engine, EngineStats, Options, PackUsage, RecoveryReport};
 pub use error::{Error, IndexError, Result};
 pub use pack::PackRecovery;
 pub use rebuild::RebuildReport;
-pub use types::{BlobInfo, ManifestMeta, ManifestRecord, Reference};
+pub use types::{BlobInfo, ManifestMeta, ManifestRecord, Reference, ReferenceReader, References};
 pub use upload::{UploadId, UploadStatus};

@@ -11,27 +11,30 @@ use bytes::Bytes;
 
 use crate::change::Change;
 use crate::digest::{Algorithm, Digest};
-use crate::engine::{BlobReader, Engine, check_name};
+use crate::engine::{BlobReader, Core, Engine, check_name};
 use crate::error::{Error, Result};
 use crate::group::GroupEntry;
+use crate::index::values::LinkState;
 use crate::index::{Family, keys, values};
 use crate::sync::{read_lock, write_lock};
-use crate::types::{BlobInfo, ManifestMeta, ManifestRecord, Reference};
+use crate::types::{BlobInfo, ManifestMeta, ManifestRecord, Reference, References};
 
-impl Engine {
-    /// The lock that orders `repo`'s tag and manifest changes. Writes that only add
-    /// entries (pushing a manifest, tagging one that exists) share it, so concurrent
-    /// pushes to one repository share group commits; removals (untag, manifest delete)
-    /// read what points at what and take it alone, so no push can slip a tag in
-    /// between their read and their write.
-    fn repo_lock(&self, repo: &str) -> &RwLock<()> {
+impl Core {
+    /// The lock that orders `repo`'s metadata changes. Writes that only add entries
+    /// (links, manifests, tags) share it, so concurrent pushes to one repository share
+    /// group commits; removals (untag, manifest delete, a collection's sweep) read what
+    /// points at what and take it alone, so no push can slip a reference in between
+    /// their read and their write.
+    pub(crate) fn repo_lock(&self, repo: &str) -> &RwLock<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         repo.hash(&mut h);
-        let locks = &self.core.repo_locks;
+        let locks = &self.repo_locks;
         &locks[(h.finish() as usize) % locks.len()]
     }
+}
 
+impl Engine {
     // ---- blobs in repositories -----------------------------------------------------
 
     /// The blob, if it is stored and `repo` may read it.
@@ -56,21 +59,27 @@ impl Engine {
         if !linked {
             return Ok(None);
         }
-        self.location(digest)?
-            .map(|loc| self.reader(&loc))
-            .transpose()
+        Ok(self
+            .read_current(digest)?
+            .map(|(_, bytes)| self.reader(bytes)))
     }
 
     /// Lets `repo` read an already stored blob (a cross-repository mount moves no
     /// bytes). Returns `None`, changing nothing, when the blob is not stored.
     pub fn link_blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobInfo>> {
         check_name(repo, "repository name")?;
+        // As a commit of the same digest would: a compaction deciding whether the
+        // blob's bytes are still needed waits, or sees the link.
+        let _one_commit_per_digest = self.core.inflight.acquire(digest);
+        let _repo = read_lock(self.core.repo_lock(repo));
         let Some(info) = self.blob_info(digest)? else {
             return Ok(None);
         };
+        self.core.collection.note(digest);
         self.log(vec![Change::Link {
             repo: repo.to_owned(),
             digest: digest.clone(),
+            state: LinkState::new(),
         }])?;
         Ok(Some(info))
     }
@@ -97,12 +106,21 @@ impl Engine {
     /// in one atomic durable write. Pushed by digest, the bytes must hash to it
     /// ([`Error::DigestMismatch`] otherwise); pushed by tag, they are hashed with sha256.
     /// The bytes are hashed once, here.
+    ///
+    /// `references` are what the manifest names (the caller parses it): each blob must
+    /// be linked to `repo` and each child manifest stored there, checked under the
+    /// repository's lock, so a collection's sweep either keeps them or this push gets
+    /// [`Error::ReferenceUnknown`], never a manifest with a missing reference. Links
+    /// referenced for the first time are claimed in the same write: garbage collection
+    /// spares unclaimed young links as uploads whose manifest is still to come, and a
+    /// claimed link only while a manifest references it.
     pub fn put_manifest(
         &self,
         repo: &str,
         bytes: Bytes,
         reference: &Reference,
         meta: ManifestMeta,
+        references: &References,
     ) -> Result<ManifestRecord> {
         check_name(repo, "repository name")?;
         let (algorithm, expected, tag) = match reference {
@@ -113,14 +131,14 @@ impl Engine {
             }
         };
         let pushed = SystemTime::now();
-        let _repo = read_lock(self.repo_lock(repo));
-        let changes = |digest: &Digest, size: u64| {
-            let mut changes = vec![Change::Manifest {
+        let changes = |digest: &Digest, size: u64| -> Result<Vec<Change>> {
+            let mut changes = self.claims(repo, references)?;
+            changes.push(Change::Manifest {
                 repo: repo.to_owned(),
                 digest: digest.clone(),
                 size,
                 meta: meta.clone(),
-            }];
+            });
             if let Some(tag) = tag {
                 changes.push(Change::Tag {
                     repo: repo.to_owned(),
@@ -129,7 +147,7 @@ impl Engine {
                     pushed,
                 });
             }
-            changes
+            Ok(changes)
         };
         let stored = self
             .core
@@ -139,6 +157,61 @@ impl Engine {
             size: stored.size,
             meta,
         })
+    }
+
+    /// Checks that `repo` has everything `references` names, and returns the claims
+    /// of the links referenced for the first time. The caller holds the repository's
+    /// lock (shared).
+    fn claims(&self, repo: &str, references: &References) -> Result<Vec<Change>> {
+        let index = &self.core.index;
+        for child in &references.manifests {
+            if !index.contains(Family::Manifests, &keys::repo_digest(repo, child))? {
+                return Err(Error::ReferenceUnknown {
+                    repo: repo.to_owned(),
+                    digest: Box::new(child.clone()),
+                    what: "manifest",
+                });
+            }
+        }
+        let linked: Vec<(&Digest, &'static str)> = references
+            .blobs
+            .iter()
+            .map(|d| (d, "blob"))
+            .chain(references.manifests.iter().map(|d| (d, "manifest")))
+            .collect();
+        let keys: Vec<Vec<u8>> = linked
+            .iter()
+            .map(|(d, _)| keys::repo_digest(repo, d))
+            .collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let mut claims = Vec::new();
+        for ((digest, what), value) in linked
+            .into_iter()
+            .zip(index.get_many(Family::Links, &refs)?)
+        {
+            let Some(value) = value else {
+                return Err(Error::ReferenceUnknown {
+                    repo: repo.to_owned(),
+                    digest: Box::new(digest.clone()),
+                    what,
+                });
+            };
+            let (state, _) = values::decode_link(&value)?;
+            let already = claims
+                .iter()
+                .any(|c| matches!(c, Change::Link { digest: d, .. } if d == digest));
+            if !state.claimed && !already {
+                claims.push(Change::Link {
+                    repo: repo.to_owned(),
+                    digest: digest.clone(),
+                    state: LinkState {
+                        claimed: true,
+                        ..state
+                    },
+                });
+            }
+        }
+        Ok(claims)
     }
 
     /// The manifest `reference` names in `repo`, if any.
@@ -186,7 +259,7 @@ impl Engine {
     pub fn tag(&self, repo: &str, tag: &str, digest: &Digest) -> Result<()> {
         check_name(repo, "repository name")?;
         check_name(tag, "tag")?;
-        let _repo = read_lock(self.repo_lock(repo));
+        let _repo = read_lock(self.core.repo_lock(repo));
         let manifest = keys::repo_digest(repo, digest);
         if !self.core.index.contains(Family::Manifests, &manifest)? {
             return Err(Error::ManifestUnknown(digest.to_string()));
@@ -203,7 +276,7 @@ impl Engine {
     pub fn untag(&self, repo: &str, tag: &str) -> Result<bool> {
         check_name(repo, "repository name")?;
         check_name(tag, "tag")?;
-        let _repo = write_lock(self.repo_lock(repo));
+        let _repo = write_lock(self.core.repo_lock(repo));
         let key = keys::tag(repo, tag);
         if !self.core.index.contains(Family::Tags, &key)? {
             return Ok(false);
@@ -219,7 +292,7 @@ impl Engine {
     /// entry; returns whether it existed. Referrers *of* it stay, as the OCI spec asks.
     pub fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
         check_name(repo, "repository name")?;
-        let _repo = write_lock(self.repo_lock(repo));
+        let _repo = write_lock(self.core.repo_lock(repo));
         let key = keys::repo_digest(repo, digest);
         let Some(value) = self.core.index.get(Family::Manifests, &key)? else {
             return Ok(false);

@@ -38,3 +38,17 @@ pub struct ManifestRecord {
     pub size: u64,
     pub meta: ManifestMeta,
 }
+
+/// What a manifest references, as the protocol reads it: the blobs it names (config,
+/// layers) and its child manifests (an index's). The engine stores manifests without
+/// reading them; checks and garbage collection ask the caller's reader, and a
+/// manifest's push names them so that the engine can check them under its locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    pub blobs: Vec<Digest>,
+    pub manifests: Vec<Digest>,
+}
+
+/// Reads a manifest's references from its bytes and media type; an error says why the
+/// bytes are not a manifest of that type.
+pub type ReferenceReader<'a> = &'a (dyn Fn(&[u8], &str) -> Result<References, String> + Sync);

@@ -7,9 +7,9 @@
 
 use crate::change::{self, Change};
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::group::GroupEntry;
-use crate::index::{Family, keys, values};
+use crate::index::Family;
 
 /// Bytes of changes per group commit: each record (and its index batch) a few MiB,
 /// well inside the record limit.
@@ -18,37 +18,15 @@ const CHUNK_BYTES: usize = 8 << 20;
 pub(crate) fn from_format_1(engine: &Engine) -> Result<()> {
     let core = &engine.core;
     let mut changes = Vec::new();
-    let corrupt = |family: Family| Error::CorruptIndex {
-        family: family.name(),
-    };
-    for (key, _) in core.index.scan_all(Family::Repos)? {
-        let repo = String::from_utf8(key.to_vec()).map_err(|_| corrupt(Family::Repos))?;
-        changes.push(Change::Repository { repo });
-    }
-    for (key, _) in core.index.scan_all(Family::Links)? {
-        let (repo, digest) = keys::parse_repo_digest(&key).ok_or_else(|| corrupt(Family::Links))?;
-        changes.push(Change::Link { repo, digest });
-    }
-    for (key, value) in core.index.scan_all(Family::Manifests)? {
-        let (repo, digest) =
-            keys::parse_repo_digest(&key).ok_or_else(|| corrupt(Family::Manifests))?;
-        let (size, meta) = values::decode_manifest(&value, Family::Manifests)?;
-        changes.push(Change::Manifest {
-            repo,
-            digest,
-            size,
-            meta,
-        });
-    }
-    for (key, value) in core.index.scan_all(Family::Tags)? {
-        let (repo, tag) = keys::parse_tag(&key).ok_or_else(|| corrupt(Family::Tags))?;
-        let (digest, pushed) = values::decode_tag(&value)?;
-        changes.push(Change::Tag {
-            repo,
-            tag,
-            digest,
-            pushed,
-        });
+    for family in [
+        Family::Repos,
+        Family::Links,
+        Family::Manifests,
+        Family::Tags,
+    ] {
+        for (key, value) in core.index.scan_all(family)? {
+            changes.extend(Change::restating(family, &key, &value)?);
+        }
     }
     let (_, sizes) = change::encode_list(&changes);
     let mut chunk = Vec::new();

@@ -21,10 +21,11 @@ use crate::digest::{Algorithm, Digest, Hasher};
 use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::group::{GroupEntry, SmallBlob};
+use crate::index::values::LinkState;
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_TRAILER_LEN, RecordHeader};
 use crate::pack::{Appender, Location, PackWriter, Packs};
-use crate::sync::lock;
+use crate::sync::{lock, read_lock};
 use crate::types::BlobInfo;
 
 /// Pieces an upload holds before writing, whatever their size: bounds the per-piece
@@ -334,9 +335,14 @@ impl Core {
 
     /// An idle unsealed pack, or a new one, recorded in the index before use.
     pub(crate) fn lease_pack(&self) -> Result<PackWriter> {
-        if let Some(writer) = self.packs.take_idle() {
-            return Ok(writer);
+        match self.packs.take_idle() {
+            Some(writer) => Ok(writer),
+            None => self.create_pack(),
         }
+    }
+
+    /// A new pack, recorded in the index before use.
+    pub(crate) fn create_pack(&self) -> Result<PackWriter> {
         let writer = self.packs.create()?;
         let mut batch = Batch::default();
         self.stage_pack(&mut batch, writer.id, writer.end());
@@ -358,7 +364,7 @@ impl Core {
         bytes: Bytes,
         algorithm: Algorithm,
         expected: Option<&Digest>,
-        changes: &dyn Fn(&Digest, u64) -> Vec<Change>,
+        changes: &dyn Fn(&Digest, u64) -> Result<Vec<Change>>,
     ) -> Result<BlobInfo> {
         let mut session = Session::new(repo, algorithm, self.packs.clone());
         self.append(&mut session, bytes)?;
@@ -368,12 +374,14 @@ impl Core {
     /// Finishes an upload: verifies the digest against `expected` (or, without one,
     /// takes what the bytes hash to), stores the blob unless it exists, links it to the
     /// session's repository, and applies `changes` (given the digest and size) and
-    /// `side` in the same atomic commit (the pack synced, then the index). Returns once all of it is durable.
+    /// `side` in the same atomic commit (the pack synced, then the index). Returns once
+    /// all of it is durable. `changes` runs under the repository's lock (shared), so
+    /// what it checks in the index holds until the commit is indexed.
     pub(crate) fn commit(
         &self,
         mut session: Session,
         expected: Option<&Digest>,
-        changes: &dyn Fn(&Digest, u64) -> Vec<Change>,
+        changes: &dyn Fn(&Digest, u64) -> Result<Vec<Change>>,
         side: Batch,
     ) -> Result<BlobInfo> {
         // Every byte received is in the pack (or still pending) before it is verified.
@@ -392,17 +400,25 @@ impl Core {
             }
         };
         let size = session.received;
+        let _one_commit_per_digest = self.inflight.acquire(&digest);
+        // Ordered against a collection: its sweep of this repository (exclusive lock)
+        // sees the new link or runs after it is indexed, and its compaction, deciding
+        // under the digest's inflight lock whether the bytes are still needed, sees it
+        // noted.
+        let _repo = read_lock(self.repo_lock(&session.repo));
+        self.collection.note(&digest);
         let mut entry = GroupEntry {
             blob: None,
             changes: vec![Change::Link {
                 repo: session.repo.clone(),
                 digest: digest.clone(),
+                state: LinkState::new(),
             }],
             side,
+            restate: None,
         };
-        entry.changes.extend(changes(&digest, size));
+        entry.changes.extend(changes(&digest, size)?);
 
-        let _one_commit_per_digest = self.inflight.acquire(&digest);
         if self.index.contains(Family::Blobs, &keys::blob(&digest))? {
             // Deduplicated: the session's bytes go back to its pack when it drops.
             self.group_commit(entry)?;

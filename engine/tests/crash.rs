@@ -70,7 +70,13 @@ fn child(dir: &std::path::Path, seed: u64) {
                         ..ManifestMeta::default()
                     };
                     engine
-                        .put_manifest(&repo, body.into(), &Reference::Tag(tag.clone()), meta)
+                        .put_manifest(
+                            &repo,
+                            body.into(),
+                            &Reference::Tag(tag.clone()),
+                            meta,
+                            &lain_engine::References::default(),
+                        )
                         .expect("put manifest");
                     println!("ok {repo} {tag} {manifest}");
                 }

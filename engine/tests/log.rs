@@ -120,6 +120,7 @@ fn populate(engine: &Engine, seed: u64) -> (Vec<Digest>, Vec<Digest>) {
                 Bytes::from(body),
                 &Reference::Tag(format!("v{i}")),
                 meta(None, None),
+                &lain_engine::References::default(),
             )
             .unwrap();
         engine.tag(&repo, "latest", &record.digest).unwrap();
@@ -134,6 +135,7 @@ fn populate(engine: &Engine, seed: u64) -> (Vec<Digest>, Vec<Digest>) {
             sig,
             &Reference::Digest(sig_digest.clone()),
             meta(Some(&subject), Some("application/x-sig")),
+            &lain_engine::References::default(),
         )
         .unwrap();
     manifests.push(sig_digest);
@@ -151,6 +153,7 @@ fn push_tagged(engine: &Engine, tag: &str) -> Digest {
             body,
             &Reference::Tag(tag.into()),
             meta(None, None),
+            &lain_engine::References::default(),
         )
         .unwrap()
         .digest
@@ -437,6 +440,7 @@ fn acknowledged_tag_changes_survive_a_power_cut_and_a_rebuild() {
                     body,
                     &Reference::Tag(tag.clone()),
                     meta(None, None),
+                    &lain_engine::References::default(),
                 )
                 .unwrap();
             expected.insert(tag, record.digest);
@@ -745,6 +749,7 @@ fn metadata_beyond_the_record_limit_is_split_or_refused() {
         body(0),
         &Reference::Tag("huge".into()),
         big(65, 0),
+        &lain_engine::References::default(),
     ) {
         Err(lain_engine::Error::MetadataTooLarge { .. }) => {}
         other => panic!("{other:?}"),
@@ -759,6 +764,7 @@ fn metadata_beyond_the_record_limit_is_split_or_refused() {
                         body(n),
                         &Reference::Tag(format!("t{n}")),
                         big(24, n),
+                        &lain_engine::References::default(),
                     )
                     .unwrap()
             })
@@ -845,6 +851,7 @@ fn check_finds_manifest_references_that_are_missing() {
                 Bytes::from(body),
                 &Reference::Tag(tag.into()),
                 meta(None, None),
+                &lain_engine::References::default(),
             )
             .unwrap()
             .digest

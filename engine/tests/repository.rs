@@ -56,6 +56,7 @@ fn manifests_tags_and_deletes() {
             body.clone(),
             &Reference::Tag("v1".into()),
             meta(OCI_MANIFEST),
+            &lain_engine::References::default(),
         )
         .unwrap();
     assert_eq!(record.digest, sha256(&body));
@@ -127,6 +128,7 @@ fn tag_and_catalog_pagination_is_lexical() {
             Bytes::from_static(b"{}"),
             &Reference::Digest(sha256(b"{}")),
             meta(OCI_MANIFEST),
+            &lain_engine::References::default(),
         )
         .unwrap()
         .digest;
@@ -142,6 +144,7 @@ fn tag_and_catalog_pagination_is_lexical() {
             Bytes::from_static(b"{}"),
             &Reference::Tag("zzz".into()),
             meta(OCI_MANIFEST),
+            &lain_engine::References::default(),
         )
         .unwrap();
     tags.sort();
@@ -196,6 +199,7 @@ fn referrers_are_listed_and_filtered() {
             Bytes::from_static(b"{\"s\":1}"),
             &Reference::Tag("v1".into()),
             meta(OCI_MANIFEST),
+            &lain_engine::References::default(),
         )
         .unwrap();
     let referrer = |body: &'static [u8], artifact: &str| {
@@ -211,6 +215,7 @@ fn referrers_are_listed_and_filtered() {
                 Bytes::from_static(body),
                 &Reference::Digest(sha256(body)),
                 m,
+                &lain_engine::References::default(),
             )
             .unwrap()
     };
@@ -259,6 +264,7 @@ fn metadata_survives_reopen() {
                 Bytes::from_static(b"[1]"),
                 &Reference::Digest(Algorithm::Sha512.digest(b"[1]")),
                 meta("application/vnd.oci.image.index.v1+json"),
+                &lain_engine::References::default(),
             )
             .unwrap()
             .digest;
@@ -286,6 +292,7 @@ fn a_manifest_pushed_by_a_wrong_digest_is_refused_and_stores_nothing() {
         body.clone(),
         &Reference::Digest(claimed.clone()),
         meta(OCI_MANIFEST),
+        &lain_engine::References::default(),
     ) {
         Err(Error::DigestMismatch { expected, computed }) => {
             assert_eq!(*expected, claimed);
@@ -320,6 +327,7 @@ fn concurrent_manifest_pushes_to_one_repository_share_syncs() {
                             Bytes::from(body),
                             &Reference::Tag(format!("t{t}-{i}")),
                             meta(OCI_MANIFEST),
+                            &lain_engine::References::default(),
                         )
                         .unwrap();
                 }

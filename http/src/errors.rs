@@ -143,6 +143,8 @@ impl From<EngineError> for ApiError {
             EngineError::TooManyUploads { .. } => ErrorCode::TooManyRequests,
             EngineError::BlobUnknown(_) => ErrorCode::BlobUnknown,
             EngineError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
+            // The spec's code for any unknown reference, blob or manifest.
+            EngineError::ReferenceUnknown { .. } => ErrorCode::ManifestBlobUnknown,
             EngineError::RangeNotSatisfiable { .. } => ErrorCode::RangeInvalid,
             EngineError::InvalidName { .. } => ErrorCode::NameInvalid,
             EngineError::Locked { .. }
@@ -159,6 +161,10 @@ impl From<EngineError> for ApiError {
         };
         match e {
             EngineError::RangeNotSatisfiable { size, .. } => ApiError::range_outside(size),
+            EngineError::ReferenceUnknown { ref digest, .. } => {
+                let detail = serde_json::json!({ "digest": digest.to_string() });
+                ApiError::new(code, e.to_string()).with_detail(detail)
+            }
             e => ApiError::new(code, e.to_string()),
         }
     }

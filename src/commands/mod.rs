@@ -4,6 +4,7 @@
 //! (`crate::control`). Either way the same code runs and prints the same lines.
 
 pub mod backup;
+pub mod collect;
 pub mod fsck;
 
 use lain_engine::progress::Progress;

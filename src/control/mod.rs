@@ -17,7 +17,7 @@ pub fn socket_path(root: &Path) -> PathBuf {
 }
 
 /// What a client asks the server to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Request {
     Fsck {
@@ -27,6 +27,7 @@ pub enum Request {
     Backup {
         dest: PathBuf,
     },
+    GarbageCollect(crate::commands::collect::Collect),
 }
 
 /// What the server sends back while and after it runs a request.

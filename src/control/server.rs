@@ -88,6 +88,9 @@ async fn handle(stream: UnixStream, engine: Engine) {
                 let outcome = match &request {
                     Request::Fsck { deep } => commands::fsck::check(&engine, *deep, &out),
                     Request::Backup { dest } => commands::backup::backup(&engine, dest, &out),
+                    Request::GarbageCollect(settings) => {
+                        commands::collect::collect(&engine, settings, &out)
+                    }
                 };
                 let last = match outcome {
                     Ok(outcome) => Message::Done(outcome),

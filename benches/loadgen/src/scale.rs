@@ -119,6 +119,7 @@ pub fn populate(root: &Path, scale: &Scale) -> Result<f64, String> {
                 Bytes::from(body.to_string()),
                 &Reference::Tag(format!("v{i:06}")),
                 meta,
+                &lain_engine::References::default(),
             )
             .map(|_| ())
             .map_err(|e| format!("manifest {i}: {e}"))

@@ -60,6 +60,16 @@ pub fn pack_id(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.try_into().ok()?))
 }
 
+/// `state` keys of packs a compaction removed from the index whose files may still
+/// need deleting.
+pub const RETIRED_PREFIX: &[u8] = b"retired/";
+
+pub fn retired(id: u64) -> Vec<u8> {
+    let mut key = RETIRED_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
 pub fn upload(id: &str) -> Vec<u8> {
     id.as_bytes().to_vec()
 }

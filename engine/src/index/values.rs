@@ -145,16 +145,78 @@ fn decode_sourced<T>(
 /// format 1, and in other families).
 pub fn decode_source(family: Family, value: &[u8]) -> Result<Option<Source>> {
     Ok(match family {
-        Family::Links => decode_sourced(value, family, |_| Some(()))?.1,
+        Family::Links => decode_link(value)?.1,
         Family::Manifests => decode_sourced(value, family, |r| r.manifest())?.1,
         Family::Tags => decode_sourced(value, family, |r| Some((r.digest()?, r.time()?)))?.1,
         _ => None,
     })
 }
 
-/// A `links` value: presence is the information; the source says where it was logged.
-pub fn encode_link(source: Option<Source>) -> Vec<u8> {
-    with_source(writer(), source).done()
+/// A `links` value (version 2): when the link was made and whether a manifest has
+/// referenced the blob through it since (garbage collection spares unclaimed young
+/// links: uploads whose manifest is still to come), then the source.
+pub fn encode_link(link: LinkState, source: Option<Source>) -> Vec<u8> {
+    let w = Writer::new()
+        .u8(LINK_VERSION)
+        .time(link.at)
+        .u8(u8::from(link.claimed));
+    with_source(w, source).done()
+}
+
+/// What a `links` value says besides its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    pub at: SystemTime,
+    pub claimed: bool,
+}
+
+impl LinkState {
+    /// A link made now, not yet referenced by any manifest.
+    pub fn new() -> LinkState {
+        LinkState {
+            at: SystemTime::now(),
+            claimed: false,
+        }
+    }
+
+    /// A link of unknown age that counts as claimed: what a version-1 value (which
+    /// kept no time) stands for, so that no grace period ever spares it.
+    pub const OLD: LinkState = LinkState {
+        at: std::time::UNIX_EPOCH,
+        claimed: true,
+    };
+}
+
+const LINK_VERSION: u8 = 2;
+
+/// A `links` value of either version, with its source.
+pub fn decode_link(value: &[u8]) -> Result<(LinkState, Option<Source>)> {
+    if value.first() != Some(&LINK_VERSION) {
+        let ((), source) = decode_sourced(value, Family::Links, |_| Some(()))?;
+        return Ok((LinkState::OLD, source));
+    }
+    let mut r = Reader::new(&value[1..]);
+    let out = (|| {
+        let link = LinkState {
+            at: r.time()?,
+            claimed: r.flag()?,
+        };
+        let source = if r.is_empty() {
+            None
+        } else {
+            Some(Source {
+                pack: r.u64()?,
+                bytes: r.u32()?,
+            })
+        };
+        Some((link, source))
+    })();
+    match out {
+        Some(out) if r.is_empty() => Ok(out),
+        _ => Err(Error::CorruptIndex {
+            family: Family::Links.name(),
+        }),
+    }
 }
 
 /// A `usage` value (or merge operand): dead bytes of a pack.
@@ -215,6 +277,7 @@ mod tests {
             let _ = decode_pack(&bytes);
             let _ = decode_tag(&bytes);
             let _ = decode_manifest(&bytes, Family::Manifests);
+            let _ = decode_link(&bytes);
         }
     }
 
@@ -264,10 +327,19 @@ mod tests {
             decode_source(Family::Manifests, &manifest).unwrap(),
             Some(source)
         );
-        assert_eq!(
-            decode_source(Family::Links, &encode_link(Some(source))).unwrap(),
-            Some(source)
-        );
-        assert_eq!(decode_source(Family::Links, &marker()).unwrap(), None);
+        let link = LinkState {
+            at: t,
+            claimed: false,
+        };
+        let linked = encode_link(link, Some(source));
+        assert_eq!(decode_link(&linked).unwrap(), (link, Some(source)));
+        assert_eq!(decode_source(Family::Links, &linked).unwrap(), Some(source));
+        for cut in 1..linked.len() {
+            assert!(decode_link(&linked[..cut]).is_err(), "cut {cut}");
+        }
+        // Version 1 (format 1, and format 2 before link times): no time, counts as old.
+        assert_eq!(decode_link(&marker()).unwrap(), (LinkState::OLD, None));
+        let v1 = with_source(writer(), Some(source)).done();
+        assert_eq!(decode_link(&v1).unwrap(), (LinkState::OLD, Some(source)));
     }
 }

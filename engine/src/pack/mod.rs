@@ -307,6 +307,31 @@ impl Packs {
         lock(&self.idle).pop()
     }
 
+    /// Takes pack `id` out of the pool, if it is there (not leased by a writer), so no
+    /// writer gets it while it is being compacted.
+    pub fn take_idle_id(&self, id: u64) -> Option<PackWriter> {
+        let mut idle = lock(&self.idle);
+        let at = idle.iter().position(|w| w.id == id)?;
+        Some(idle.swap_remove(at))
+    }
+
+    /// Deletes pack `id` (compaction has moved everything it held that is needed):
+    /// readers stop finding it, then the file goes and the removal is made durable.
+    /// Slices of it that readers already hold stay valid (they map the file).
+    pub fn remove(&self, id: u64) -> Result<()> {
+        write_lock(&self.open).remove(&id);
+        let path = self.path(id);
+        match self.storage.remove(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context("remove", &path);
+            }
+            _ => {}
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .context("fsync directory", &self.dir)
+    }
+
     /// Creates a new pack file, durable (header synced, directory entry synced) before it
     /// is returned. The caller records it in the index before writing records to it.
     pub fn create(&self) -> Result<PackWriter> {
@@ -362,6 +387,15 @@ impl Packs {
             view.committed.fetch_max(end, Ordering::Release);
         }
         (end < self.seal_size).then_some(writer)
+    }
+
+    /// Records that `writer`'s bytes up to `end` are synced and about to be indexed by
+    /// its holder, who keeps it (unlike [`Packs::settle`]) for more writes.
+    pub fn advance(&self, writer: &mut PackWriter, end: u64) {
+        writer.set_committed(end);
+        if let Some(view) = read_lock(&self.open).get(&writer.id) {
+            view.committed.fetch_max(end, Ordering::Release);
+        }
     }
 
     /// The first `committed` bytes of pack `id`, or as many as the file has; and the

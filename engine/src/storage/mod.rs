@@ -29,6 +29,9 @@ pub trait Storage: Send + Sync + Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The regular files directly inside `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Removes a file; durable once its directory is synced. Mappings of it that
+    /// readers hold stay valid.
+    fn remove(&self, path: &Path) -> io::Result<()>;
 }
 
 /// One pack file. A pack has a single writer at a time; readers only ever map it.

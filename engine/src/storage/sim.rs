@@ -31,6 +31,8 @@ struct State {
     dirs: HashSet<PathBuf>,
     /// Files whose directory entry is durable.
     durable_entries: HashSet<PathBuf>,
+    /// Removed files whose removal is not durable yet: a power cut brings them back.
+    removed: HashMap<PathBuf, Arc<SimFile>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,8 +58,10 @@ impl SimulatedStorage {
         let State {
             files,
             durable_entries,
+            removed,
             ..
         } = &mut *state;
+        files.extend(removed.drain());
         files.retain(|path, _| durable_entries.contains(path));
         for file in files.values() {
             let mut bytes = lock(&file.bytes);
@@ -111,6 +115,23 @@ impl Storage for SimulatedStorage {
             .cloned()
             .collect();
         state.durable_entries.extend(in_dir);
+        let gone: Vec<PathBuf> = state
+            .removed
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .cloned()
+            .collect();
+        for path in gone {
+            state.removed.remove(&path);
+            state.durable_entries.remove(&path);
+        }
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        let file = state.files.remove(path).ok_or(io::ErrorKind::NotFound)?;
+        state.removed.insert(path.to_owned(), file);
         Ok(())
     }
 

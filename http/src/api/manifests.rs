@@ -23,34 +23,19 @@ pub async fn put(
     let subject = parsed.meta.subject.clone();
     let repo = name.clone();
     let record = blocking(ctx, move |e| {
-        for digest in &parsed.blobs {
-            if e.repo_blob(&repo, digest)?.is_some() {
-                continue;
-            }
-            if *digest == Algorithm::Sha256.digest(EMPTY_BLOB) {
-                // Artifacts' empty config: store it rather than fail the client.
-                e.put_blob(&repo, Bytes::from_static(EMPTY_BLOB), digest)?;
-                continue;
-            }
-            return Err(ApiError::new(
-                ErrorCode::ManifestBlobUnknown,
-                format!("blob {digest} is not in repository {repo}"),
-            )
-            .with_detail(serde_json::json!({ "digest": digest.to_string() })));
+        let empty = Algorithm::Sha256.digest(EMPTY_BLOB);
+        if parsed.blobs.contains(&empty) && e.repo_blob(&repo, &empty)?.is_none() {
+            // Artifacts' empty config: store it rather than fail the client.
+            e.put_blob(&repo, Bytes::from_static(EMPTY_BLOB), &empty)?;
         }
-        for child in &parsed.children {
-            if e.manifest(&repo, &Reference::Digest(child.clone()))?
-                .is_none()
-            {
-                // The spec's code for any unknown reference, blob or manifest.
-                return Err(ApiError::new(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("manifest {child} is not in repository {repo}"),
-                )
-                .with_detail(serde_json::json!({ "digest": child.to_string() })));
-            }
-        }
-        Ok(e.put_manifest(&repo, bytes, &reference, parsed.meta)?)
+        // The engine checks every reference under the repository's lock (a
+        // collection may be sweeping it): `ReferenceUnknown` becomes
+        // MANIFEST_BLOB_UNKNOWN.
+        let references = lain_engine::References {
+            blobs: parsed.blobs,
+            manifests: parsed.children,
+        };
+        Ok(e.put_manifest(&repo, bytes, &reference, parsed.meta, &references)?)
     })
     .await?;
     let mut reply = Reply::new(StatusCode::CREATED)

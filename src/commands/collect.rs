@@ -1,0 +1,99 @@
+//! `registry garbage-collect [--dry-run] [--delete-untagged]`: removes what no kept
+//! manifest needs and frees the space (see `lain_engine::CollectOptions`).
+
+use lain_engine::{CollectOptions, Engine, Removal};
+use serde::{Deserialize, Serialize};
+
+use super::{Outcome, Output, bytes};
+
+/// The collection's settings as the command line and the control socket carry them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collect {
+    pub delete_untagged: bool,
+    pub dry_run: bool,
+    pub grace_seconds: u64,
+    pub compact_threshold: f64,
+}
+
+impl Collect {
+    pub fn options(&self) -> CollectOptions {
+        CollectOptions {
+            delete_untagged: self.delete_untagged,
+            dry_run: self.dry_run,
+            grace: std::time::Duration::from_secs(self.grace_seconds),
+            compact_threshold: self.compact_threshold,
+        }
+    }
+}
+
+pub fn collect(engine: &Engine, settings: &Collect, out: &dyn Output) -> Result<Outcome, String> {
+    let report = engine
+        .collect(&settings.options(), &lain_http::manifest_references, out)
+        .map_err(|e| format!("the collection failed: {e}"))?;
+    for removal in &report.removals {
+        out.line(&match removal {
+            Removal::Manifest { repo, digest } => format!("would remove manifest {repo}@{digest}"),
+            Removal::Link { repo, digest } => format!("would unlink blob {digest} from {repo}"),
+            Removal::Blob {
+                digest,
+                size,
+                pack: Some(pack),
+            } => format!(
+                "would remove blob {digest} ({}) with pack {pack}",
+                bytes(*size)
+            ),
+            Removal::Blob {
+                digest,
+                size,
+                pack: None,
+            } => format!(
+                "unreferenced blob {digest} ({}) stays until its pack passes the threshold",
+                bytes(*size)
+            ),
+            Removal::Pack {
+                id,
+                committed,
+                dead,
+            } => format!(
+                "would rewrite pack {id}: {} of {} dead",
+                bytes(*dead),
+                bytes(*committed)
+            ),
+        });
+    }
+    for skipped in &report.skipped {
+        out.line(&format!("skipped: {skipped}"));
+    }
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    out.line(&format!(
+        "{verb} {} manifests, {} links and {} blobs ({}) in {} repositories; {} unreferenced blobs in all",
+        report.manifests_removed,
+        report.links_removed,
+        report.blobs_removed,
+        bytes(report.blob_bytes_removed),
+        report.repositories,
+        report.blobs_unreferenced,
+    ));
+    let verb = if report.dry_run {
+        "would rewrite"
+    } else {
+        "rewrote"
+    };
+    out.line(&format!(
+        "{verb} {} packs, copying {}; data directory {} before, {} after; took {:.1?}",
+        report.packs_rewritten,
+        bytes(report.bytes_copied),
+        bytes(report.disk_before),
+        bytes(report.disk_after),
+        report.elapsed,
+    ));
+    Ok(if report.skipped.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Problems
+    })
+}
