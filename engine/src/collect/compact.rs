@@ -74,7 +74,8 @@ impl<'a> Target<'a> {
 }
 
 /// Compacts pack `id` (committed up to `committed`, out of the write pool): `live`
-/// says which blobs some repository links.
+/// says which blobs some repository links. Returns whether the pack is gone (`false`:
+/// left as it was, for a reason in `out.skipped`).
 pub(super) fn compact_pack(
     engine: &Engine,
     target: &mut Target<'_>,
@@ -83,7 +84,7 @@ pub(super) fn compact_pack(
     live: &HashSet<Digest>,
     progress: &dyn Progress,
     out: &mut Compacted,
-) -> Result<()> {
+) -> Result<bool> {
     let core = &engine.core;
     let (map, _) = core.packs.map_prefix(id, committed)?;
     let scan = format::scan(&map, PACK_HEADER_LEN);
@@ -95,7 +96,7 @@ pub(super) fn compact_pack(
                 scan.valid_end
             ),
         ));
-        return Ok(());
+        return Ok(false);
     }
 
     // What the pack holds that is still needed.
@@ -133,9 +134,18 @@ pub(super) fn compact_pack(
                             record.offset
                         ),
                     ));
-                    return Ok(());
+                    return Ok(false);
                 };
                 for (change, _) in changes {
+                    // A link also lists its repository in the catalog, which keeps it
+                    // after the link is gone: that entry is re-stated on its own.
+                    if let Change::Link { repo, .. } = &change {
+                        let catalog = (Family::Repos, keys::repo(repo));
+                        if !newest.contains_key(&catalog) {
+                            newest.insert(catalog.clone(), None);
+                            order.push(catalog);
+                        }
+                    }
                     let key = change.key();
                     let deletion = change.is_deletion().then_some(change);
                     if newest.insert(key.clone(), deletion).is_none() {
@@ -190,7 +200,7 @@ pub(super) fn compact_pack(
 
     retire(engine, id)?;
     out.packs += 1;
-    Ok(())
+    Ok(true)
 }
 
 impl Target<'_> {

@@ -106,11 +106,15 @@ pub struct CollectReport {
     /// Packs rewritten (or to rewrite) and the live bytes copied out of them.
     pub packs_rewritten: u64,
     pub bytes_copied: u64,
+    /// Packs past the threshold that an upload was writing to: the next collection
+    /// rewrites them.
+    pub packs_busy: u64,
     /// Bytes of the data directory (packs and index) before and after.
     pub disk_before: u64,
     pub disk_after: u64,
     pub elapsed: Duration,
-    /// Repositories not swept, and packs not compacted, with the reason.
+    /// Repositories not swept, and packs not compacted, because something is wrong
+    /// with them (`registry fsck` says what).
     pub skipped: Vec<String>,
     /// In a dry run, everything that would go.
     pub removals: Vec<Removal>,
@@ -248,29 +252,35 @@ impl Engine {
         let total: u64 = chosen.iter().map(|u| u.live()).sum();
         progress.phase("compacting packs", total);
         let mut done = compact::Compacted::default();
+        // Out of the write pool first, all of them, so that no writer appends to one
+        // while it is copied (not even the group commit re-stating another's log): an
+        // idle pack, or the group commit's between groups. A pack an upload is
+        // writing to waits for the next collection.
+        let mut held = HashMap::new();
+        chosen.retain(|usage| {
+            if usage.sealed {
+                return true;
+            }
+            match core
+                .packs
+                .take_idle_id(usage.id)
+                .or_else(|| core.surrender_group_pack(usage.id))
+            {
+                Some(writer) => {
+                    held.insert(usage.id, writer);
+                    true
+                }
+                None => {
+                    report.packs_busy += 1;
+                    false
+                }
+            }
+        });
         let mut target = compact::Target::new(self);
         for usage in &chosen {
-            // Out of the write pool first, so no writer appends while it is copied: an
-            // idle pack, or the group commit's between groups. A pack an upload is
-            // writing to waits for the next collection.
-            let held = if usage.sealed {
-                None
-            } else {
-                match core
-                    .packs
-                    .take_idle_id(usage.id)
-                    .or_else(|| core.surrender_group_pack(usage.id))
-                {
-                    Some(writer) => Some(writer),
-                    None => {
-                        done.skipped
-                            .push((usage.id, "a writer is using it".to_owned()));
-                        continue;
-                    }
-                }
-            };
-            let committed = held.as_ref().map_or(usage.committed, |w| w.end());
-            compact::compact_pack(
+            let writer = held.remove(&usage.id);
+            let committed = writer.as_ref().map_or(usage.committed, |w| w.end());
+            let compacted = compact::compact_pack(
                 self,
                 &mut target,
                 usage.id,
@@ -278,8 +288,19 @@ impl Engine {
                 &live,
                 progress,
                 &mut done,
-            )?;
-            drop(held);
+            );
+            match compacted {
+                // Deleted: its writer goes with it.
+                Ok(true) => {}
+                // Left as it was: back in the pool.
+                Ok(false) => writer.into_iter().for_each(|w| core.packs.release(w)),
+                Err(e) => {
+                    for writer in writer.into_iter().chain(held.into_values()) {
+                        core.packs.release(writer);
+                    }
+                    return Err(e);
+                }
+            }
         }
         target.finish();
 

@@ -334,8 +334,12 @@ mod tests {
         let linked = encode_link(link, Some(source));
         assert_eq!(decode_link(&linked).unwrap(), (link, Some(source)));
         assert_eq!(decode_source(Family::Links, &linked).unwrap(), Some(source));
+        let unsourced = encode_link(link, None);
+        assert_eq!(decode_link(&unsourced).unwrap(), (link, None));
         for cut in 1..linked.len() {
-            assert!(decode_link(&linked[..cut]).is_err(), "cut {cut}");
+            if cut != unsourced.len() {
+                assert!(decode_link(&linked[..cut]).is_err(), "cut {cut}");
+            }
         }
         // Version 1 (format 1, and format 2 before link times): no time, counts as old.
         assert_eq!(decode_link(&marker()).unwrap(), (LinkState::OLD, None));

@@ -1,0 +1,636 @@
+//! Garbage collection: which manifests, links and blobs each flag combination keeps,
+//! that the space is freed, that a rebuild from the packs agrees after any number of
+//! collections, and that collections racing pushes, mounts and tags never leave a
+//! manifest with a missing reference.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use lain_engine::progress::Silent;
+use lain_engine::{
+    CollectOptions, CollectReport, Digest, Engine, ManifestMeta, Options, Reference, References,
+};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The test's manifest format: one reference per line, `blob <digest>` or
+/// `child <digest>`, after a first line that makes the bytes unique.
+fn toy_manifest(salt: &str, blobs: &[&Digest], children: &[&Digest]) -> Bytes {
+    let mut text = format!("manifest {salt}\n");
+    for b in blobs {
+        text.push_str(&format!("blob {b}\n"));
+    }
+    for c in children {
+        text.push_str(&format!("child {c}\n"));
+    }
+    Bytes::from(text)
+}
+
+fn reader(bytes: &[u8], _media_type: &str) -> Result<References, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
+    let mut refs = References::default();
+    for line in text.lines().skip(1) {
+        let (kind, digest) = line.split_once(' ').ok_or("no space")?;
+        let digest: Digest = digest.parse().map_err(|e| format!("{e}"))?;
+        match kind {
+            "blob" => refs.blobs.push(digest),
+            "child" => refs.manifests.push(digest),
+            other => return Err(format!("unknown reference kind {other}")),
+        }
+    }
+    Ok(refs)
+}
+
+fn collect(engine: &Engine, delete_untagged: bool, grace: Duration) -> CollectReport {
+    let options = CollectOptions {
+        delete_untagged,
+        dry_run: false,
+        grace,
+        compact_threshold: 0.0,
+    };
+    engine.collect(&options, &reader, &Silent).expect("collect")
+}
+
+/// Pushes a manifest naming `blobs` and `children` (and `subject`) to `repo`.
+fn push(
+    engine: &Engine,
+    repo: &str,
+    reference: Reference,
+    salt: &str,
+    blobs: &[&Digest],
+    children: &[&Digest],
+    subject: Option<&Digest>,
+) -> Result<Digest, lain_engine::Error> {
+    let bytes = toy_manifest(salt, blobs, children);
+    let references = References {
+        blobs: blobs.iter().map(|d| (*d).clone()).collect(),
+        manifests: children.iter().map(|d| (*d).clone()).collect(),
+    };
+    let meta = ManifestMeta {
+        media_type: OCI_MANIFEST.into(),
+        subject: subject.cloned(),
+        artifact_type: subject.map(|_| "application/x-signature".into()),
+        annotations: vec![],
+    };
+    Ok(engine
+        .put_manifest(repo, bytes, &reference, meta, &references)?
+        .digest)
+}
+
+fn tag(name: &str) -> Reference {
+    Reference::Tag(name.into())
+}
+
+fn by_digest(salt: &str, blobs: &[&Digest], children: &[&Digest]) -> Reference {
+    Reference::Digest(sha256(&toy_manifest(salt, blobs, children)))
+}
+
+fn blob(engine: &Engine, repo: &str, name: &str, len: usize) -> Digest {
+    let mut data = name.as_bytes().to_vec();
+    data.resize(len.max(name.len()), b'.');
+    upload_in_pieces(engine, repo, &data, &[len / 2])
+}
+
+/// A store with everything a collection must tell apart, each named.
+struct Scene {
+    d: HashMap<&'static str, Digest>,
+}
+
+impl Scene {
+    fn build(engine: &Engine) -> Scene {
+        let mut d: HashMap<&'static str, Digest> = HashMap::new();
+        for (name, len) in [
+            ("C1", 300),
+            ("L0", 40_000),
+            ("L1", 30_000),
+            ("C2", 300),
+            ("L2", 30_000),
+            ("L4", 20_000),
+            ("L5", 500),
+            ("L6", 25_000),
+            ("L7", 22_000),
+            ("L8", 21_000),
+            ("L9", 21_500),
+            ("L10", 23_000),
+            ("L11", 600),
+            ("P", 50_000),
+        ] {
+            d.insert(name, blob(engine, "a", name, len));
+        }
+        // b shares L0 by a mount, and has its own.
+        engine.link_blob("b", &d["L0"]).unwrap().unwrap();
+        for (name, len) in [("C3", 300), ("L3", 35_000)] {
+            d.insert(name, blob(engine, "b", name, len));
+        }
+        let p = |engine: &Engine,
+                 repo,
+                 reference,
+                 salt,
+                 blobs: &[&str],
+                 children: &[&str],
+                 d: &HashMap<&str, Digest>,
+                 subject: Option<&str>| {
+            let blobs: Vec<&Digest> = blobs.iter().map(|n| &d[n]).collect();
+            let children: Vec<&Digest> = children.iter().map(|n| &d[n]).collect();
+            push(
+                engine,
+                repo,
+                reference,
+                salt,
+                &blobs,
+                &children,
+                subject.map(|s| &d[s]),
+            )
+            .unwrap()
+        };
+        let v1 = p(
+            engine,
+            "a",
+            tag("v1"),
+            "v1",
+            &["C1", "L0", "L1"],
+            &[],
+            &d,
+            None,
+        );
+        d.insert("V1", v1);
+        let v2 = p(
+            engine,
+            "a",
+            tag("v2"),
+            "v2",
+            &["C2", "L0", "L2"],
+            &[],
+            &d,
+            None,
+        );
+        d.insert("V2", v2.clone());
+        engine.tag("a", "latest", &v2).unwrap();
+        let vb = p(
+            engine,
+            "b",
+            tag("v1"),
+            "b",
+            &["C3", "L0", "L3"],
+            &[],
+            &d,
+            None,
+        );
+        d.insert("VB", vb);
+        // Untagged from the start, untagged later, deleted.
+        let u = p(
+            engine,
+            "a",
+            by_digest("u", &[&d["L4"]], &[]),
+            "u",
+            &["L4"],
+            &[],
+            &d,
+            None,
+        );
+        d.insert("U", u);
+        let o = p(engine, "a", tag("old"), "o", &["L7"], &[], &d, None);
+        d.insert("O", o);
+        assert!(engine.untag("a", "old").unwrap());
+        let gone = p(engine, "a", tag("gone"), "gone", &["L6"], &[], &d, None);
+        assert!(engine.delete_manifest("a", &gone).unwrap());
+        d.insert("D", gone);
+        // A multi-architecture index, and an index of an index.
+        let m1 = p(
+            engine,
+            "a",
+            by_digest("m1", &[&d["L8"]], &[]),
+            "m1",
+            &["L8"],
+            &[],
+            &d,
+            None,
+        );
+        d.insert("M1", m1);
+        let m2 = p(
+            engine,
+            "a",
+            by_digest("m2", &[&d["L9"]], &[]),
+            "m2",
+            &["L9"],
+            &[],
+            &d,
+            None,
+        );
+        d.insert("M2", m2);
+        let i = p(engine, "a", tag("multi"), "i", &[], &["M1", "M2"], &d, None);
+        d.insert("I", i);
+        let m3 = p(
+            engine,
+            "a",
+            by_digest("m3", &[&d["L10"]], &[]),
+            "m3",
+            &["L10"],
+            &[],
+            &d,
+            None,
+        );
+        d.insert("M3", m3);
+        let i2 = p(
+            engine,
+            "a",
+            by_digest("i2", &[], &[&d["M3"]]),
+            "i2",
+            &[],
+            &["M3"],
+            &d,
+            None,
+        );
+        d.insert("I2", i2);
+        let ii = p(engine, "a", tag("nested"), "ii", &[], &["I2"], &d, None);
+        d.insert("II", ii);
+        // Referrers: of a tagged manifest, and of an untagged one.
+        let s = p(
+            engine,
+            "a",
+            by_digest("s", &[&d["L5"]], &[]),
+            "s",
+            &["L5"],
+            &[],
+            &d,
+            Some("V1"),
+        );
+        d.insert("S", s);
+        let s2 = p(
+            engine,
+            "a",
+            by_digest("s2", &[&d["L11"]], &[]),
+            "s2",
+            &["L11"],
+            &[],
+            &d,
+            Some("U"),
+        );
+        d.insert("S2", s2);
+        Scene { d }
+    }
+}
+
+/// What a store serves: for each repository, every manifest and blob of the scene it
+/// can read, with their bytes.
+fn readable(engine: &Engine, scene: &Scene) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for repo in ["a", "b"] {
+        for (name, digest) in &scene.d {
+            if engine
+                .get_manifest(repo, &Reference::Digest(digest.clone()))
+                .unwrap()
+                .is_some()
+            {
+                out.insert((repo.to_owned(), format!("manifest {name}")));
+            }
+            if let Some(r) = engine.read_repo_blob(repo, digest).unwrap() {
+                assert_eq!(&sha256(&r.into_bytes()), digest, "{repo} {name}");
+                out.insert((repo.to_owned(), name.to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn names(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|(r, n)| (r.to_string(), n.to_string()))
+        .collect()
+}
+
+/// Every manifest's references are readable in its repository.
+fn assert_whole(engine: &Engine) {
+    let report = engine.check(true, Some(&reader), &Silent).expect("check");
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+}
+
+fn stored(engine: &Engine, scene: &Scene) -> BTreeSet<String> {
+    scene
+        .d
+        .iter()
+        .filter(|(_, d)| engine.blob_info(d).unwrap().is_some())
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+/// Everything the scene pushed, before any collection.
+fn everything() -> BTreeSet<(String, String)> {
+    let mut all = names(&[
+        ("b", "L0"),
+        ("b", "C3"),
+        ("b", "L3"),
+        ("b", "VB"),
+        ("b", "manifest VB"),
+    ]);
+    for n in [
+        "C1", "L0", "L1", "C2", "L2", "L4", "L5", "L6", "L7", "L8", "L9", "L10", "L11", "P", "V1",
+        "V2", "U", "O", "M1", "M2", "I", "M3", "I2", "II", "S", "S2",
+    ] {
+        all.insert(("a".into(), n.into()));
+        if n.len() > 1 && !n.starts_with('L') && !n.starts_with('C')
+            || ["U", "O", "I", "S"].contains(&n)
+        {
+            all.insert(("a".into(), format!("manifest {n}")));
+        }
+    }
+    all
+}
+
+fn without(mut all: BTreeSet<(String, String)>, gone: &[&str]) -> BTreeSet<(String, String)> {
+    for n in gone {
+        all.remove(&("a".to_owned(), n.to_string()));
+        all.remove(&("a".to_owned(), format!("manifest {n}")));
+    }
+    all
+}
+
+#[test]
+fn the_scene_is_what_the_test_thinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let scene = Scene::build(&engine);
+    assert_eq!(
+        readable(&engine, &scene),
+        without(everything(), &["D"])
+            .into_iter()
+            .chain([("a".to_owned(), "L6".to_owned())])
+            .collect()
+    );
+    assert_whole(&engine);
+}
+
+/// Runs one flag combination on a fresh scene and checks what stays readable, what is
+/// stored at all, and that the store is whole and agrees with a rebuild afterwards.
+fn run(delete_untagged: bool, grace: Duration, gone: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let scene = Scene::build(&engine);
+    let before = readable(&engine, &scene);
+
+    // A dry run changes nothing and says what the real run does.
+    let dry = engine
+        .collect(
+            &CollectOptions {
+                delete_untagged,
+                dry_run: true,
+                grace,
+                compact_threshold: 0.0,
+            },
+            &reader,
+            &Silent,
+        )
+        .unwrap();
+    assert_eq!(readable(&engine, &scene), before);
+    assert_eq!(stored(&engine, &scene).len(), scene.d.len());
+
+    let report = collect(&engine, delete_untagged, grace);
+    let expected = without(everything(), &[&["D", "L6"][..], gone].concat());
+    assert_eq!(
+        readable(&engine, &scene),
+        expected,
+        "-m {delete_untagged} grace {grace:?}"
+    );
+    assert_eq!(
+        (
+            dry.manifests_removed,
+            dry.links_removed,
+            dry.blobs_unreferenced
+        ),
+        (
+            report.manifests_removed,
+            report.links_removed,
+            report.blobs_unreferenced
+        )
+    );
+    assert_eq!(dry.blobs_removed, report.blobs_removed);
+    // Blobs no repository links are gone from the store, bytes and all (threshold 0:
+    // every pack with anything dead is rewritten).
+    let kept: BTreeSet<String> = expected
+        .iter()
+        .filter(|(_, n)| !n.starts_with("manifest "))
+        .map(|(_, n)| n.clone())
+        .collect();
+    assert_eq!(stored(&engine, &scene), kept);
+    assert_eq!(report.blobs_removed as usize, scene.d.len() - kept.len());
+    assert_whole(&engine);
+
+    // Again: nothing more to do.
+    let again = collect(&engine, delete_untagged, grace);
+    assert_eq!(
+        (
+            again.manifests_removed,
+            again.links_removed,
+            again.blobs_removed
+        ),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(readable(&engine, &scene), expected);
+
+    // The packs alone say the same.
+    drop(engine);
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let engine = open(dir.path(), small_options());
+    assert!(engine.recovery_report().rebuilt.is_some());
+    assert_eq!(readable(&engine, &scene), expected);
+    assert_eq!(stored(&engine, &scene), kept);
+    assert_whole(&engine);
+}
+
+#[test]
+fn keeps_every_manifest_and_spares_young_uploads() {
+    run(false, Duration::from_secs(3600), &[]);
+}
+
+#[test]
+fn without_grace_takes_uploads_no_manifest_referenced() {
+    run(false, Duration::ZERO, &["P"]);
+}
+
+#[test]
+fn delete_untagged_spares_young_manifests_within_the_grace() {
+    run(true, Duration::from_secs(3600), &[]);
+}
+
+#[test]
+fn delete_untagged_keeps_what_tags_reach() {
+    // U and O are untagged, S2 refers to U; their blobs go with them. Children of
+    // tagged indexes (M1, M2, I2, M3) and the referrer of a tagged manifest (S) stay.
+    run(
+        true,
+        Duration::ZERO,
+        &["P", "U", "L4", "O", "L7", "S2", "L11"],
+    );
+}
+
+#[test]
+fn deleting_half_the_images_frees_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        pack_seal_size: 1 << 20,
+        ..small_options()
+    };
+    let engine = open(dir.path(), options);
+    let base = blob(&engine, "app", "base", 100_000);
+    let mut images = Vec::new();
+    for i in 0..20 {
+        let name = format!("layer{i}");
+        let layer = blob(&engine, "app", &name, 200_000);
+        let manifest = push(
+            &engine,
+            "app",
+            tag(&format!("v{i}")),
+            &name,
+            &[&base, &layer],
+            &[],
+            None,
+        )
+        .unwrap();
+        images.push((manifest, layer));
+    }
+    let before = pack_file_bytes(dir.path());
+    let mut deleted = 0u64;
+    for (manifest, layer) in images.iter().step_by(2) {
+        assert!(engine.delete_manifest("app", manifest).unwrap());
+        deleted += engine.blob_info(layer).unwrap().unwrap().size;
+    }
+    let report = engine
+        .collect(
+            &CollectOptions {
+                grace: Duration::ZERO,
+                ..CollectOptions::default()
+            },
+            &reader,
+            &Silent,
+        )
+        .unwrap();
+    let after = pack_file_bytes(dir.path());
+    let freed = before.saturating_sub(after);
+    assert!(
+        freed as f64 >= 0.9 * deleted as f64,
+        "freed {freed} of {deleted} deleted bytes ({before} -> {after}): {report:?}"
+    );
+    for (i, (manifest, layer)) in images.iter().enumerate() {
+        let present = engine.blob_info(layer).unwrap().is_some();
+        assert_eq!(present, i % 2 == 1, "layer {i}");
+        let m = engine
+            .manifest("app", &Reference::Digest(manifest.clone()))
+            .unwrap();
+        assert_eq!(m.is_some(), i % 2 == 1, "manifest {i}");
+    }
+    assert_eq!(read_all(&engine, &base).len(), 100_000);
+    assert_whole(&engine);
+}
+
+/// Pushers, mounters and taggers against collections in a loop (grace zero, every pack
+/// with anything dead rewritten): a push either lands whole or is refused with
+/// `ReferenceUnknown`, and the store stays whole throughout.
+#[test]
+fn collections_racing_pushes_mounts_and_tags_leave_no_dangling_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let base = blob(&engine, "base", "base", 30_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..3u64 {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        let base = base.clone();
+        workers.push(std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut refused = 0;
+            let mut r = rng(w);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let repo = format!("w{w}/r{}", n % 4);
+                // A mount of the shared layer, a fresh layer, then the manifest.
+                let mounted = engine.link_blob(&repo, &base).unwrap().is_some();
+                let len = 1000 + below(&mut r, 40_000);
+                let layer = random_bytes(&mut r, len);
+                let layer = upload_in_pieces(&engine, &repo, &layer, &[500]);
+                let mut blobs = vec![&layer];
+                if mounted {
+                    blobs.push(&base);
+                }
+                let t = format!("t{}", n % 3);
+                match push(
+                    &engine,
+                    &repo,
+                    tag(&t),
+                    &format!("{w}-{n}"),
+                    &blobs,
+                    &[],
+                    None,
+                ) {
+                    Ok(manifest) => acknowledged.push((repo.clone(), t, manifest)),
+                    Err(lain_engine::Error::ReferenceUnknown { .. }) => refused += 1,
+                    Err(e) => panic!("push: {e}"),
+                }
+                if n % 5 == 0 {
+                    engine.untag(&repo, "t0").unwrap();
+                }
+            }
+            (acknowledged, refused)
+        }));
+    }
+    let mut collections = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) || collections < 5 {
+        let report = collect(&engine, collections % 2 == 1, Duration::ZERO);
+        assert!(report.skipped.is_empty(), "{report:?}");
+        collections += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for worker in workers {
+        let (acked, _refused) = worker.join().unwrap();
+        acknowledged.extend(acked);
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "only {} pushes",
+        acknowledged.len()
+    );
+    assert_whole(&engine);
+    // Every tag still points at a manifest whose references are all readable.
+    for (repo, t, _) in &acknowledged {
+        if let Some(digest) = engine.resolve_tag(repo, t).unwrap() {
+            let (_, bytes) = engine
+                .get_manifest(repo, &Reference::Digest(digest))
+                .unwrap()
+                .expect("tagged manifest");
+            for d in reader(&bytes, "").unwrap().blobs {
+                let r = engine
+                    .read_repo_blob(repo, &d)
+                    .unwrap()
+                    .expect("referenced blob");
+                assert_eq!(sha256(&r.into_bytes()), d);
+            }
+        }
+    }
+    // Once more, and nothing unreferenced is left.
+    collect(&engine, true, Duration::ZERO);
+    let last = collect(&engine, true, Duration::ZERO);
+    assert_eq!(
+        (
+            last.manifests_removed,
+            last.links_removed,
+            last.blobs_unreferenced
+        ),
+        (0, 0, 0),
+        "{last:?}"
+    );
+    eprintln!(
+        "{collections} collections against {} acknowledged pushes",
+        acknowledged.len()
+    );
+}
