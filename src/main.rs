@@ -108,6 +108,41 @@ enum Command {
         /// docker/distribution's config.yml.
         config: Option<PathBuf>,
     },
+    /// Keeps the newest tags of each repository and deletes the rest, then collects
+    /// garbage.
+    ///
+    /// A tag's manifest is deleted with it unless a kept tag points at it too. Works
+    /// while `registry serve` runs (through its control socket), as garbage-collect
+    /// does.
+    Prune {
+        /// How many tags of each repository to keep.
+        #[arg(long, value_name = "N")]
+        keep_last: usize,
+        /// Only repositories whose name matches this pattern (`*`, `?`).
+        #[arg(long, value_name = "GLOB")]
+        repo: Option<String>,
+        /// Which tags are the newest: by push time, or by name in natural order
+        /// (digit runs compare as numbers), as LAIN's weekly script did.
+        #[arg(long, value_enum, default_value = "pushed")]
+        order: Order,
+        /// Print what would be removed; change nothing.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Do not collect garbage afterwards.
+        #[arg(long)]
+        no_collect: bool,
+        /// The collection's grace period (see garbage-collect).
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<std::time::Duration>,
+        /// docker/distribution's config.yml.
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Order {
+    Pushed,
+    Name,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -157,10 +192,34 @@ fn main() -> ExitCode {
             let settings = commands::collect::Collect {
                 delete_untagged,
                 dry_run,
-                grace_seconds: grace.unwrap_or(config.collect.grace).as_secs(),
+                grace: grace.unwrap_or(config.collect.grace),
                 compact_threshold: compact_threshold.unwrap_or(config.collect.compact_threshold),
             };
             collect(&config.root, settings)
+        }),
+        Command::Prune {
+            keep_last,
+            repo,
+            order,
+            dry_run,
+            no_collect,
+            grace,
+            config,
+        } => load(config.as_deref()).and_then(|config| {
+            let then_collect = (!no_collect).then(|| commands::collect::Collect {
+                delete_untagged: false,
+                dry_run,
+                grace: grace.unwrap_or(config.collect.grace),
+                compact_threshold: config.collect.compact_threshold,
+            });
+            let settings = commands::prune::Prune {
+                keep_last,
+                repo,
+                by_name: matches!(order, Order::Name),
+                dry_run,
+                then_collect,
+            };
+            prune(&config.root, settings)
         }),
     };
     match result {
@@ -219,6 +278,15 @@ fn collect(root: &Path, settings: commands::collect::Collect) -> Result<ExitCode
     let request = Request::GarbageCollect(settings.clone());
     maintain(root, request, &*out, |engine| {
         commands::collect::collect(engine, &settings, &*out)
+    })
+}
+
+fn prune(root: &Path, settings: commands::prune::Prune) -> Result<ExitCode, String> {
+    existing_store(root)?;
+    let out = progress::reporter();
+    let request = Request::Prune(settings.clone());
+    maintain(root, request, &*out, |engine| {
+        commands::prune::prune(engine, &settings, &*out)
     })
 }
 

@@ -30,6 +30,7 @@ mod lock;
 mod rebuild;
 mod replay;
 mod repository;
+mod retention;
 mod rollforward;
 mod sync;
 mod types;
@@ -53,5 +54,6 @@ pub use engine::{BlobReader, Engine, EngineStats, Options, PackUsage, RecoveryRe
 pub use error::{Error, IndexError, Result};
 pub use pack::PackRecovery;
 pub use rebuild::RebuildReport;
+pub use retention::{Pruned, TagOrder, glob_matches, natural};
 pub use types::{BlobInfo, ManifestMeta, ManifestRecord, Reference, ReferenceReader, References};
 pub use upload::{UploadId, UploadStatus};

@@ -79,7 +79,7 @@ impl Engine {
         self.log(vec![Change::Link {
             repo: repo.to_owned(),
             digest: digest.clone(),
-            state: LinkState::new(),
+            state: LinkState::now(),
         }])?;
         Ok(Some(info))
     }

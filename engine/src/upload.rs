@@ -412,7 +412,7 @@ impl Core {
             changes: vec![Change::Link {
                 repo: session.repo.clone(),
                 digest: digest.clone(),
-                state: LinkState::new(),
+                state: LinkState::now(),
             }],
             side,
             restate: None,

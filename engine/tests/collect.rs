@@ -634,3 +634,81 @@ fn collections_racing_pushes_mounts_and_tags_leave_no_dangling_reference() {
         acknowledged.len()
     );
 }
+
+#[test]
+fn prune_keeps_the_newest_tags_and_manifests_a_kept_tag_points_at() {
+    use lain_engine::TagOrder;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let layer = blob(&engine, "app", "layer", 1000);
+    // Pushed in this order; names sort differently by natural order.
+    let names = ["build-10", "build-9", "build-100", "build-2", "build-11"];
+    let mut manifests = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let m = push(
+            &engine,
+            "app",
+            tag(name),
+            &format!("m{i}"),
+            &[&layer],
+            &[],
+            None,
+        )
+        .unwrap();
+        manifests.push(m);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // An old tag that shares its manifest with the newest tag.
+    engine.tag("app", "alias", &manifests[4]).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    engine.tag("app", "build-11", &manifests[4]).unwrap();
+
+    // By push time: alias (pushed before the retag of build-11) is old, but its manifest
+    // is build-11's: it loses the tag, not the manifest.
+    let dry = engine
+        .prune_repository("app", 2, TagOrder::Pushed, true)
+        .unwrap();
+    assert_eq!(engine.list_tags("app", None, 100).unwrap().len(), 6);
+    let pruned = engine
+        .prune_repository("app", 2, TagOrder::Pushed, false)
+        .unwrap();
+    assert_eq!(dry, pruned);
+    assert_eq!(pruned.kept, vec!["build-11", "alias"]);
+    let by_name = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        pruned.tags,
+        by_name(&["build-2", "build-100", "build-9", "build-10"])
+    );
+    assert_eq!(pruned.manifests.len(), 4);
+    assert!(!pruned.manifests.contains(&manifests[4]));
+    assert_eq!(
+        engine.list_tags("app", None, 100).unwrap(),
+        by_name(&["alias", "build-11"])
+    );
+
+    // By name (natural order): build-100 > build-11 > build-10 > build-9 > build-2.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let layer = blob(&engine, "app", "layer", 1000);
+    for (i, name) in names.iter().enumerate() {
+        push(
+            &engine,
+            "app",
+            tag(name),
+            &format!("m{i}"),
+            &[&layer],
+            &[],
+            None,
+        )
+        .unwrap();
+    }
+    let pruned = engine
+        .prune_repository("app", 3, TagOrder::Name, false)
+        .unwrap();
+    assert_eq!(pruned.kept, by_name(&["build-100", "build-11", "build-10"]));
+    assert_eq!(pruned.tags, by_name(&["build-9", "build-2"]));
+    // The collection that follows frees what only the pruned manifests held.
+    let report = collect(&engine, false, Duration::ZERO);
+    assert_eq!(report.blobs_removed, 2, "{report:?}"); // the two manifests' bytes
+    assert_whole(&engine);
+}

@@ -11,7 +11,7 @@ use super::{Outcome, Output, bytes};
 pub struct Collect {
     pub delete_untagged: bool,
     pub dry_run: bool,
-    pub grace_seconds: u64,
+    pub grace: std::time::Duration,
     pub compact_threshold: f64,
 }
 
@@ -20,7 +20,7 @@ impl Collect {
         CollectOptions {
             delete_untagged: self.delete_untagged,
             dry_run: self.dry_run,
-            grace: std::time::Duration::from_secs(self.grace_seconds),
+            grace: self.grace,
             compact_threshold: self.compact_threshold,
         }
     }

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod collect;
 pub mod fsck;
+pub mod prune;
 
 use lain_engine::progress::Progress;
 

@@ -1,5 +1,4 @@
-//! The control socket: how `registry fsck|backup` (and later garbage-collect, prune,
-//! import) reach a `registry serve` that holds the data directory. A Unix socket at
+//! The control socket: how `registry fsck|backup|garbage-collect|prune` reach a `registry serve` that holds the data directory. A Unix socket at
 //! `<root>/control.sock`, owner-only; one request per connection, as one JSON line; the
 //! server answers with JSON lines (progress, report lines) ending in `Done` or `Failed`.
 
@@ -28,6 +27,7 @@ pub enum Request {
         dest: PathBuf,
     },
     GarbageCollect(crate::commands::collect::Collect),
+    Prune(crate::commands::prune::Prune),
 }
 
 /// What the server sends back while and after it runs a request.

@@ -91,6 +91,7 @@ async fn handle(stream: UnixStream, engine: Engine) {
                     Request::GarbageCollect(settings) => {
                         commands::collect::collect(&engine, settings, &out)
                     }
+                    Request::Prune(settings) => commands::prune::prune(&engine, settings, &out),
                 };
                 let last = match outcome {
                     Ok(outcome) => Message::Done(outcome),

@@ -172,7 +172,7 @@ pub struct LinkState {
 
 impl LinkState {
     /// A link made now, not yet referenced by any manifest.
-    pub fn new() -> LinkState {
+    pub fn now() -> LinkState {
         LinkState {
             at: SystemTime::now(),
             claimed: false,
