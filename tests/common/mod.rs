@@ -4,10 +4,11 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -396,4 +397,103 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// `sha512:<hex>` of `bytes`, computed by the engine's digest code.
 pub fn sha512(bytes: &[u8]) -> String {
     lain_engine::Algorithm::Sha512.digest(bytes).to_string()
+}
+
+// ---- images over HTTP, and the maintenance commands ----------------------------
+
+/// Runs `registry ARGS` on the data directory `root`.
+pub fn registry(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args(args)
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", root)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run registry")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn put_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    reg.request(
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+    )
+    .header("Content-Type", "application/octet-stream")
+    .body(bytes.to_vec())
+    .send()
+    .expect(201, None);
+    digest
+}
+
+/// Pushes an image of two layers and a config, tagged `tag`; returns its manifest
+/// digest.
+pub fn push_image(reg: &Registry, repo: &str, tag: &str, seed: u64) -> String {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
+    let config_digest = put_blob(reg, repo, config.as_bytes());
+    let layers: Vec<(String, usize)> = (0..2)
+        .map(|i| {
+            let len = 1000 + ((seed * 7919 + i * 104_729) % 300_000) as usize;
+            let layer: Vec<u8> = (0..len)
+                .map(|j| (j as u64 * (seed + i + 3)) as u8)
+                .collect();
+            (put_blob(reg, repo, &layer), len)
+        })
+        .collect();
+    let layers_json: Vec<String> = layers
+        .iter()
+        .map(|(d, len)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#)
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        layers_json.join(",")
+    );
+    reg.request("PUT", &format!("/v2/{repo}/manifests/{tag}"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .expect(201, None);
+    sha256(manifest.as_bytes())
+}
+
+/// What a registry serves for `repos`: each tag's manifest bytes and every blob the
+/// manifest names, fetched over HTTP.
+pub fn served(reg: &Registry, repos: &[&str]) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for repo in repos {
+        let tags = reg.request("GET", &format!("/v2/{repo}/tags/list")).send();
+        tags.expect(200, None);
+        let list = tags.json()["tags"].clone();
+        out.insert(format!("{repo} tags"), list.to_string().into_bytes());
+        for tag in list.as_array().into_iter().flatten() {
+            let tag = tag.as_str().unwrap();
+            image(reg, repo, tag, &mut out);
+        }
+    }
+    out
+}
+
+pub fn image(reg: &Registry, repo: &str, reference: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+    let manifest = reg
+        .request("GET", &format!("/v2/{repo}/manifests/{reference}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send();
+    manifest.expect(200, None);
+    let json = manifest.json();
+    let mut digests = vec![json["config"]["digest"].as_str().unwrap().to_owned()];
+    for layer in json["layers"].as_array().unwrap() {
+        digests.push(layer["digest"].as_str().unwrap().to_owned());
+    }
+    out.insert(format!("{repo}:{reference}"), manifest.body.clone());
+    for d in digests {
+        let blob = reg.request("GET", &format!("/v2/{repo}/blobs/{d}")).send();
+        blob.expect(200, None);
+        assert_eq!(sha256(&blob.body), d);
+        out.insert(format!("{repo}@{d}"), blob.body);
+    }
 }

@@ -1,0 +1,303 @@
+//! Black-box tests of `registry garbage-collect` and `registry prune` on the real
+//! binary: offline and through a running server (its control socket), what each keeps
+//! and frees, and collections killed with SIGKILL at random moments, offline and inside
+//! the server, after which the store still serves everything kept and a rerun
+//! finishes the job.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Registry, push_image, registry, served, stdout};
+
+/// The layers (and config) of the manifest `digest` of `repo`.
+fn blobs_of(reg: &Registry, repo: &str, digest: &str) -> Vec<String> {
+    let json = reg
+        .request("GET", &format!("/v2/{repo}/manifests/{digest}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .json();
+    let mut out = vec![json["config"]["digest"].as_str().unwrap().to_owned()];
+    for layer in json["layers"].as_array().unwrap() {
+        out.push(layer["digest"].as_str().unwrap().to_owned());
+    }
+    out
+}
+
+fn status(reg: &Registry, path: &str) -> u16 {
+    reg.request("GET", path).send().status
+}
+
+fn packs_bytes(root: &Path) -> u64 {
+    std::fs::read_dir(root.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn garbage_collect_offline_and_through_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start_in(dir.path());
+    let mut kept = Vec::new();
+    for t in 0..3 {
+        kept.push(push_image(&reg, "lain/app", &format!("v{t}"), 10 + t));
+    }
+    push_image(&reg, "lain/web", "v1", 20);
+    // Deleted: its blobs go (no other manifest names them).
+    let deleted = push_image(&reg, "lain/app", "gone", 30);
+    let deleted_blobs = blobs_of(&reg, "lain/app", &deleted);
+    reg.request("DELETE", &format!("/v2/lain/app/manifests/{deleted}"))
+        .send()
+        .expect(202, None);
+    // Untagged: kept unless --delete-untagged.
+    let untagged = push_image(&reg, "lain/app", "temp", 40);
+    let untagged_blobs = blobs_of(&reg, "lain/app", &untagged);
+    reg.request("DELETE", "/v2/lain/app/manifests/temp")
+        .send()
+        .expect(202, None);
+    let repos = ["lain/app", "lain/web"];
+    let before = served(&reg, &repos);
+
+    // A dry run through the server lists what would go and changes nothing.
+    let dry = registry(
+        dir.path(),
+        &["garbage-collect", "--dry-run", "--grace", "0s"],
+    );
+    assert!(dry.status.success(), "{dry:?}");
+    let text = stdout(&dry);
+    for blob in &deleted_blobs {
+        assert!(
+            text.contains(&format!("would unlink blob {blob} from lain/app")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("would remove 0 manifests, 3 links"), "{text}");
+    for blob in &deleted_blobs {
+        assert_eq!(status(&reg, &format!("/v2/lain/app/blobs/{blob}")), 200);
+    }
+
+    // The real thing, while the server runs.
+    let size_before = packs_bytes(dir.path());
+    let run = registry(
+        dir.path(),
+        &[
+            "garbage-collect",
+            "--grace",
+            "0s",
+            "--compact-threshold",
+            "0",
+        ],
+    );
+    assert!(run.status.success(), "{run:?}");
+    let text = stdout(&run);
+    assert!(
+        text.contains("removed 0 manifests, 3 links and 4 blobs"),
+        "{text}"
+    );
+    assert!(text.contains("rewrote"), "{text}");
+    for blob in &deleted_blobs {
+        assert_eq!(status(&reg, &format!("/v2/lain/app/blobs/{blob}")), 404);
+    }
+    for blob in &untagged_blobs {
+        assert_eq!(status(&reg, &format!("/v2/lain/app/blobs/{blob}")), 200);
+    }
+    assert_eq!(served(&reg, &repos), before);
+    assert!(packs_bytes(dir.path()) < size_before);
+
+    // Offline, with --delete-untagged: the untagged image goes too.
+    assert!(reg.terminate());
+    let run = registry(dir.path(), &["garbage-collect", "-m", "--grace", "0s"]);
+    assert!(run.status.success(), "{run:?}");
+    assert!(
+        stdout(&run).contains("removed 1 manifests"),
+        "{}",
+        stdout(&run)
+    );
+    let reg = Registry::start_in(dir.path());
+    assert_eq!(served(&reg, &repos), before);
+    assert_eq!(
+        status(&reg, &format!("/v2/lain/app/manifests/{untagged}")),
+        404
+    );
+    for blob in &untagged_blobs {
+        assert_eq!(status(&reg, &format!("/v2/lain/app/blobs/{blob}")), 404);
+    }
+    for digest in &kept {
+        assert_eq!(
+            status(&reg, &format!("/v2/lain/app/manifests/{digest}")),
+            200
+        );
+    }
+    assert!(reg.terminate());
+    let check = registry(dir.path(), &["fsck", "--deep"]);
+    assert!(check.status.success(), "{}", stdout(&check));
+}
+
+#[test]
+fn prune_keeps_the_newest_tags_by_name_then_collects() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start_in(dir.path());
+    let mut images = BTreeMap::new();
+    // Pushed out of order: the names, not the push times, say which are newest.
+    for n in [3u64, 12, 1, 10, 2, 11] {
+        let tag = format!("release-{n}");
+        images.insert(n, push_image(&reg, "lain/app", &tag, n));
+    }
+    push_image(&reg, "lain/other", "release-1", 99);
+    let out = registry(
+        dir.path(),
+        &[
+            "prune",
+            "--keep-last",
+            "2",
+            "--order",
+            "name",
+            "--repo",
+            "lain/a*",
+            "--grace",
+            "0s",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.contains("removed 4 tags and 4 manifests in 1 repositories"),
+        "{text}"
+    );
+    let tags = reg.request("GET", "/v2/lain/app/tags/list").send().json()["tags"].clone();
+    assert_eq!(tags, serde_json::json!(["release-11", "release-12"]));
+    for (n, digest) in &images {
+        let expected = if *n >= 11 { 200 } else { 404 };
+        assert_eq!(
+            status(&reg, &format!("/v2/lain/app/manifests/{digest}")),
+            expected,
+            "release-{n}"
+        );
+    }
+    assert_eq!(status(&reg, "/v2/lain/other/manifests/release-1"), 200);
+    served(&reg, &["lain/app", "lain/other"]);
+}
+
+/// A collection killed at a random moment (offline, or the server collecting online)
+/// leaves a store that opens and serves every kept image whole; after all the kills, a
+/// collection that runs to the end leaves a store fsck finds clean.
+#[test]
+fn killed_collections_leave_a_whole_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed: u64 = std::env::var("LAIN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("LAIN_TEST_SEED={seed}");
+    let mut state = seed | 1;
+    let mut random = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let repos = ["lain/a", "lain/b", "lain/c"];
+    let reg = Registry::start_in(dir.path());
+    let mut tags: Vec<(&str, String)> = Vec::new();
+    for i in 0..60u64 {
+        let repo = repos[(i % 3) as usize];
+        let tag = format!("v{i}");
+        push_image(&reg, repo, &tag, 500 + i);
+        tags.push((repo, tag));
+    }
+    drop(reg);
+
+    let rounds = 40;
+    let mut killed_mid_run = 0;
+    for round in 0..rounds {
+        // Delete two images, so that every round has something to collect.
+        let reg = Registry::start_in(dir.path());
+        for _ in 0..2 {
+            if tags.len() > 4 {
+                let (repo, tag) = tags.remove(random(tags.len() as u64) as usize);
+                let digest = reg
+                    .request("HEAD", &format!("/v2/{repo}/manifests/{tag}"))
+                    .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+                    .send()
+                    .header("docker-content-digest")
+                    .unwrap()
+                    .to_owned();
+                reg.request("DELETE", &format!("/v2/{repo}/manifests/{digest}"))
+                    .send()
+                    .expect(202, None);
+            }
+        }
+        let expected = served(&reg, &repos);
+        let delay = Duration::from_millis(random(80));
+        let online = round % 2 == 1;
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_registry"))
+                .args([
+                    "garbage-collect",
+                    "--grace",
+                    "0s",
+                    "--compact-threshold",
+                    "0",
+                ])
+                .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let finished = if online {
+            // The server collects (the command asks it through the socket); kill the
+            // server.
+            let mut collector = spawn();
+            std::thread::sleep(delay);
+            common::signal(reg.pid(), "KILL");
+            drop(reg);
+            collector.wait().unwrap().success()
+        } else {
+            drop(reg);
+            let mut collector = spawn();
+            std::thread::sleep(delay);
+            let _ = collector.kill();
+            collector.wait().unwrap().success()
+        };
+        if !finished {
+            killed_mid_run += 1;
+        }
+        let reg = Registry::start_in(dir.path());
+        assert_eq!(
+            served(&reg, &repos),
+            expected,
+            "round {round} (seed {seed})"
+        );
+        drop(reg);
+    }
+    eprintln!("{killed_mid_run} of {rounds} collections killed before they finished");
+    assert!(
+        killed_mid_run >= rounds / 4,
+        "only {killed_mid_run} of {rounds} collections were killed before they finished"
+    );
+    let run = registry(
+        dir.path(),
+        &[
+            "garbage-collect",
+            "--grace",
+            "0s",
+            "--compact-threshold",
+            "0",
+        ],
+    );
+    assert!(run.status.success(), "{run:?}");
+    let check = registry(dir.path(), &["fsck", "--deep"]);
+    assert!(check.status.success(), "seed {seed}: {}", stdout(&check));
+    let reg = Registry::start_in(dir.path());
+    served(&reg, &repos);
+}
