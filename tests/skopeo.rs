@@ -724,3 +724,86 @@ fn skopeo_round_trips_images_and_indexes_byte_for_byte() {
         image_manifest.as_slice()
     );
 }
+
+/// What a collection keeps still pulls byte for byte: the image and the index (with its
+/// children) stay tagged in their repositories while copies of both are deleted from
+/// others; `garbage-collect --delete-untagged` runs through the running server with
+/// every pack rewritten, and skopeo pulls the kept ones back unchanged.
+#[test]
+fn skopeo_pulls_what_a_collection_keeps_byte_for_byte() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let input_dir = work.path().join("input");
+    let input = write_input(&input_dir);
+    let skopeo = Skopeo::new(&work.path().join("skopeo"));
+    let oci = |dir: &Path, name: &str| format!("oci:{}:{name}", dir.display());
+    let data = tempfile::tempdir().expect("tempdir");
+    let registry = common::Registry::start_in(data.path());
+    let reg = Some(&registry);
+    let addr = registry.addr.clone();
+    let docker = |reference: &str| format!("docker://{addr}/{reference}");
+    let push = |name: &str, dest: &str| {
+        let args = [
+            "--all",
+            "--dest-tls-verify=false",
+            &oci(&input_dir, name),
+            &docker(dest),
+        ];
+        skopeo.ok(reg, "copy", &args);
+    };
+    push("image", "lain/app:v1");
+    push("multi", "lain/multi:v1");
+    push("image", "lain/gone:v1");
+    push("multi", "lain/untagged:v1");
+    let image_digest = input.image["digest"].as_str().unwrap();
+    registry
+        .request("DELETE", &format!("/v2/lain/gone/manifests/{image_digest}"))
+        .send()
+        .expect(202, None);
+    registry
+        .request("DELETE", "/v2/lain/untagged/manifests/v1")
+        .send()
+        .expect(202, None);
+
+    let run = common::registry(
+        data.path(),
+        &[
+            "garbage-collect",
+            "-m",
+            "--grace",
+            "0s",
+            "--compact-threshold",
+            "0",
+        ],
+    );
+    assert!(run.status.success(), "{run:?}");
+    let text = common::stdout(&run);
+    // The untagged index and its children (3 manifests) are removed.
+    assert!(text.contains("removed 3 manifests"), "{text}");
+    assert!(!text.contains("rewrote 0 packs"), "{text}");
+    for (repo, digest) in [
+        ("lain/gone", image_digest),
+        ("lain/untagged", input.multi["digest"].as_str().unwrap()),
+    ] {
+        registry
+            .request("GET", &format!("/v2/{repo}/manifests/{digest}"))
+            .send()
+            .expect(404, None);
+    }
+
+    let out = work.path().join("out");
+    for (src, name) in [("lain/app:v1", "image"), ("lain/multi:v1", "multi")] {
+        let args = [
+            "--all",
+            "--src-tls-verify=false",
+            &docker(src),
+            &oci(&out, name),
+        ];
+        skopeo.ok(reg, "copy", &args);
+    }
+    assert_eq!(layout_ref(&out, "image").0, image_digest);
+    assert_eq!(
+        layout_ref(&out, "multi").0,
+        input.multi["digest"].as_str().unwrap()
+    );
+    assert_same_blobs(&input.blobs, &out);
+}
