@@ -84,12 +84,25 @@ pub fn collect(engine: &Engine, settings: &Collect, out: &dyn Output) -> Result<
         "rewrote"
     };
     out.line(&format!(
-        "{verb} {} packs, copying {}; data directory {} before, {} after; took {:.1?}",
+        "{verb} {} packs, copying {}; data directory {} before, {} after",
         report.packs_rewritten,
         bytes(report.bytes_copied),
         bytes(report.disk_before),
         bytes(report.disk_after),
-        report.elapsed,
+    ));
+    if report.packs_busy > 0 {
+        out.line(&format!(
+            "{} packs were being written to and wait for the next collection",
+            report.packs_busy
+        ));
+    }
+    let rate =
+        report.bytes_copied as f64 / f64::from(1 << 20) / report.compacting.as_secs_f64().max(1e-9);
+    out.line(&format!(
+        "took {:.2} s: marking and sweeping {:.2} s, compacting {:.2} s ({rate:.0} MiB/s)",
+        report.elapsed.as_secs_f64(),
+        report.marking.as_secs_f64(),
+        report.compacting.as_secs_f64(),
     ));
     Ok(if report.skipped.is_empty() {
         Outcome::Clean

@@ -5,6 +5,7 @@
 
 mod client;
 mod data;
+mod gc;
 mod report;
 mod scale;
 mod scenarios;
@@ -25,6 +26,9 @@ const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections 
                        [--only NAME,NAME] [--no-scale]
        loadgen drive ADDR [--quick] [--only NAME,NAME] [--connections N]
        loadgen populate DIR BLOBS TAGS [LARGE_MIB]
+       loadgen gc-populate DIR BLOBS MANIFESTS LARGE_MIB
+       loadgen gc-push ADDR MANIFESTS BLOBS_PER_MANIFEST
+       loadgen gc-online ADDR REGISTRY DATA_DIR SECONDS
        loadgen sha256
        loadgen sink ADDR
 
@@ -47,6 +51,10 @@ drive    runs the scenarios once against a registry already listening on ADDR
 populate builds the scale check's store in DIR/data (BLOBS blobs, TAGS tags, and
          LARGE_MIB MiB of 64 MiB blobs) and keeps it, for `registry serve`,
          `registry fsck` (benches/fsck) and `drive` by hand.
+gc-*     garbage collection at scale (benches/gc): a store built through the engine
+         with every other image deleted; the same shape pushed over HTTP (for
+         distribution's garbage-collect beside ours); push rates alone and during an
+         online collection.
 sha256   prints this machine's sha256 rate on one core (the registry's own code).
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
@@ -154,6 +162,26 @@ fn main() -> ExitCode {
         Some("sink") if args.len() == 2 => sink::run(&args[1]),
         Some("compare") => parse(&args[1..]).and_then(compare),
         Some("populate") if (4..=5).contains(&args.len()) => populate(&args[1..]),
+        Some("gc-populate") if args.len() == 5 => gc_populate(&args[1..]),
+        Some("gc-push") if args.len() == 4 => {
+            let count = |s: &str| s.parse::<usize>().map_err(|_| format!("{s}: not a count"));
+            let addr = args[1].parse().map_err(|e| format!("{}: {e}", args[1]));
+            addr.and_then(|addr| gc::push(addr, count(&args[2])?, count(&args[3])?))
+        }
+        Some("gc-online") if args.len() == 5 => {
+            let addr = args[1].parse().map_err(|e| format!("{}: {e}", args[1]));
+            let seconds = args[4]
+                .parse::<f64>()
+                .map_err(|e| format!("{}: {e}", args[4]));
+            addr.and_then(|addr| {
+                gc::online(
+                    addr,
+                    &PathBuf::from(&args[2]),
+                    &PathBuf::from(&args[3]),
+                    seconds?,
+                )
+            })
+        }
         Some("sha256") if args.len() == 1 => {
             let seconds = data::sha256_cpu_per_gib(&data::pseudo_random(9, 64 << 20), 16);
             println!("sha256 on one core: {:.0} MiB/s", 1024.0 / seconds);
@@ -186,6 +214,16 @@ fn populate(args: &[String]) -> Result<(), String> {
     let seconds = scale::populate(&PathBuf::from(&args[0]).join("data"), &scale)?;
     eprintln!("loadgen: built in {seconds:.0} s");
     Ok(())
+}
+
+fn gc_populate(args: &[String]) -> Result<(), String> {
+    let count = |s: &String| s.parse::<usize>().map_err(|_| format!("{s}: not a count"));
+    gc::populate(
+        &PathBuf::from(&args[0]).join("data"),
+        count(&args[1])?,
+        count(&args[2])?,
+        count(&args[3])?,
+    )
 }
 
 fn drive(addr: &str, args: &Args) -> Result<(), String> {

@@ -38,7 +38,7 @@ fn blob(i: usize) -> (String, Bytes) {
 }
 
 /// Runs `f(i)` for every `i < n` on 64 threads.
-fn fan_out(
+pub(crate) fn fan_out(
     n: usize,
     what: &str,
     f: &(dyn Fn(usize) -> Result<(), String> + Sync),

@@ -336,7 +336,7 @@ where
     }
 }
 
-fn request<'a>(method: &'a str, path: &'a str, body: &'a [&'a [u8]]) -> Request<'a> {
+pub(crate) fn request<'a>(method: &'a str, path: &'a str, body: &'a [&'a [u8]]) -> Request<'a> {
     Request {
         method,
         path,
@@ -347,7 +347,7 @@ fn request<'a>(method: &'a str, path: &'a str, body: &'a [&'a [u8]]) -> Request<
 }
 
 /// The path (and query) of a Location header, which may be an absolute URL.
-fn location(resp: &crate::client::Response) -> ClientResult<String> {
+pub(crate) fn location(resp: &crate::client::Response) -> ClientResult<String> {
     let loc = resp
         .header("location")
         .ok_or_else(|| ClientError::Protocol("no Location".into()))?;
@@ -367,7 +367,12 @@ fn with_param(path: &str, key: &str, value: &str) -> String {
 }
 
 /// POST a session, then PUT the whole blob with its digest.
-fn push_monolithic(conn: &mut Conn, repo: &str, body: &[&[u8]], digest: &str) -> ClientResult<()> {
+pub(crate) fn push_monolithic(
+    conn: &mut Conn,
+    repo: &str,
+    body: &[&[u8]],
+    digest: &str,
+) -> ClientResult<()> {
     let start = format!("/v2/{repo}/blobs/uploads/");
     let resp = conn
         .send(&request("POST", &start, &[]))?

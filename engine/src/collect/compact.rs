@@ -6,24 +6,30 @@
 //! is re-stated through the group commit; only then is the pack deleted. A crash at any
 //! point leaves either the old pack (and the next collection compacts it again) or
 //! copies the index points at.
+//!
+//! The pack is read by its record headers and the copies are made by the kernel
+//! (`PackFile::append_from`), so compacting a large pack neither maps it nor passes its
+//! bytes through this process: the collector's memory stays small, and the copy runs
+//! at the disk's rate. Records are copied verbatim, trailers included; `fsck --deep`
+//! is what re-verifies blob bytes.
 
 use std::collections::{HashMap, HashSet};
-use std::io::IoSlice;
-
-use bytes::Bytes;
+use std::ops::Range;
+use std::sync::Arc;
 
 use crate::change::{self, Change, EntryKey};
 use crate::digest::Digest;
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::group::{GroupEntry, Restate};
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{self, PACK_HEADER_LEN, RECORD_HEADER_LEN, RecordKind, ScannedRecord};
 use crate::pack::{Location, PackWriter};
 use crate::progress::Progress;
+use crate::storage::PackFile;
 
-/// Bytes gathered before one vectored write into the new pack.
-const WRITE_BYTES: u64 = 8 << 20;
+/// Bytes copied between requests to start their writeback.
+const WRITEBACK_BYTES: u64 = 8 << 20;
 /// Keys per re-statement group entry: each group's leader reads them in one batch.
 const RESTATE_KEYS: usize = 2048;
 
@@ -46,6 +52,8 @@ pub(super) struct Target<'a> {
     /// Packs filled up to the seal size, held until the index records their lengths
     /// (a writer from the pool must never append where the index says nothing is).
     full: Vec<PackWriter>,
+    /// Bytes appended to the current pack whose writeback has not been started.
+    unflushed: Range<u64>,
 }
 
 impl<'a> Target<'a> {
@@ -54,6 +62,7 @@ impl<'a> Target<'a> {
             engine,
             writer: None,
             full: Vec::new(),
+            unflushed: 0..0,
         }
     }
 
@@ -71,6 +80,94 @@ impl<'a> Target<'a> {
             self.engine.core.packs.release(writer);
         }
     }
+
+    /// Copies the records `runs` (contiguous byte ranges of whole records) of
+    /// `source`, pack `id`, into new packs; syncs them and stages, in `batch`, the
+    /// switch of `records`' index entries to their copies and the new packs' lengths.
+    fn copy(
+        &mut self,
+        source: &dyn PackFile,
+        records: &[&ScannedRecord],
+        batch: &mut Batch,
+        progress: &dyn Progress,
+        out: &mut Compacted,
+    ) -> Result<()> {
+        let core = &self.engine.core;
+        let seal = core.options.pack_seal_size;
+        let mut i = 0;
+        while i < records.len() {
+            if self.writer.as_ref().is_none_or(|w| w.end() >= seal) {
+                self.start_writeback()?;
+                self.full.extend(self.writer.take());
+                let fresh = core.create_pack()?;
+                self.unflushed = fresh.end()..fresh.end();
+                self.writer = Some(fresh);
+            }
+            let Some(writer) = self.writer.as_mut() else {
+                continue;
+            };
+            // A run: records back to back in the source, up to where the pack seals.
+            let start = records[i].offset;
+            let mut end = records[i].end();
+            let mut j = i + 1;
+            while j < records.len()
+                && records[j].offset == end
+                && writer.end() + (end - start) < seal
+            {
+                end = records[j].end();
+                j += 1;
+            }
+            let at = writer.end();
+            writer.append_from(source, start, end - start)?;
+            for record in &records[i..j] {
+                let RecordKind::Blob(digest) = &record.kind else {
+                    continue;
+                };
+                let loc = Location {
+                    pack: writer.id,
+                    offset: at + (record.offset - start) + RECORD_HEADER_LEN,
+                    length: record.length,
+                    crc: record.crc,
+                };
+                batch.put(
+                    Family::Blobs,
+                    &keys::blob(digest),
+                    &values::encode_location(&loc),
+                );
+            }
+            let copied = end - start;
+            core.packs.advance(writer, at + copied);
+            self.unflushed.end = at + copied;
+            out.bytes_copied += copied;
+            progress.advance(copied);
+            if self.unflushed.end - self.unflushed.start >= WRITEBACK_BYTES {
+                self.start_writeback()?;
+            }
+            i = j;
+        }
+        // Durable before the index points at them.
+        for writer in self.full.iter().chain(&self.writer) {
+            writer.sync()?;
+            core.stage_pack(batch, writer.id, writer.end());
+        }
+        Ok(())
+    }
+
+    /// Gets what was copied so far moving to the disk, so the final sync has little
+    /// left to do and the copy does not pile up dirty pages that other writers' syncs
+    /// would wait for.
+    fn start_writeback(&mut self) -> Result<()> {
+        if let Some(writer) = &self.writer
+            && self.unflushed.end > self.unflushed.start
+        {
+            let Range { start, end } = self.unflushed;
+            if let Err(e) = writer.start_writeback(start, end - start) {
+                tracing::debug!("early writeback not started: {e}");
+            }
+            self.unflushed = end..end;
+        }
+        Ok(())
+    }
 }
 
 /// Compacts pack `id` (committed up to `committed`, out of the write pool): `live`
@@ -86,25 +183,25 @@ pub(super) fn compact_pack(
     out: &mut Compacted,
 ) -> Result<bool> {
     let core = &engine.core;
-    let (map, _) = core.packs.map_prefix(id, committed)?;
-    let scan = format::scan(&map, PACK_HEADER_LEN);
-    if (map.len() as u64) < committed || scan.valid_end != committed {
+    let source: Arc<dyn PackFile> = core.packs.file(id)?;
+    let path = format!("pack {id}");
+    let read_at = |buf: &mut [u8], offset: u64| source.read_at(buf, offset);
+    let Some(records) =
+        format::walk_headers(read_at, PACK_HEADER_LEN, committed).context("read", path.as_str())?
+    else {
         out.skipped.push((
             id,
-            format!(
-                "its records end at {} of {committed} committed bytes: run `registry fsck`",
-                scan.valid_end
-            ),
+            "its committed bytes do not read as whole records: run `registry fsck`".into(),
         ));
         return Ok(false);
-    }
+    };
 
     // What the pack holds that is still needed.
     let mut keep: Vec<&ScannedRecord> = Vec::new();
     let mut unlinked: Vec<(&ScannedRecord, &Digest)> = Vec::new();
     let mut newest: HashMap<EntryKey, Option<Change>> = HashMap::new();
     let mut order: Vec<EntryKey> = Vec::new();
-    for record in &scan.records {
+    for record in &records {
         match &record.kind {
             RecordKind::Blob(digest) => {
                 let current = core
@@ -123,14 +220,20 @@ pub(super) fn compact_pack(
             }
             RecordKind::Meta { .. } => {
                 let range = record.data();
-                let body = &map[range.start as usize..range.end as usize];
-                // The scan checked the record's CRC; a body this version cannot parse
+                let mut body = vec![0u8; usize::try_from(record.length).unwrap_or(0)];
+                source
+                    .read_at(&mut body, range.start)
+                    .context("read", path.as_str())?;
+                // A body that does not check out, or that this version cannot parse,
                 // would be kept by a rebuild as unreadable: refuse to drop it.
-                let Some(changes) = change::decode_sized(body) else {
+                let changes = (crc32fast::hash(&body) == record.crc)
+                    .then(|| change::decode_sized(&body))
+                    .flatten();
+                let Some(changes) = changes else {
                     out.skipped.push((
                         id,
                         format!(
-                            "a metadata record at {} this version cannot read",
+                            "the metadata record at {} does not read: run `registry fsck`",
                             record.offset
                         ),
                     ));
@@ -172,7 +275,7 @@ pub(super) fn compact_pack(
     keep.sort_by_key(|r| r.offset);
 
     let mut batch = Batch::default();
-    target.copy(&map, &keep, &mut batch, progress, out)?;
+    target.copy(source.as_ref(), &keep, &mut batch, progress, out)?;
     for (record, digest) in &dropped {
         batch.delete(Family::Blobs, &keys::blob(digest));
         out.blobs_dropped += 1;
@@ -201,87 +304,6 @@ pub(super) fn compact_pack(
     retire(engine, id)?;
     out.packs += 1;
     Ok(true)
-}
-
-impl Target<'_> {
-    /// Copies `records` of pack `id` (its bytes `map`) into new packs and stages the
-    /// switch of their index entries, and the new packs' lengths, in `batch`; the new
-    /// packs are synced.
-    fn copy(
-        &mut self,
-        map: &Bytes,
-        records: &[&ScannedRecord],
-        batch: &mut Batch,
-        progress: &dyn Progress,
-        out: &mut Compacted,
-    ) -> Result<()> {
-        let core = &self.engine.core;
-        let seal = core.options.pack_seal_size;
-        let mut pending: Vec<Bytes> = Vec::new();
-        let mut pending_bytes = 0u64;
-        for record in records {
-            let RecordKind::Blob(digest) = &record.kind else {
-                continue;
-            };
-            let len = record.end() - record.offset;
-            let full = self
-                .writer
-                .as_ref()
-                .is_some_and(|w| w.end() + pending_bytes >= seal);
-            if full || self.writer.is_none() {
-                self.flush(&mut pending, &mut pending_bytes, batch)?;
-                self.full.extend(self.writer.take());
-                self.writer = Some(core.create_pack()?);
-            }
-            let Some(writer) = self.writer.as_ref() else {
-                continue;
-            };
-            let at = writer.end() + pending_bytes;
-            batch.put(
-                Family::Blobs,
-                &keys::blob(digest),
-                &values::encode_location(&Location {
-                    pack: writer.id,
-                    offset: at + RECORD_HEADER_LEN,
-                    length: record.length,
-                    crc: record.crc,
-                }),
-            );
-            pending.push(map.slice(record.offset as usize..record.end() as usize));
-            pending_bytes += len;
-            out.bytes_copied += len;
-            progress.advance(len);
-            if pending_bytes >= WRITE_BYTES {
-                self.flush(&mut pending, &mut pending_bytes, batch)?;
-            }
-        }
-        self.flush(&mut pending, &mut pending_bytes, batch)?;
-        Ok(())
-    }
-
-    /// Writes what is pending to the current new pack and syncs it.
-    fn flush(
-        &mut self,
-        pending: &mut Vec<Bytes>,
-        bytes: &mut u64,
-        batch: &mut Batch,
-    ) -> Result<()> {
-        let Some(writer) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let slices: Vec<IoSlice<'_>> = pending.iter().map(|b| IoSlice::new(b)).collect();
-        writer.append(&slices)?;
-        writer.sync()?;
-        let end = writer.end() + *bytes;
-        self.engine.core.stage_pack(batch, writer.id, end);
-        self.engine.core.packs.advance(writer, end);
-        pending.clear();
-        *bytes = 0;
-        Ok(())
-    }
 }
 
 /// Deletes a compacted pack: first from the index (synced, with a note that its file

@@ -113,6 +113,10 @@ pub struct CollectReport {
     pub disk_before: u64,
     pub disk_after: u64,
     pub elapsed: Duration,
+    /// Of which marking and sweeping (and finding the unreferenced blobs).
+    pub marking: Duration,
+    /// Of which compacting.
+    pub compacting: Duration,
     /// Repositories not swept, and packs not compacted, because something is wrong
     /// with them (`registry fsck` says what).
     pub skipped: Vec<String>,
@@ -208,6 +212,8 @@ impl Engine {
         }
         report.blobs_unreferenced = unreferenced.len() as u64;
 
+        report.marking = started.elapsed();
+
         // 3. Packs to rewrite.
         let mut chosen = Vec::new();
         for usage in self.pack_usage()? {
@@ -249,6 +255,7 @@ impl Engine {
         drop(unreferenced);
 
         // 4. Compaction.
+        let compaction_started = Instant::now();
         let total: u64 = chosen.iter().map(|u| u.live()).sum();
         progress.phase("compacting packs", total);
         let mut done = compact::Compacted::default();
@@ -313,6 +320,7 @@ impl Engine {
                 .into_iter()
                 .map(|(id, why)| format!("pack {id} not compacted: {why}")),
         );
+        report.compacting = compaction_started.elapsed();
         report.disk_after = self.disk_usage();
         report.elapsed = started.elapsed();
         Ok(report)

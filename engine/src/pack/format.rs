@@ -265,6 +265,53 @@ pub fn scan(pack: &[u8], from: u64) -> Scan {
     scan
 }
 
+/// The records of a pack from `from` to `end`, read by their headers and trailers
+/// only, through `read_at` (fill the buffer from the offset), so a walk of a large pack
+/// reads a few bytes per record instead of every byte. Headers are checked (their
+/// CRCs, and that the records end exactly at `end`); blob bytes are not, nor are
+/// metadata bodies (the caller reads those). `None` when the records do not check out.
+pub fn walk_headers(
+    read_at: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
+    from: u64,
+    end: u64,
+) -> std::io::Result<Option<Vec<ScannedRecord>>> {
+    let mut records = Vec::new();
+    let mut offset = from;
+    let mut header = [0u8; RECORD_HEADER_LEN as usize];
+    while offset < end {
+        let available = usize::try_from((end - offset).min(RECORD_HEADER_LEN)).unwrap_or(0);
+        read_at(&mut header[..available], offset)?;
+        let bytes = &header[..available];
+        let (kind, header_len, length) = if let Some(h) = RecordHeader::decode(bytes) {
+            (RecordKind::Blob(h.digest), RECORD_HEADER_LEN, h.length)
+        } else if let Some(h) = MetaHeader::decode(bytes) {
+            let kind = RecordKind::Meta {
+                sequence: h.sequence,
+            };
+            (kind, META_HEADER_LEN, u64::from(h.length))
+        } else {
+            return Ok(None);
+        };
+        let Some(trailer_at) = offset
+            .checked_add(header_len)
+            .and_then(|o| o.checked_add(length))
+            .filter(|&o| o.saturating_add(RECORD_TRAILER_LEN) <= end)
+        else {
+            return Ok(None);
+        };
+        let mut trailer = [0u8; RECORD_TRAILER_LEN as usize];
+        read_at(&mut trailer, trailer_at)?;
+        records.push(ScannedRecord {
+            offset,
+            kind,
+            length,
+            crc: u32::from_le_bytes(trailer),
+        });
+        offset = trailer_at + RECORD_TRAILER_LEN;
+    }
+    Ok(Some(records))
+}
+
 /// Like [`scan`], but past an invalid stretch it searches for the next valid record and
 /// goes on from there, reporting the stretch in `damaged`: a flipped byte costs one
 /// record, not every record after it. For checks and repair, not for recovery (a torn
@@ -377,6 +424,39 @@ mod tests {
             bad[meta_at as usize + i / 8] ^= 1 << (i % 8);
             assert_eq!(scan(&bad, PACK_HEADER_LEN).records.len(), 1, "bit {i}");
         }
+    }
+
+    #[test]
+    fn walking_headers_finds_what_a_scan_finds_and_refuses_a_wrong_end() {
+        let mut pack = encode_pack_header().to_vec();
+        pack.extend(record(b"first"));
+        pack.extend(encode_meta_record(3, b"changes"));
+        pack.extend(record(&[7u8; 5000]));
+        let end = pack.len() as u64;
+        let read_at = |buf: &mut [u8], offset: u64| {
+            let at = offset as usize;
+            buf.copy_from_slice(&pack[at..at + buf.len()]);
+            Ok(())
+        };
+        let walked = walk_headers(read_at, PACK_HEADER_LEN, end)
+            .unwrap()
+            .unwrap();
+        assert_eq!(walked, scan(&pack, PACK_HEADER_LEN).records);
+        // An end inside a record, or past the last one, does not check out.
+        for wrong in [end - 1, end - 4, PACK_HEADER_LEN + 10] {
+            assert_eq!(walk_headers(read_at, PACK_HEADER_LEN, wrong).unwrap(), None);
+        }
+        let mut damaged = pack.clone();
+        damaged[PACK_HEADER_LEN as usize + 2] ^= 1;
+        let read_damaged = |buf: &mut [u8], offset: u64| {
+            let at = offset as usize;
+            buf.copy_from_slice(&damaged[at..at + buf.len()]);
+            Ok(())
+        };
+        assert_eq!(
+            walk_headers(read_damaged, PACK_HEADER_LEN, end).unwrap(),
+            None
+        );
     }
 
     #[test]

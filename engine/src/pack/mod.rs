@@ -135,6 +135,21 @@ impl PackWriter {
         self.file.append(bufs).context("append to", &self.path)
     }
 
+    /// Appends `len` bytes of another pack, from `offset` (compaction's copies).
+    pub fn append_from(&mut self, source: &dyn PackFile, offset: u64, len: u64) -> Result<()> {
+        self.dirty = true;
+        self.file
+            .append_from(source, offset, len)
+            .context("copy into", &self.path)
+    }
+
+    /// See [`PackFile::start_writeback`].
+    pub fn start_writeback(&self, offset: u64, len: u64) -> Result<()> {
+        self.file
+            .start_writeback(offset, len)
+            .context("sync_file_range", &self.path)
+    }
+
     pub fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
         self.dirty = true;
         self.file
@@ -406,6 +421,11 @@ impl Packs {
         let len = view.file.size().context("stat", &path)?;
         let map = view.file.map(committed.min(len)).context("map", &path)?;
         Ok((map, len))
+    }
+
+    /// Pack `id`'s file, for reads that do not map it.
+    pub fn file(&self, id: u64) -> Result<Arc<dyn PackFile>> {
+        Ok(self.view(id)?.file.clone())
     }
 
     fn view(&self, id: u64) -> Result<Arc<ReadView>> {

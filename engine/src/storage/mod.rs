@@ -54,4 +54,34 @@ pub trait PackFile: Send + Sync + Debug {
     /// The first `len` bytes, as one buffer that shares the file's pages where the
     /// storage allows it. `len` must not exceed the file's length.
     fn map(&self, len: u64) -> io::Result<Bytes>;
+    /// Fills `buf` with the bytes at `offset` (all of them, or an error), without
+    /// mapping the file: whole-pack walks (compaction) stay out of the reader's memory.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Appends `len` bytes of `source` from `offset`, as [`PackFile::append`] would.
+    /// Storage that can copies inside the kernel (compaction moves whole records).
+    fn append_from(&self, source: &dyn PackFile, offset: u64, len: u64) -> io::Result<()>;
+    /// The file descriptor, where there is one (for kernel-side copies).
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+}
+
+/// [`PackFile::append_from`] the portable way: a MiB at a time through a buffer.
+pub(crate) fn append_by_reading(
+    dest: &dyn PackFile,
+    source: &dyn PackFile,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; usize::try_from(len.min(1 << 20)).unwrap_or(1 << 20)];
+    let mut done = 0;
+    while done < len {
+        let n = buf
+            .len()
+            .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+        source.read_at(&mut buf[..n], offset + done)?;
+        dest.append(&[IoSlice::new(&buf[..n])])?;
+        done += n as u64;
+    }
+    Ok(())
 }

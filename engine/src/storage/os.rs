@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use memmap2::MmapOptions;
 
-use super::{PackFile, Storage};
+use super::{PackFile, Storage, append_by_reading};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsStorage;
@@ -120,6 +120,60 @@ impl PackFile for OsFile {
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         (&self.file).seek(SeekFrom::Start(len))?;
+        Ok(())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
+    /// `copy_file_range`: the bytes never enter user space (and file systems that can
+    /// share extents do). Falls back to reading and appending where the kernel cannot.
+    fn append_from(&self, source: &dyn PackFile, offset: u64, len: u64) -> io::Result<()> {
+        let Some(from) = source.raw_fd() else {
+            return append_by_reading(self, source, offset, len);
+        };
+        let mut off_in =
+            libc::off64_t::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let mut left = len;
+        while left > 0 {
+            let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+            // SAFETY: both descriptors stay open for the call (`self.file`, and the
+            // source's file, which the caller holds); `off_in` is a valid pointer and the
+            // output offset is the file's own (the append cursor).
+            let n = unsafe {
+                libc::copy_file_range(
+                    from,
+                    &mut off_in,
+                    self.file.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    chunk,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // Not supported here (an old kernel, across file systems): the rest
+                    // the slow way.
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
+                        if left == len =>
+                    {
+                        return append_by_reading(self, source, offset, len);
+                    }
+                    _ => return Err(e),
+                }
+            }
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            left -= n as u64;
+        }
         Ok(())
     }
 

@@ -208,6 +208,21 @@ impl PackFile for SimHandle {
         Ok(())
     }
 
+    fn append_from(&self, source: &dyn PackFile, offset: u64, len: u64) -> io::Result<()> {
+        super::append_by_reading(self, source, offset, len)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let bytes = lock(&self.0.bytes);
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let src = bytes
+            .current
+            .get(start..start + buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
     fn map(&self, len: u64) -> io::Result<Bytes> {
         let bytes = lock(&self.0.bytes);
         let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
