@@ -48,6 +48,10 @@ pub struct Options {
     pub max_upload_sessions: usize,
     /// See `max_upload_sessions`.
     pub upload_evict_idle: Duration,
+    /// While clients are committing uploads, garbage collection copies records at
+    /// most this fast (bytes per second; 0: no limit), leaving the disk to them;
+    /// otherwise at full speed.
+    pub compaction_busy_rate: u64,
     /// Where pack bytes go; tests substitute [`crate::storage::SimulatedStorage`].
     pub storage: Arc<dyn Storage>,
 }
@@ -62,6 +66,7 @@ impl Default for Options {
             read_piece_bytes: 256 << 10,
             max_upload_sessions: 256,
             upload_evict_idle: Duration::from_secs(120),
+            compaction_busy_rate: 64 << 20,
             storage: Arc::new(OsStorage),
         }
     }

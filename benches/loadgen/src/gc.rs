@@ -170,7 +170,7 @@ fn push_manifest(
 }
 
 fn delete_tagged(engine: &Engine, repo: &str, tag: &str, i: usize) -> Result<(), String> {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         return Ok(());
     }
     let digest = engine

@@ -16,6 +16,8 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::change::{self, Change, EntryKey};
 use crate::digest::Digest;
@@ -30,6 +32,9 @@ use crate::storage::PackFile;
 
 /// Bytes copied between requests to start their writeback.
 const WRITEBACK_BYTES: u64 = 8 << 20;
+/// Bytes copied in one call: small enough that pacing is smooth (no bursts that
+/// clients' syncs would queue behind).
+const PIECE_BYTES: u64 = 1 << 20;
 /// Keys per re-statement group entry: each group's leader reads them in one batch.
 const RESTATE_KEYS: usize = 2048;
 
@@ -54,6 +59,45 @@ pub(super) struct Target<'a> {
     full: Vec<PackWriter>,
     /// Bytes appended to the current pack whose writeback has not been started.
     unflushed: Range<u64>,
+    pace: Pace,
+}
+
+/// Keeps compaction from taking the disk from clients: while uploads commit, copies go
+/// at most at `Options::compaction_busy_rate`; when nobody writes, at full speed.
+struct Pace {
+    window: Instant,
+    bytes: u64,
+    commits: u64,
+}
+
+impl Pace {
+    /// Length of the windows in which activity and copied bytes are counted.
+    const WINDOW: Duration = Duration::from_millis(250);
+
+    /// Called after `bytes` more were copied; sleeps if clients are writing and the
+    /// copy is ahead of the busy rate.
+    fn after(&mut self, core: &crate::engine::Core, bytes: u64) {
+        self.bytes += bytes;
+        let commits = core.stats.commits.load(Ordering::Relaxed);
+        let rate = core.options.compaction_busy_rate;
+        if commits != self.commits && rate > 0 {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.window.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        if self.window.elapsed() >= Self::WINDOW {
+            *self = Pace::start(core);
+        }
+    }
+
+    fn start(core: &crate::engine::Core) -> Pace {
+        Pace {
+            window: Instant::now(),
+            bytes: 0,
+            commits: core.stats.commits.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl<'a> Target<'a> {
@@ -63,6 +107,7 @@ impl<'a> Target<'a> {
             writer: None,
             full: Vec::new(),
             unflushed: 0..0,
+            pace: Pace::start(&engine.core),
         }
     }
 
@@ -118,7 +163,24 @@ impl<'a> Target<'a> {
                 j += 1;
             }
             let at = writer.end();
-            writer.append_from(source, start, end - start)?;
+            // In pieces: each one paced, and its writeback started.
+            let mut done = 0;
+            while done < end - start {
+                let n = (end - start - done).min(PIECE_BYTES);
+                writer.append_from(source, start + done, n)?;
+                done += n;
+                core.packs.advance(writer, at + done);
+                self.unflushed.end = at + done;
+                if self.unflushed.end - self.unflushed.start >= WRITEBACK_BYTES {
+                    let Range { start, end } = self.unflushed;
+                    if let Err(e) = writer.start_writeback(start, end - start) {
+                        tracing::debug!("early writeback not started: {e}");
+                    }
+                    self.unflushed = end..end;
+                }
+                progress.advance(n);
+                self.pace.after(core, n);
+            }
             for record in &records[i..j] {
                 let RecordKind::Blob(digest) = &record.kind else {
                     continue;
@@ -135,14 +197,7 @@ impl<'a> Target<'a> {
                     &values::encode_location(&loc),
                 );
             }
-            let copied = end - start;
-            core.packs.advance(writer, at + copied);
-            self.unflushed.end = at + copied;
-            out.bytes_copied += copied;
-            progress.advance(copied);
-            if self.unflushed.end - self.unflushed.start >= WRITEBACK_BYTES {
-                self.start_writeback()?;
-            }
+            out.bytes_copied += end - start;
             i = j;
         }
         // Durable before the index points at them.
