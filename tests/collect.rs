@@ -301,3 +301,153 @@ fn killed_collections_leave_a_whole_store() {
     let reg = Registry::start_in(dir.path());
     served(&reg, &repos);
 }
+
+/// Pushes a manifest naming `config` and `layers` under `tag`; the status, and the
+/// manifest's digest.
+fn put_manifest(
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+    config: &str,
+    layers: &[(String, usize)],
+) -> (u16, String) {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, len)| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#)
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{}]}}"#,
+        layers.join(",")
+    );
+    let response = reg
+        .request("PUT", &format!("/v2/{repo}/manifests/{tag}"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send();
+    (response.status, common::sha256(manifest.as_bytes()))
+}
+
+/// Pushers (a shared base layer, mounted from another repository, and a fresh layer
+/// per image), taggers and deleters run over HTTP while `registry garbage-collect -m
+/// --grace 0s` runs through the server in a loop. A manifest PUT either succeeds with
+/// every reference readable or is refused with MANIFEST_BLOB_UNKNOWN (the pusher then
+/// uploads again); afterwards every tag pulls whole, fsck finds nothing wrong, and one
+/// more collection finds nothing left to remove.
+#[test]
+fn collections_in_a_loop_beside_pushes_mounts_and_deletes_over_http() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Arc::new(Registry::start_in(dir.path()));
+    let base: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let base_digest = common::put_blob(&reg, "lain/base", &base);
+    let config = common::put_blob(&reg, "lain/base", b"{}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..3u64 {
+        let (reg, stop, refused) = (reg.clone(), stop.clone(), refused.clone());
+        let (base, base_digest, config) = (base.clone(), base_digest.clone(), config.clone());
+        workers.push(std::thread::spawn(move || {
+            let repo = format!("lain/app{w}");
+            let mut pushed = 0u64;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                // Mount the base (or upload it, if a collection took it from lain/base),
+                // upload a fresh layer, push the manifest.
+                let mount = reg
+                    .request(
+                        "POST",
+                        &format!("/v2/{repo}/blobs/uploads/?mount={base_digest}&from=lain/base"),
+                    )
+                    .send();
+                if mount.status != 201 {
+                    // Not mounted: the answer is an upload session; end it, and upload.
+                    assert_eq!(mount.status, 202);
+                    let session = mount.header("location").expect("Location").to_owned();
+                    reg.request("DELETE", &session).send().expect(204, None);
+                    common::put_blob(&reg, &repo, &base);
+                }
+                common::put_blob(&reg, &repo, b"{}");
+                let layer: Vec<u8> = format!("layer {w} {n}").into_bytes().repeat(500);
+                let layer_digest = common::put_blob(&reg, &repo, &layer);
+                let layers = [
+                    (base_digest.clone(), base.len()),
+                    (layer_digest, layer.len()),
+                ];
+                let tag = format!("t{}", n % 4);
+                match put_manifest(&reg, &repo, &tag, &config, &layers) {
+                    (201, digest) => {
+                        pushed += 1;
+                        // Every other image is deleted again at once: its layer (and,
+                        // when no image is left, the base) becomes garbage.
+                        if n.is_multiple_of(2) {
+                            let status = reg
+                                .request("DELETE", &format!("/v2/{repo}/manifests/{digest}"))
+                                .send()
+                                .status;
+                            assert!(status == 202 || status == 404, "delete: {status}");
+                        }
+                    }
+                    (400, _) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (status, _) => panic!("manifest PUT: {status}"),
+                }
+            }
+            pushed
+        }));
+    }
+    let mut collections = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) || collections < 4 {
+        let run = registry(
+            dir.path(),
+            &[
+                "garbage-collect",
+                "-m",
+                "--grace",
+                "0s",
+                "--compact-threshold",
+                "0",
+            ],
+        );
+        assert!(run.status.success(), "{run:?}");
+        collections += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let pushed: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    eprintln!(
+        "{collections} collections beside {pushed} acknowledged pushes ({} refused)",
+        refused.load(Ordering::Relaxed)
+    );
+    assert!(pushed > 20, "only {pushed} pushes");
+    let repos = ["lain/app0", "lain/app1", "lain/app2"];
+    // Every tag pulls whole (served() fetches and checks every blob it names).
+    served(&reg, &repos);
+    let check = registry(dir.path(), &["fsck"]);
+    assert!(check.status.success(), "{}", stdout(&check));
+    let all = [
+        "garbage-collect",
+        "-m",
+        "--grace",
+        "0s",
+        "--compact-threshold",
+        "0",
+    ];
+    registry(dir.path(), &all);
+    let last = registry(dir.path(), &all);
+    assert!(
+        stdout(&last).contains("removed 0 manifests, 0 links and 0 blobs"),
+        "{}",
+        stdout(&last)
+    );
+    assert!(
+        stdout(&last).contains("; 0 unreferenced blobs in all"),
+        "{}",
+        stdout(&last)
+    );
+}

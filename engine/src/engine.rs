@@ -66,7 +66,7 @@ impl Default for Options {
             read_piece_bytes: 256 << 10,
             max_upload_sessions: 256,
             upload_evict_idle: Duration::from_secs(120),
-            compaction_busy_rate: 64 << 20,
+            compaction_busy_rate: 16 << 20,
             storage: Arc::new(OsStorage),
         }
     }
@@ -565,6 +565,23 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// A copy of a blob's bytes read from its pack file, not through the mapping: for
+    /// walks over many blobs (a collection reading every manifest) that would
+    /// otherwise fault whole neighbourhoods of packs into this process's memory.
+    pub(crate) fn read_unmapped(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        let Some(loc) = self.location(digest)? else {
+            return Ok(None);
+        };
+        let file = self.core.packs.file(loc.pack)?;
+        let mut bytes = vec![0u8; usize::try_from(loc.length).unwrap_or(0)];
+        file.read_at(&mut bytes, loc.offset)
+            .map_err(|e| Error::CorruptPack {
+                pack: loc.pack,
+                detail: format!("{digest}: cannot read {} bytes: {e}", loc.length),
+            })?;
+        Ok(Some(bytes))
     }
 
     /// Reads a whole blob and checks it against its digest and its pack checksum.

@@ -91,7 +91,9 @@ pub fn populate(
     })?;
     let large = large_mib / 64;
     let piece = crate::data::pseudo_random(7, 1 << 20);
-    fan_out(large, "large blobs", &|n| {
+    // One after another, so they share packs (kept and deleted ones side by side), as
+    // the layers of a registry pushed to over time do.
+    let one_at_a_time = |n: usize| -> Result<(), String> {
         let id = engine
             .start_upload("gc/large", Algorithm::Sha256)
             .map_err(|e| format!("large {n}: {e}"))?;
@@ -125,7 +127,8 @@ pub fn populate(
             &format!("large{n:04}"),
             vec![config_digest, layer],
         )
-    })?;
+    };
+    (0..large).try_for_each(one_at_a_time)?;
     // Half of each kind of image goes: their blobs are garbage now.
     fan_out(manifests, "deletes", &|i| {
         delete_tagged(&engine, &repo(i), &format!("v{i:06}"), i)

@@ -30,13 +30,12 @@ use crate::pack::{Location, PackWriter};
 use crate::progress::Progress;
 use crate::storage::PackFile;
 
-/// Bytes copied between requests to start their writeback.
-const WRITEBACK_BYTES: u64 = 8 << 20;
-/// Bytes copied in one call: small enough that pacing is smooth (no bursts that
-/// clients' syncs would queue behind).
+/// Bytes copied in one call, and then sent on to the disk (writeback started): small
+/// enough that pacing is smooth and that clients' syncs never queue behind a burst of
+/// the copy's dirty pages.
 const PIECE_BYTES: u64 = 1 << 20;
 /// Keys per re-statement group entry: each group's leader reads them in one batch.
-const RESTATE_KEYS: usize = 2048;
+const RESTATE_KEYS: usize = 16384;
 
 /// What compacting packs did.
 #[derive(Debug, Default)]
@@ -171,7 +170,7 @@ impl<'a> Target<'a> {
                 done += n;
                 core.packs.advance(writer, at + done);
                 self.unflushed.end = at + done;
-                if self.unflushed.end - self.unflushed.start >= WRITEBACK_BYTES {
+                if self.unflushed.end - self.unflushed.start >= PIECE_BYTES {
                     let Range { start, end } = self.unflushed;
                     if let Err(e) = writer.start_writeback(start, end - start) {
                         tracing::debug!("early writeback not started: {e}");

@@ -39,7 +39,7 @@ pub(super) fn mark_repo(
     repo: &str,
     options: &CollectOptions,
     reader: ReferenceReader<'_>,
-    now: SystemTime,
+    epoch: SystemTime,
 ) -> Result<Verdict> {
     let index = &engine.core.index;
     let prefix = keys::repo_prefix(repo);
@@ -62,14 +62,16 @@ pub(super) fn mark_repo(
         let (state, _) = values::decode_link(&value)?;
         links.push((after_prefix(&key, Family::Links)?, state));
     }
-    // Spared as an upload whose manifest is still to come: no manifest has referenced
-    // it yet and it is younger than the grace period (a link from the future, after
-    // the clock went back, counts as young).
+    // Spared: a link made since the collection began (its epoch), whatever the grace;
+    // and an upload whose manifest is still to come: no manifest has referenced it yet
+    // and it is younger than the grace period (a link from the future, after the clock
+    // went back, counts as young).
     let young = |state: &LinkState| {
-        !state.claimed
-            && now
-                .duration_since(state.at)
-                .map_or(true, |age| age < options.grace)
+        state.at >= epoch
+            || (!state.claimed
+                && epoch
+                    .duration_since(state.at)
+                    .map_or(true, |age| age < options.grace))
     };
     let link_states: HashMap<&Digest, &LinkState> = links.iter().map(|(d, s)| (d, s)).collect();
 
@@ -81,7 +83,7 @@ pub(super) fn mark_repo(
         let Some(meta) = manifests.get(digest) else {
             return Ok(Ok(References::default()));
         };
-        let Some((_, bytes)) = engine.read_current(digest)? else {
+        let Some(bytes) = engine.read_unmapped(digest)? else {
             return Ok(Err(format!("manifest {digest}: its bytes are not stored")));
         };
         match reader(&bytes, &meta.media_type) {

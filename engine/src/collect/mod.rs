@@ -147,6 +147,8 @@ impl Engine {
             remove_retired(&core.index, core.options.storage.as_ref(), &packs)?;
         }
         let _recording = core.collection.begin();
+        // The mark's epoch: links made from now on are never swept by this collection.
+        let epoch = SystemTime::now();
 
         // 1. Mark and sweep, repository by repository.
         let repos: Vec<String> = core
@@ -156,11 +158,10 @@ impl Engine {
             .filter_map(|(key, _)| String::from_utf8(key.into_vec()).ok())
             .collect();
         progress.phase("marking repositories", repos.len() as u64);
-        let now = SystemTime::now();
         let mut live: HashSet<Digest> = HashSet::new();
         for repo in &repos {
             let _exclusive = write_lock(core.repo_lock(repo));
-            let verdict = mark::mark_repo(self, repo, options, reader, now)?;
+            let verdict = mark::mark_repo(self, repo, options, reader, epoch)?;
             if !options.dry_run {
                 for chunk in verdict.changes.chunks(SWEEP_CHANGES) {
                     core.group_commit(GroupEntry {
