@@ -855,6 +855,32 @@ mod tests {
         assert_eq!(err("/run/registry.sock"), AddrError::MissingPort);
     }
 
+    #[test]
+    fn collection_defaults_come_from_storage_engine_collection() {
+        let config = parse("version: 0.1\n").unwrap();
+        assert_eq!(config.collect, CollectSettings::default());
+        let config = parse(
+            "storage:\n  engine:\n    collection:\n      grace: 10m\n      compactthreshold: 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(config.collect.grace, Duration::from_secs(600));
+        assert_eq!(config.collect.compact_threshold, 0.5);
+        let zero = parse(
+            "storage:\n  engine:\n    collection:\n      grace: 0s\n      compactthreshold: 0\n",
+        )
+        .unwrap();
+        assert_eq!(zero.collect.grace, Duration::ZERO);
+        assert_eq!(zero.collect.compact_threshold, 0.0);
+        for bad in [
+            "storage:\n  engine:\n    collection:\n      compactthreshold: 1.5\n",
+            "storage:\n  engine:\n    collection:\n      compactthreshold: lots\n",
+            "storage:\n  engine:\n    collection:\n      grace: soon\n",
+        ] {
+            let e = parse(bad).expect_err(bad).to_string();
+            assert!(e.contains("storage.engine.collection."), "{e}");
+        }
+    }
+
     /// A LAIN-style distribution configuration, with every section distribution knows.
     const LAIN_CONFIG: &str = r#"
 version: 0.1

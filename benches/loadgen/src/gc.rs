@@ -256,7 +256,10 @@ fn push_image_http(
     let mut config = String::new();
     for k in first..first + per {
         let mut bytes = small(k);
-        bytes.resize(size, b'.');
+        // The config stays small; layers are `size` bytes.
+        if k != first {
+            bytes.resize(size, b'.');
+        }
         let digest = Algorithm::Sha256.digest(&bytes).to_string();
         push_monolithic(conn, repo, &[&bytes], &digest).map_err(|e| e.to_string())?;
         if k == first {
@@ -265,7 +268,7 @@ fn push_image_http(
             layers.push((digest, size));
         }
     }
-    let body = manifest_json((&config, size), &layers, n);
+    let body = manifest_json((&config, small(first).len()), &layers, n);
     let path = format!("/v2/{repo}/manifests/v{n:06}");
     let parts: [&[u8]; 1] = [&body];
     let req = Request {

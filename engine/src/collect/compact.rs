@@ -34,6 +34,8 @@ use crate::storage::PackFile;
 /// enough that pacing is smooth and that clients' syncs never queue behind a burst of
 /// the copy's dirty pages.
 const PIECE_BYTES: u64 = 1 << 20;
+/// Records whose blobs are switched (copied or dropped) in one index write.
+const SWITCH_RECORDS: usize = 8192;
 /// Keys per re-statement group entry: each group's leader reads them in one batch.
 const RESTATE_KEYS: usize = 16384;
 
@@ -250,101 +252,118 @@ pub(super) fn compact_pack(
         return Ok(false);
     };
 
-    // What the pack holds that is still needed.
-    let mut keep: Vec<&ScannedRecord> = Vec::new();
-    let mut unlinked: Vec<(&ScannedRecord, &Digest)> = Vec::new();
-    let mut newest: HashMap<EntryKey, Option<Change>> = HashMap::new();
-    let mut order: Vec<EntryKey> = Vec::new();
-    for record in &records {
-        match &record.kind {
-            RecordKind::Blob(digest) => {
-                let current = core
-                    .index
-                    .get(Family::Blobs, &keys::blob(digest))?
-                    .map(|v| values::decode_location(&v))
-                    .transpose()?;
-                if current != Some(Location::of(id, record)) {
-                    continue; // a copy the index does not use
-                }
-                if live.contains(digest) {
-                    keep.push(record);
-                } else {
-                    unlinked.push((record, digest));
-                }
+    // First the metadata: per key, when it was first seen (re-statements keep the
+    // log's order), and its newest change when that is a deletion (boxed: most are
+    // puts, and stay small). A record that does not read stops the compaction before
+    // anything has changed.
+    let mut newest: HashMap<EntryKey, (usize, Option<Box<Change>>)> = HashMap::new();
+    for record in records
+        .iter()
+        .filter(|r| matches!(r.kind, RecordKind::Meta { .. }))
+    {
+        let range = record.data();
+        let mut body = vec![0u8; usize::try_from(record.length).unwrap_or(0)];
+        source
+            .read_at(&mut body, range.start)
+            .context("read", path.as_str())?;
+        // A body that does not check out, or that this version cannot parse, would be
+        // kept by a rebuild as unreadable: refuse to drop it.
+        let changes = (crc32fast::hash(&body) == record.crc)
+            .then(|| change::decode_sized(&body))
+            .flatten();
+        let Some(changes) = changes else {
+            out.skipped.push((
+                id,
+                format!(
+                    "the metadata record at {} does not read: run `registry fsck`",
+                    record.offset
+                ),
+            ));
+            return Ok(false);
+        };
+        for (change, _) in changes {
+            // A link also lists its repository in the catalog, which keeps it after the
+            // link is gone: that entry is re-stated on its own.
+            if let Change::Link { repo, .. } = &change {
+                let next = newest.len();
+                newest
+                    .entry((Family::Repos, keys::repo(repo)))
+                    .or_insert((next, None));
             }
-            RecordKind::Meta { .. } => {
-                let range = record.data();
-                let mut body = vec![0u8; usize::try_from(record.length).unwrap_or(0)];
-                source
-                    .read_at(&mut body, range.start)
-                    .context("read", path.as_str())?;
-                // A body that does not check out, or that this version cannot parse,
-                // would be kept by a rebuild as unreadable: refuse to drop it.
-                let changes = (crc32fast::hash(&body) == record.crc)
-                    .then(|| change::decode_sized(&body))
-                    .flatten();
-                let Some(changes) = changes else {
-                    out.skipped.push((
-                        id,
-                        format!(
-                            "the metadata record at {} does not read: run `registry fsck`",
-                            record.offset
-                        ),
-                    ));
-                    return Ok(false);
-                };
-                for (change, _) in changes {
-                    // A link also lists its repository in the catalog, which keeps it
-                    // after the link is gone: that entry is re-stated on its own.
-                    if let Change::Link { repo, .. } = &change {
-                        let catalog = (Family::Repos, keys::repo(repo));
-                        if !newest.contains_key(&catalog) {
-                            newest.insert(catalog.clone(), None);
-                            order.push(catalog);
-                        }
-                    }
-                    let key = change.key();
-                    let deletion = change.is_deletion().then_some(change);
-                    if newest.insert(key.clone(), deletion).is_none() {
-                        order.push(key);
-                    }
-                }
-            }
+            let next = newest.len();
+            let deletion = change.is_deletion().then(|| Box::new(change.clone()));
+            newest.entry(change.key()).or_insert((next, None)).1 = deletion;
         }
     }
 
-    // Blobs nobody linked when the mark ran may have been linked since (a push of the
-    // same bytes, a mount): decide under each digest's inflight lock, which those take
-    // too, and hold it until the index no longer has the blob.
-    let mut held = Vec::with_capacity(unlinked.len());
-    let mut dropped = Vec::new();
-    for (record, digest) in unlinked {
-        held.push(core.inflight.acquire(digest));
-        if core.collection.holds(digest) {
-            keep.push(record);
-        } else {
-            dropped.push((record, digest));
+    // Then the blobs, a slice of records at a time (bounded memory): the ones the
+    // index still points at here and some repository links are copied, the others
+    // dropped, and the index switched, for each slice in one synced write.
+    for slice in records.chunks(SWITCH_RECORDS) {
+        let mut keep: Vec<&ScannedRecord> = Vec::new();
+        let mut unlinked: Vec<(&ScannedRecord, &Digest)> = Vec::new();
+        let blobs: Vec<(&ScannedRecord, &Digest)> = slice
+            .iter()
+            .filter_map(|r| match &r.kind {
+                RecordKind::Blob(digest) => Some((r, digest)),
+                RecordKind::Meta { .. } => None,
+            })
+            .collect();
+        let keys: Vec<Vec<u8>> = blobs.iter().map(|(_, d)| keys::blob(d)).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        for ((record, digest), value) in blobs
+            .into_iter()
+            .zip(core.index.get_many(Family::Blobs, &refs)?)
+        {
+            let current = value.map(|v| values::decode_location(&v)).transpose()?;
+            if current != Some(Location::of(id, record)) {
+                continue; // a copy the index does not use
+            }
+            if live.contains(digest) {
+                keep.push(record);
+            } else {
+                unlinked.push((record, digest));
+            }
         }
+        // Blobs nobody linked when the mark ran may have been linked since (a push of
+        // the same bytes, a mount): decide under each digest's inflight lock, which
+        // those take too, and hold it until the index no longer has the blob.
+        let mut held = Vec::with_capacity(unlinked.len());
+        let mut dropped = Vec::new();
+        for (record, digest) in unlinked {
+            held.push(core.inflight.acquire(digest));
+            if core.collection.holds(digest) {
+                keep.push(record);
+            } else {
+                dropped.push((record, digest));
+            }
+        }
+        keep.sort_by_key(|r| r.offset);
+        let mut batch = Batch::default();
+        target.copy(source.as_ref(), &keep, &mut batch, progress, out)?;
+        for (record, digest) in &dropped {
+            batch.delete(Family::Blobs, &keys::blob(digest));
+            out.blobs_dropped += 1;
+            out.blob_bytes_dropped += record.length;
+        }
+        core.index.commit(batch)?;
+        target.settle();
+        drop(held);
     }
-    keep.sort_by_key(|r| r.offset);
-
-    let mut batch = Batch::default();
-    target.copy(source.as_ref(), &keep, &mut batch, progress, out)?;
-    for (record, digest) in &dropped {
-        batch.delete(Family::Blobs, &keys::blob(digest));
-        out.blobs_dropped += 1;
-        out.blob_bytes_dropped += record.length;
-    }
-    core.index.commit(batch)?;
-    target.settle();
-    drop(held);
 
     // Carry the log forward.
     let from = vec![id];
-    for chunk in order.chunks(RESTATE_KEYS) {
-        let keys = chunk
-            .iter()
-            .map(|key| (key.clone(), newest.get(key).cloned().flatten()))
+    let mut order: Vec<(usize, EntryKey, Option<Box<Change>>)> = newest
+        .into_iter()
+        .map(|(key, (at, deletion))| (at, key, deletion))
+        .collect();
+    order.sort_unstable_by_key(|(at, _, _)| *at);
+    let mut order = order.into_iter().peekable();
+    while order.peek().is_some() {
+        let keys = order
+            .by_ref()
+            .take(RESTATE_KEYS)
+            .map(|(_, key, deletion)| (key, deletion.map(|d| *d)))
             .collect();
         core.group_commit(GroupEntry {
             restate: Some(Restate {
