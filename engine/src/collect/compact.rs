@@ -44,6 +44,8 @@ const RESTATE_KEYS: usize = 16384;
 pub(super) struct Compacted {
     pub packs: u64,
     pub bytes_copied: u64,
+    /// Time spent copying records and syncing the copies (not re-stating the log).
+    pub copying: Duration,
     pub blobs_dropped: u64,
     pub blob_bytes_dropped: u64,
     /// Packs chosen but left alone, and why.
@@ -340,7 +342,9 @@ pub(super) fn compact_pack(
         }
         keep.sort_by_key(|r| r.offset);
         let mut batch = Batch::default();
+        let copy_started = Instant::now();
         target.copy(source.as_ref(), &keep, &mut batch, progress, out)?;
+        out.copying += copy_started.elapsed();
         for (record, digest) in &dropped {
             batch.delete(Family::Blobs, &keys::blob(digest));
             out.blobs_dropped += 1;

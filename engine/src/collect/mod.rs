@@ -117,6 +117,9 @@ pub struct CollectReport {
     pub marking: Duration,
     /// Of which compacting.
     pub compacting: Duration,
+    /// Of which copying records and syncing the copies (`bytes_copied` in this time
+    /// is the copy's rate; the rest of compacting is carrying the log forward).
+    pub copying: Duration,
     /// Repositories not swept, and packs not compacted, because something is wrong
     /// with them (`registry fsck` says what).
     pub skipped: Vec<String>,
@@ -315,6 +318,7 @@ impl Engine {
         target.finish();
 
         report.packs_rewritten = done.packs;
+        report.copying = done.copying;
         report.bytes_copied = done.bytes_copied;
         report.blobs_removed = done.blobs_dropped;
         report.blob_bytes_removed = done.blob_bytes_dropped;
