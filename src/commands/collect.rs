@@ -96,10 +96,16 @@ pub fn collect(engine: &Engine, settings: &Collect, out: &dyn Output) -> Result<
             report.packs_busy
         ));
     }
-    let rate =
-        report.bytes_copied as f64 / f64::from(1 << 20) / report.compacting.as_secs_f64().max(1e-9);
+    let rate = match report.bytes_copied {
+        0 => String::new(),
+        copied => format!(
+            " (of which copying {:.2} s: {:.0} MiB/s)",
+            report.copying.as_secs_f64(),
+            copied as f64 / f64::from(1 << 20) / report.copying.as_secs_f64().max(1e-3)
+        ),
+    };
     out.line(&format!(
-        "took {:.2} s: marking and sweeping {:.2} s, compacting {:.2} s ({rate:.0} MiB/s)",
+        "took {:.2} s: marking and sweeping {:.2} s, compacting {:.2} s{rate}",
         report.elapsed.as_secs_f64(),
         report.marking.as_secs_f64(),
         report.compacting.as_secs_f64(),
