@@ -291,17 +291,15 @@ impl Engine {
         for usage in &chosen {
             let writer = held.remove(&usage.id);
             let committed = writer.as_ref().map_or(usage.committed, |w| w.end());
-            let compacted = crate::storage::with_idle_io(|| {
-                compact::compact_pack(
-                    self,
-                    &mut target,
-                    usage.id,
-                    committed,
-                    &live,
-                    progress,
-                    &mut done,
-                )
-            });
+            let compacted = compact::compact_pack(
+                self,
+                &mut target,
+                usage.id,
+                committed,
+                &live,
+                progress,
+                &mut done,
+            );
             match compacted {
                 // Deleted: its writer goes with it.
                 Ok(true) => {}

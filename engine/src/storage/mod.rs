@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-pub use os::{OsStorage, with_idle_io};
+pub use os::OsStorage;
 pub use sim::SimulatedStorage;
 
 /// A file system that holds pack files.

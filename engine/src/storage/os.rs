@@ -195,24 +195,3 @@ impl PackFile for OsFile {
         Ok(Bytes::from_owner(map))
     }
 }
-
-/// Runs `f` with the calling thread's disk I/O in the idle class (served when no one
-/// else waits for the disk, where the I/O scheduler honours priorities), then restores
-/// the thread's priority: for background copies that must not slow clients down.
-pub fn with_idle_io<T>(f: impl FnOnce() -> T) -> T {
-    const WHO_PROCESS: libc::c_long = 1; // IOPRIO_WHO_PROCESS: a thread id, 0 = this one
-    const CLASS_SHIFT: libc::c_long = 13;
-    const CLASS_IDLE: libc::c_long = 3;
-    // SAFETY: ioprio_get/ioprio_set read and write only the calling thread's priority.
-    let before = unsafe { libc::syscall(libc::SYS_ioprio_get, WHO_PROCESS, 0 as libc::c_long) };
-    let set = |value: libc::c_long| {
-        // SAFETY: as above.
-        unsafe { libc::syscall(libc::SYS_ioprio_set, WHO_PROCESS, 0 as libc::c_long, value) }
-    };
-    let lowered = before >= 0 && set(CLASS_IDLE << CLASS_SHIFT) == 0;
-    let out = f();
-    if lowered {
-        set(before);
-    }
-    out
-}
