@@ -14,7 +14,6 @@
 //! is what re-verifies blob bytes.
 
 use std::collections::{HashMap, HashSet};
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -30,9 +29,7 @@ use crate::pack::{Location, PackWriter};
 use crate::progress::Progress;
 use crate::storage::PackFile;
 
-/// Bytes copied in one call, and then sent on to the disk (writeback started): small
-/// enough that pacing is smooth and that clients' syncs never queue behind a burst of
-/// the copy's dirty pages.
+/// Bytes copied in one call: small enough that pacing is smooth.
 const PIECE_BYTES: u64 = 1 << 20;
 /// Records whose blobs are switched (copied or dropped) in one index write.
 const SWITCH_RECORDS: usize = 8192;
@@ -60,8 +57,6 @@ pub(super) struct Target<'a> {
     /// Packs filled up to the seal size, held until the index records their lengths
     /// (a writer from the pool must never append where the index says nothing is).
     full: Vec<PackWriter>,
-    /// Bytes appended to the current pack whose writeback has not been started.
-    unflushed: Range<u64>,
     pace: Pace,
 }
 
@@ -109,7 +104,6 @@ impl<'a> Target<'a> {
             engine,
             writer: None,
             full: Vec::new(),
-            unflushed: 0..0,
             pace: Pace::start(&engine.core),
         }
     }
@@ -129,9 +123,9 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// Copies the records `runs` (contiguous byte ranges of whole records) of
-    /// `source`, pack `id`, into new packs; syncs them and stages, in `batch`, the
-    /// switch of `records`' index entries to their copies and the new packs' lengths.
+    /// Copies `records` of `source` (in offset order) into new packs, back-to-back
+    /// runs of them in one go; syncs the copies and stages, in `batch`, the switch of
+    /// the records' index entries to them and the new packs' lengths.
     fn copy(
         &mut self,
         source: &dyn PackFile,
@@ -144,16 +138,14 @@ impl<'a> Target<'a> {
         let seal = core.options.pack_seal_size;
         let mut i = 0;
         while i < records.len() {
-            if self.writer.as_ref().is_none_or(|w| w.end() >= seal) {
-                self.start_writeback()?;
-                self.full.extend(self.writer.take());
-                let fresh = core.create_pack()?;
-                self.unflushed = fresh.end()..fresh.end();
-                self.writer = Some(fresh);
-            }
-            let Some(writer) = self.writer.as_mut() else {
-                continue;
+            let current = match self.writer.take() {
+                Some(writer) if writer.end() < seal => writer,
+                sealed => {
+                    self.full.extend(sealed);
+                    core.create_pack()?
+                }
             };
+            let writer = self.writer.insert(current);
             // A run: records back to back in the source, up to where the pack seals.
             let start = records[i].offset;
             let mut end = records[i].end();
@@ -166,21 +158,18 @@ impl<'a> Target<'a> {
                 j += 1;
             }
             let at = writer.end();
-            // In pieces: each one paced, and its writeback started.
+            // In pieces: each one paced, and sent on to the disk at once, so the final
+            // sync has little left to do and no burst of dirty pages builds up that
+            // other writers' syncs would wait for.
             let mut done = 0;
             while done < end - start {
                 let n = (end - start - done).min(PIECE_BYTES);
                 writer.append_from(source, start + done, n)?;
+                if let Err(e) = writer.start_writeback(at + done, n) {
+                    tracing::debug!("early writeback not started: {e}");
+                }
                 done += n;
                 core.packs.advance(writer, at + done);
-                self.unflushed.end = at + done;
-                if self.unflushed.end - self.unflushed.start >= PIECE_BYTES {
-                    let Range { start, end } = self.unflushed;
-                    if let Err(e) = writer.start_writeback(start, end - start) {
-                        tracing::debug!("early writeback not started: {e}");
-                    }
-                    self.unflushed = end..end;
-                }
                 progress.advance(n);
                 self.pace.after(core, n);
             }
@@ -207,22 +196,6 @@ impl<'a> Target<'a> {
         for writer in self.full.iter().chain(&self.writer) {
             writer.sync()?;
             core.stage_pack(batch, writer.id, writer.end());
-        }
-        Ok(())
-    }
-
-    /// Gets what was copied so far moving to the disk, so the final sync has little
-    /// left to do and the copy does not pile up dirty pages that other writers' syncs
-    /// would wait for.
-    fn start_writeback(&mut self) -> Result<()> {
-        if let Some(writer) = &self.writer
-            && self.unflushed.end > self.unflushed.start
-        {
-            let Range { start, end } = self.unflushed;
-            if let Err(e) = writer.start_writeback(start, end - start) {
-                tracing::debug!("early writeback not started: {e}");
-            }
-            self.unflushed = end..end;
         }
         Ok(())
     }
