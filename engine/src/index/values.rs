@@ -23,9 +23,19 @@ fn decode<T>(
     family: Family,
     read: impl FnOnce(&mut Reader) -> Option<T>,
 ) -> Result<T> {
+    decode_version(value, family, VERSION, read)
+}
+
+/// [`decode`] for a value whose version byte must be `version`.
+fn decode_version<T>(
+    value: &[u8],
+    family: Family,
+    version: u8,
+    read: impl FnOnce(&mut Reader) -> Option<T>,
+) -> Result<T> {
     let mut r = Reader::new(value);
     let out = (|| {
-        (r.u8()? == VERSION).then_some(())?;
+        (r.u8()? == version).then_some(())?;
         read(&mut r)
     })();
     match out {
@@ -127,7 +137,17 @@ fn decode_sourced<T>(
     family: Family,
     read: impl FnOnce(&mut Reader) -> Option<T>,
 ) -> Result<(T, Option<Source>)> {
-    decode(value, family, |r| {
+    decode_sourced_version(value, family, VERSION, read)
+}
+
+/// [`decode_sourced`] for a value whose version byte must be `version`.
+fn decode_sourced_version<T>(
+    value: &[u8],
+    family: Family,
+    version: u8,
+    read: impl FnOnce(&mut Reader) -> Option<T>,
+) -> Result<(T, Option<Source>)> {
+    decode_version(value, family, version, |r| {
         let out = read(r)?;
         let source = if r.is_empty() {
             None
@@ -195,28 +215,12 @@ pub fn decode_link(value: &[u8]) -> Result<(LinkState, Option<Source>)> {
         let ((), source) = decode_sourced(value, Family::Links, |_| Some(()))?;
         return Ok((LinkState::OLD, source));
     }
-    let mut r = Reader::new(&value[1..]);
-    let out = (|| {
-        let link = LinkState {
+    decode_sourced_version(value, Family::Links, LINK_VERSION, |r| {
+        Some(LinkState {
             at: r.time()?,
             claimed: r.flag()?,
-        };
-        let source = if r.is_empty() {
-            None
-        } else {
-            Some(Source {
-                pack: r.u64()?,
-                bytes: r.u32()?,
-            })
-        };
-        Some((link, source))
-    })();
-    match out {
-        Some(out) if r.is_empty() => Ok(out),
-        _ => Err(Error::CorruptIndex {
-            family: Family::Links.name(),
-        }),
-    }
+        })
+    })
 }
 
 /// A `usage` value (or merge operand): dead bytes of a pack.
