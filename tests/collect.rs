@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Registry, push_image, registry, served, stdout};
+use common::{Registry, collect_everything, push_image, registry, served, stdout};
 
 /// The layers (and config) of the manifest `digest` of `repo`.
 fn blobs_of(reg: &Registry, repo: &str, digest: &str) -> Vec<String> {
@@ -82,16 +82,7 @@ fn garbage_collect_offline_and_through_a_running_server() {
 
     // The real thing, while the server runs.
     let size_before = packs_bytes(dir.path());
-    let run = registry(
-        dir.path(),
-        &[
-            "garbage-collect",
-            "--grace",
-            "0s",
-            "--compact-threshold",
-            "0",
-        ],
-    );
+    let run = collect_everything(dir.path(), &[]);
     assert!(run.status.success(), "{run:?}");
     let text = stdout(&run);
     assert!(
@@ -241,13 +232,7 @@ fn killed_collections_leave_a_whole_store() {
         let online = round % 2 == 1;
         let spawn = || {
             Command::new(env!("CARGO_BIN_EXE_registry"))
-                .args([
-                    "garbage-collect",
-                    "--grace",
-                    "0s",
-                    "--compact-threshold",
-                    "0",
-                ])
+                .args(common::COLLECT_EVERYTHING)
                 .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -285,16 +270,7 @@ fn killed_collections_leave_a_whole_store() {
         killed_mid_run >= rounds / 4,
         "only {killed_mid_run} of {rounds} collections were killed before they finished"
     );
-    let run = registry(
-        dir.path(),
-        &[
-            "garbage-collect",
-            "--grace",
-            "0s",
-            "--compact-threshold",
-            "0",
-        ],
-    );
+    let run = collect_everything(dir.path(), &[]);
     assert!(run.status.success(), "{run:?}");
     let check = registry(dir.path(), &["fsck", "--deep"]);
     assert!(check.status.success(), "seed {seed}: {}", stdout(&check));
@@ -404,17 +380,7 @@ fn collections_in_a_loop_beside_pushes_mounts_and_deletes_over_http() {
     let mut collections = 0;
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(8) || collections < 4 {
-        let run = registry(
-            dir.path(),
-            &[
-                "garbage-collect",
-                "-m",
-                "--grace",
-                "0s",
-                "--compact-threshold",
-                "0",
-            ],
-        );
+        let run = collect_everything(dir.path(), &["-m"]);
         assert!(run.status.success(), "{run:?}");
         collections += 1;
     }
@@ -430,16 +396,8 @@ fn collections_in_a_loop_beside_pushes_mounts_and_deletes_over_http() {
     served(&reg, &repos);
     let check = registry(dir.path(), &["fsck"]);
     assert!(check.status.success(), "{}", stdout(&check));
-    let all = [
-        "garbage-collect",
-        "-m",
-        "--grace",
-        "0s",
-        "--compact-threshold",
-        "0",
-    ];
-    registry(dir.path(), &all);
-    let last = registry(dir.path(), &all);
+    collect_everything(dir.path(), &["-m"]);
+    let last = collect_everything(dir.path(), &["-m"]);
     assert!(
         stdout(&last).contains("removed 0 manifests, 0 links and 0 blobs"),
         "{}",

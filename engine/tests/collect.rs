@@ -57,17 +57,22 @@ fn collect(engine: &Engine, delete_untagged: bool, grace: Duration) -> CollectRe
     engine.collect(&options, &reader, &Silent).expect("collect")
 }
 
-/// Pushes a manifest naming `blobs` and `children` (and `subject`) to `repo`.
+/// Pushes a manifest naming `blobs` and `children` (and `subject`) to `repo`, under
+/// `tag`, or by its digest when there is none.
 fn push(
     engine: &Engine,
     repo: &str,
-    reference: Reference,
+    tag: Option<&str>,
     salt: &str,
     blobs: &[&Digest],
     children: &[&Digest],
     subject: Option<&Digest>,
 ) -> Result<Digest, lain_engine::Error> {
     let bytes = toy_manifest(salt, blobs, children);
+    let reference = match tag {
+        Some(tag) => Reference::Tag(tag.into()),
+        None => Reference::Digest(sha256(&bytes)),
+    };
     let references = References {
         blobs: blobs.iter().map(|d| (*d).clone()).collect(),
         manifests: children.iter().map(|d| (*d).clone()).collect(),
@@ -81,14 +86,6 @@ fn push(
     Ok(engine
         .put_manifest(repo, bytes, &reference, meta, &references)?
         .digest)
-}
-
-fn tag(name: &str) -> Reference {
-    Reference::Tag(name.into())
-}
-
-fn by_digest(salt: &str, blobs: &[&Digest], children: &[&Digest]) -> Reference {
-    Reference::Digest(sha256(&toy_manifest(salt, blobs, children)))
 }
 
 fn blob(engine: &Engine, repo: &str, name: &str, len: usize) -> Digest {
@@ -128,152 +125,73 @@ impl Scene {
         for (name, len) in [("C3", 300), ("L3", 35_000)] {
             d.insert(name, blob(engine, "b", name, len));
         }
-        let p = |engine: &Engine,
-                 repo,
-                 reference,
-                 salt,
-                 blobs: &[&str],
-                 children: &[&str],
-                 d: &HashMap<&str, Digest>,
-                 subject: Option<&str>| {
-            let blobs: Vec<&Digest> = blobs.iter().map(|n| &d[n]).collect();
-            let children: Vec<&Digest> = children.iter().map(|n| &d[n]).collect();
-            push(
-                engine,
-                repo,
-                reference,
-                salt,
-                &blobs,
-                &children,
-                subject.map(|s| &d[s]),
-            )
-            .unwrap()
-        };
-        let v1 = p(
+        let mut scene = Scene { d };
+        scene.push(
             engine,
+            "V1",
             "a",
-            tag("v1"),
-            "v1",
+            Some("v1"),
             &["C1", "L0", "L1"],
             &[],
-            &d,
             None,
         );
-        d.insert("V1", v1);
-        let v2 = p(
+        scene.push(
             engine,
+            "V2",
             "a",
-            tag("v2"),
-            "v2",
+            Some("v2"),
             &["C2", "L0", "L2"],
             &[],
-            &d,
             None,
         );
-        d.insert("V2", v2.clone());
-        engine.tag("a", "latest", &v2).unwrap();
-        let vb = p(
+        engine.tag("a", "latest", &scene.d["V2"]).unwrap();
+        scene.push(
             engine,
+            "VB",
             "b",
-            tag("v1"),
-            "b",
+            Some("v1"),
             &["C3", "L0", "L3"],
             &[],
-            &d,
             None,
         );
-        d.insert("VB", vb);
         // Untagged from the start, untagged later, deleted.
-        let u = p(
-            engine,
-            "a",
-            by_digest("u", &[&d["L4"]], &[]),
-            "u",
-            &["L4"],
-            &[],
-            &d,
-            None,
-        );
-        d.insert("U", u);
-        let o = p(engine, "a", tag("old"), "o", &["L7"], &[], &d, None);
-        d.insert("O", o);
+        scene.push(engine, "U", "a", None, &["L4"], &[], None);
+        scene.push(engine, "O", "a", Some("old"), &["L7"], &[], None);
         assert!(engine.untag("a", "old").unwrap());
-        let gone = p(engine, "a", tag("gone"), "gone", &["L6"], &[], &d, None);
-        assert!(engine.delete_manifest("a", &gone).unwrap());
-        d.insert("D", gone);
+        scene.push(engine, "D", "a", Some("gone"), &["L6"], &[], None);
+        assert!(engine.delete_manifest("a", &scene.d["D"]).unwrap());
         // A multi-architecture index, and an index of an index.
-        let m1 = p(
-            engine,
-            "a",
-            by_digest("m1", &[&d["L8"]], &[]),
-            "m1",
-            &["L8"],
-            &[],
-            &d,
-            None,
-        );
-        d.insert("M1", m1);
-        let m2 = p(
-            engine,
-            "a",
-            by_digest("m2", &[&d["L9"]], &[]),
-            "m2",
-            &["L9"],
-            &[],
-            &d,
-            None,
-        );
-        d.insert("M2", m2);
-        let i = p(engine, "a", tag("multi"), "i", &[], &["M1", "M2"], &d, None);
-        d.insert("I", i);
-        let m3 = p(
-            engine,
-            "a",
-            by_digest("m3", &[&d["L10"]], &[]),
-            "m3",
-            &["L10"],
-            &[],
-            &d,
-            None,
-        );
-        d.insert("M3", m3);
-        let i2 = p(
-            engine,
-            "a",
-            by_digest("i2", &[], &[&d["M3"]]),
-            "i2",
-            &[],
-            &["M3"],
-            &d,
-            None,
-        );
-        d.insert("I2", i2);
-        let ii = p(engine, "a", tag("nested"), "ii", &[], &["I2"], &d, None);
-        d.insert("II", ii);
+        scene.push(engine, "M1", "a", None, &["L8"], &[], None);
+        scene.push(engine, "M2", "a", None, &["L9"], &[], None);
+        scene.push(engine, "I", "a", Some("multi"), &[], &["M1", "M2"], None);
+        scene.push(engine, "M3", "a", None, &["L10"], &[], None);
+        scene.push(engine, "I2", "a", None, &[], &["M3"], None);
+        scene.push(engine, "II", "a", Some("nested"), &[], &["I2"], None);
         // Referrers: of a tagged manifest, and of an untagged one.
-        let s = p(
-            engine,
-            "a",
-            by_digest("s", &[&d["L5"]], &[]),
-            "s",
-            &["L5"],
-            &[],
-            &d,
-            Some("V1"),
-        );
-        d.insert("S", s);
-        let s2 = p(
-            engine,
-            "a",
-            by_digest("s2", &[&d["L11"]], &[]),
-            "s2",
-            &["L11"],
-            &[],
-            &d,
-            Some("U"),
-        );
-        d.insert("S2", s2);
-        Scene { d }
+        scene.push(engine, "S", "a", None, &["L5"], &[], Some("V1"));
+        scene.push(engine, "S2", "a", None, &["L11"], &[], Some("U"));
+        scene
+    }
+
+    /// Pushes the scene's manifest `name`, naming the scene's `blobs`, `children` and
+    /// `subject`.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        engine: &Engine,
+        name: &'static str,
+        repo: &str,
+        tag: Option<&str>,
+        blobs: &[&str],
+        children: &[&str],
+        subject: Option<&str>,
+    ) {
+        let d = &self.d;
+        let blobs: Vec<&Digest> = blobs.iter().map(|n| &d[n]).collect();
+        let children: Vec<&Digest> = children.iter().map(|n| &d[n]).collect();
+        let subject = subject.map(|s| &d[s]);
+        let digest = push(engine, repo, tag, name, &blobs, &children, subject).unwrap();
+        self.d.insert(name, digest);
     }
 }
 
@@ -487,7 +405,7 @@ fn deleting_half_the_images_frees_their_bytes() {
         let manifest = push(
             &engine,
             "app",
-            tag(&format!("v{i}")),
+            Some(&format!("v{i}")),
             &name,
             &[&base, &layer],
             &[],
@@ -565,7 +483,7 @@ fn collections_racing_pushes_mounts_and_tags_leave_no_dangling_reference() {
                 match push(
                     &engine,
                     &repo,
-                    tag(&t),
+                    Some(&t),
                     &format!("{w}-{n}"),
                     &blobs,
                     &[],
@@ -648,7 +566,7 @@ fn prune_keeps_the_newest_tags_and_manifests_a_kept_tag_points_at() {
         let m = push(
             &engine,
             "app",
-            tag(name),
+            Some(name),
             &format!("m{i}"),
             &[&layer],
             &[],
@@ -694,7 +612,7 @@ fn prune_keeps_the_newest_tags_and_manifests_a_kept_tag_points_at() {
         push(
             &engine,
             "app",
-            tag(name),
+            Some(name),
             &format!("m{i}"),
             &[&layer],
             &[],

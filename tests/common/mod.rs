@@ -411,6 +411,22 @@ pub fn registry(root: &Path, args: &[&str]) -> Output {
         .expect("run registry")
 }
 
+/// `registry garbage-collect` arguments that take everything at once: no grace period,
+/// every pack with anything dead rewritten.
+pub const COLLECT_EVERYTHING: [&str; 5] = [
+    "garbage-collect",
+    "--grace",
+    "0s",
+    "--compact-threshold",
+    "0",
+];
+
+/// Runs `registry garbage-collect` on `root` with [`COLLECT_EVERYTHING`] and `extra`.
+pub fn collect_everything(root: &Path, extra: &[&str]) -> Output {
+    let args: Vec<&str> = COLLECT_EVERYTHING.iter().chain(extra).copied().collect();
+    registry(root, &args)
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -7,12 +7,15 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::digest::Digest;
 use crate::sync::lock;
 
 #[derive(Debug, Default)]
 pub(crate) struct LinkGuard {
+    /// Whether a collection runs: every commit asks, so it is answered without a lock.
+    active: AtomicBool,
     /// `None` while no collection runs (nothing is recorded then).
     linked: Mutex<Option<HashSet<Digest>>>,
 }
@@ -20,6 +23,9 @@ pub(crate) struct LinkGuard {
 impl LinkGuard {
     /// Records that `digest` was linked now, if a collection is running.
     pub fn note(&self, digest: &Digest) {
+        if !self.active.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(linked) = lock(&self.linked).as_mut() {
             linked.insert(digest.clone());
         }
@@ -35,6 +41,7 @@ impl LinkGuard {
     /// Starts recording, until the returned value is dropped.
     pub fn begin(&self) -> Recording<'_> {
         *lock(&self.linked) = Some(HashSet::new());
+        self.active.store(true, Ordering::SeqCst);
         Recording(self)
     }
 }
@@ -44,6 +51,7 @@ pub(crate) struct Recording<'a>(&'a LinkGuard);
 
 impl Drop for Recording<'_> {
     fn drop(&mut self) {
+        self.0.active.store(false, Ordering::SeqCst);
         *lock(&self.0.linked) = None;
     }
 }
