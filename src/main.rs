@@ -6,7 +6,9 @@
 mod commands;
 mod config;
 mod control;
+mod etcd;
 mod progress;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,19 +38,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serves the registry over HTTP.
+    /// Serves the registry over HTTP (or HTTPS, with http.tls).
     ///
-    /// With a configuration file (docker/distribution's config.yml) the registry applies
-    /// http.addr (":5000" is every interface), storage.filesystem.rootdirectory,
-    /// storage.delete.enabled (off unless set) and storage.maintenance.uploadpurging
-    /// (enabled, age, interval); every other key is accepted and logged as not applied.
-    /// Without a file it runs on its embedded default: data in ./registry-data,
-    /// listening on 127.0.0.1:5000, deletes enabled. In both cases REGISTRY_HTTP_ADDR,
-    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY and REGISTRY_STORAGE_DELETE_ENABLED
-    /// override those.
+    /// Reads docker/distribution's config.yml (every key of version 0.1; those that mean
+    /// nothing to this registry are named once at start), or without a file the
+    /// embedded default: data in ./registry-data, listening on 127.0.0.1:5000, deletes
+    /// enabled. etcd (the etcd section) overrides the file and REGISTRY_* variables
+    /// override both; etcd's changes apply while serving. README.md lists every key.
     Serve {
         /// docker/distribution's config.yml.
         config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Checks the data directory: packs, index entries, repository metadata, and the
     /// metadata log in the packs against the index.
@@ -139,6 +143,16 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Prints the effective configuration (secrets redacted) and where each value came
+    /// from: default, file (with its line), etcd, environment. Exits 1 on an error.
+    Check {
+        /// docker/distribution's config.yml.
+        config: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Order {
     Pushed,
@@ -164,9 +178,8 @@ fn main() -> ExitCode {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match cli.command {
-        Command::Serve { .. } => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init(),
+        // The server sets up its log from its configuration (log.level, log.formatter).
+        Command::Serve { .. } => {}
         _ => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
@@ -174,6 +187,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve { config } => serve(config.as_deref()).map(|()| ExitCode::SUCCESS),
+        Command::Config {
+            action: ConfigAction::Check { config },
+        } => config_check(config.as_deref()),
         Command::Fsck {
             repair,
             deep,
@@ -309,21 +325,118 @@ fn maintain(
     })
 }
 
+/// The process's environment, for the `REGISTRY_*` overrides.
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 /// The configuration file (or the embedded default) with the environment's overrides.
 fn load(file: Option<&Path>) -> Result<Config, String> {
-    Config::load(file, |name| std::env::var(name).ok()).map_err(|e| e.to_string())
+    Config::load(file, &environment()).map_err(|e| e.to_string())
+}
+
+/// `registry config check`.
+fn config_check(file: Option<&Path>) -> Result<ExitCode, String> {
+    let base = config::Base::read(file, &environment()).map_err(|e| e.to_string())?;
+    let config = base.config(&[]).map_err(|e| e.to_string())?;
+    let (config, note) = match &config.etcd {
+        None => (config, None),
+        Some(settings) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            match runtime.block_on(etcd::read_once(settings)) {
+                Ok(values) => {
+                    let overrides = values.overrides(settings).map_err(|e| e.to_string())?;
+                    let config = base.config(&overrides).map_err(|e| e.to_string())?;
+                    (
+                        config,
+                        Some(format!("read from {}", settings.endpoints.join(","))),
+                    )
+                }
+                Err(e) => (
+                    config,
+                    Some(format!("unreachable ({e}); the file and environment only")),
+                ),
+            }
+        }
+    };
+    print!("{}", config::check::render(&config, note.as_deref()));
+    for name in &base.ignored_env {
+        println!("ignored: environment variable {name} names no configuration key");
+    }
+    if let Err(e) = config.refuse_unenforced() {
+        println!("registry serve would refuse to start: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets up the server's log from `log.level` (RUST_LOG wins) and `log.formatter`.
+fn init_server_log(log: &config::Log) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| log.level.as_str().into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if log.json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
+    }
 }
 
 fn serve(file: Option<&Path>) -> Result<(), String> {
-    let mut config = load(file)?;
+    let base = config::Base::read(file, &environment()).map_err(|e| e.to_string())?;
+    let mut config = base.config(&[]).map_err(|e| e.to_string())?;
+    init_server_log(&config.log);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    // etcd first: it may turn authentication on, which refuses the start.
+    let (etcd_values, etcd_overrides) = match &config.etcd {
+        None => (None, Vec::new()),
+        Some(settings) => match runtime.block_on(etcd::read_once(settings)) {
+            Ok(values) => match values
+                .overrides(settings)
+                .and_then(|o| base.config(&o).map(|_| o))
+            {
+                Ok(overrides) => (Some(values), overrides),
+                Err(e) => {
+                    tracing::error!(
+                        "etcd holds a configuration this registry cannot use, ignored until it changes: {e}"
+                    );
+                    (Some(values), Vec::new())
+                }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    endpoints = %settings.endpoints.join(","),
+                    "etcd is unreachable ({e}); serving on the file's configuration and retrying"
+                );
+                (None, Vec::new())
+            }
+        },
+    };
+    if !etcd_overrides.is_empty() {
+        config = base.config(&etcd_overrides).map_err(|e| e.to_string())?;
+    }
+    config.refuse_unenforced().map_err(|e| e.to_string())?;
+    for name in &base.ignored_env {
+        tracing::warn!("environment variable {name} names no configuration key; ignored");
+    }
     config.log_not_applied();
-    let engine = Engine::open(&config.root, Options::default())
+    let tls = match &config.tls {
+        Some(settings) => Some(tls::acceptor(settings, config.http.http2)?),
+        None => None,
+    };
+    let engine = Engine::open(&config.root, config.engine.options())
         .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
     // The directory exists now; print where the data really is.
     if let Ok(absolute) = config.root.canonicalize() {
         config.root = absolute;
     }
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let (live_tx, live) = tokio::sync::watch::channel(config.live.clone());
     runtime.block_on(async {
         let mut control = control::server::bind(&config.root).map_err(|e| {
             format!(
@@ -349,18 +462,27 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             ),
             None => "off".to_owned(),
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(
             config = %config.file.as_deref().map_or("(embedded default)".into(), |f| f.display().to_string()),
             data = %config.root.display(),
             %addr,
             delete_enabled = config.http.delete_enabled,
+            read_only = config.live.read_only,
             upload_purge = %purge,
-            "registry listening on http://{addr}/v2/ with data in {}",
+            "registry listening on {scheme}://{addr}{}/v2/ with data in {}",
+            config.http.prefix,
             config.root.display()
         );
-        let served = lain_http::serve(listener, engine, config.http.clone(), shutdown)
+        let watcher = config.etcd.clone().map(|settings| {
+            tokio::spawn(etcd::follow(settings, base.clone(), config.clone(), etcd_values, live_tx))
+        });
+        let served = lain_http::serve(listener, engine, config.http.clone(), live, tls, shutdown)
             .await
             .map_err(|e| e.to_string());
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         // Dropping the control task closes and removes the socket.
         control.abort();
         let _ = control.await;

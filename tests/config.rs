@@ -67,7 +67,10 @@ health:
     path.to_str().expect("utf-8 path").to_owned()
 }
 
-fn launch_with(file: String, env: Vec<(&str, String)>) -> Registry {
+/// Starts the server on `file` as LAIN's entry script does with auth off
+/// (`REGISTRY_AUTH=""`), plus `env`.
+fn launch_with(file: String, mut env: Vec<(&str, String)>) -> Registry {
+    env.insert(0, ("REGISTRY_AUTH", String::new()));
     Registry::launch(Launch {
         args: vec![file],
         env,
@@ -102,15 +105,18 @@ fn listens_and_stores_where_the_file_says() {
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("not applied")).collect();
     assert_eq!(lines.len(), 1, "{log}");
     for key in [
-        "auth",
         "notifications",
         "health",
-        "log",
+        "log.fields",
         "http.secret",
         "storage.cache",
     ] {
         assert!(lines[0].contains(key), "{key} not named: {}", lines[0]);
     }
+    assert!(!lines[0].contains("auth"), "{}", lines[0]);
+    // http.headers are applied.
+    let response = server.request("GET", "/v2/").send();
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
     assert!(
         server.terminate(),
         "registry did not exit cleanly on SIGTERM"
@@ -202,4 +208,206 @@ fn deletes_are_off_unless_the_file_enables_them() {
             assert_eq!(blob.header("allow"), Some("GET, HEAD"));
         }
     }
+}
+
+/// Runs `registry ARGS` with `env` and no inherited REGISTRY_* overrides; returns the exit
+/// code and what it printed (standard output, then standard error).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_registry"));
+    command.args(args).env("NO_COLOR", "1");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("REGISTRY_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .envs(env.iter().copied())
+        .output()
+        .expect("run registry");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    (output.status.code(), text)
+}
+
+#[test]
+fn an_auth_section_refuses_to_start_until_authentication_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("data");
+    let file = config_file(dir.path(), "127.0.0.1:0", &root, None);
+    let (code, text) = run(&["serve", &file], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("`auth.token`"), "{text}");
+    assert!(text.contains("line 23"), "{text}");
+    assert!(text.contains("refuses to run without it"), "{text}");
+    assert!(!root.exists(), "the engine was opened anyway");
+    // The entry script's variables ask for it too.
+    let (code, text) = run(
+        &["serve"],
+        &[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
+            (
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                root.to_str().expect("utf-8"),
+            ),
+            (
+                "REGISTRY_AUTH_TOKEN_REALM",
+                "https://console.lain.local/auth",
+            ),
+            ("REGISTRY_AUTH_TOKEN_ISSUER", "auth server"),
+            ("REGISTRY_AUTH_TOKEN_SERVICE", "lain.local"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("REGISTRY_AUTH_TOKEN"), "{text}");
+    assert!(!root.exists(), "the engine was opened anyway");
+}
+
+#[test]
+fn a_misspelt_key_names_itself_and_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yml");
+    std::fs::write(
+        &file,
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /tmp/x\n  delete:\n    enabeld: true\n",
+    )
+    .expect("write");
+    let file = file.to_str().expect("utf-8");
+    for args in [vec!["serve", file], vec!["config", "check", file]] {
+        let (code, text) = run(&args, &[]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("`storage.delete.enabeld`"), "{text}");
+        assert!(text.contains("line 6"), "{text}");
+        assert!(text.contains("unknown key"), "{text}");
+    }
+}
+
+#[test]
+fn config_check_prints_values_and_where_they_came_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("data");
+    let file = config_file(dir.path(), "127.0.0.1:5000", &root, Some(true));
+    let (code, text) = run(
+        &["config", "check", &file],
+        &[
+            ("REGISTRY_AUTH", ""),
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+            ("REGISTRY_PORT", "tcp://x"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .to_owned()
+    };
+    assert!(line("http.addr").contains("127.0.0.1:6000"), "{text}");
+    assert!(
+        line("http.addr").contains("environment variable REGISTRY_HTTP_ADDR"),
+        "{text}"
+    );
+    assert!(line("storage.delete.enabled").contains("true"), "{text}");
+    assert!(
+        line("storage.delete.enabled").contains("config.yml, line 12"),
+        "{text}"
+    );
+    assert!(
+        line("storage.engine.packsealsize").contains("(default)"),
+        "{text}"
+    );
+    assert!(line("auth").contains("off"), "{text}");
+    assert!(
+        text.contains("REGISTRY_PORT names no configuration key"),
+        "{text}"
+    );
+    // Secrets are never printed (http.secret is "local" in the file).
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("http.secret") || l.contains(" local ")),
+        "{text}"
+    );
+    assert!(text.contains("accepted, not applied:"), "{text}");
+    // With the file's auth section, check says that serve would refuse.
+    let (code, text) = run(&["config", "check", &file], &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("would refuse to start"), "{text}");
+}
+
+#[test]
+fn read_only_mode_refuses_writes_and_serves_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("data");
+    // A blob pushed while writable.
+    let digest = {
+        let server = launch_with(
+            config_file(dir.path(), "127.0.0.1:0", &root, Some(true)),
+            Vec::new(),
+        );
+        let digest = common::put_blob(&server, "ro/app", b"kept while read-only");
+        assert!(server.terminate());
+        digest
+    };
+    let server = launch_with(
+        config_file(dir.path(), "127.0.0.1:0", &root, Some(true)),
+        vec![(
+            "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED",
+            "true".to_owned(),
+        )],
+    );
+    let blob = format!("/v2/ro/app/blobs/{digest}");
+    let got = server.request("GET", &blob).send();
+    got.expect(200, None);
+    assert_eq!(got.body, b"kept while read-only");
+    server
+        .request("POST", "/v2/ro/app/blobs/uploads/")
+        .send()
+        .expect(405, Some("UNSUPPORTED"));
+    server
+        .request("DELETE", &blob)
+        .send()
+        .expect(405, Some("UNSUPPORTED"));
+    server
+        .request("PUT", "/v2/ro/app/manifests/v1")
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body("{}")
+        .send()
+        .expect(405, Some("UNSUPPORTED"));
+    server.request("GET", "/v2/ro/app/tags/list").send();
+    assert!(server.terminate());
+}
+
+#[test]
+fn prefix_and_host_shape_the_urls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("data");
+    let server = launch_with(
+        config_file(dir.path(), "127.0.0.1:0", &root, Some(true)),
+        vec![
+            ("REGISTRY_HTTP_PREFIX", "/registry/".to_owned()),
+            (
+                "REGISTRY_HTTP_HOST",
+                "https://registry.lain.local".to_owned(),
+            ),
+        ],
+    );
+    server.request("GET", "/v2/").send().expect(404, None);
+    server
+        .request("GET", "/registry/v2/")
+        .send()
+        .expect(200, None);
+    let started = server
+        .request("POST", "/registry/v2/p/app/blobs/uploads/")
+        .send();
+    started.expect(202, None);
+    let location = started.header("location").expect("Location").to_owned();
+    assert!(
+        location.starts_with("https://registry.lain.local/registry/v2/p/app/blobs/uploads/"),
+        "{location}"
+    );
+    assert!(server.terminate());
 }

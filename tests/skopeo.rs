@@ -797,3 +797,159 @@ fn skopeo_pulls_what_a_collection_keeps_byte_for_byte() {
     );
     assert_same_blobs(&input.blobs, &out);
 }
+
+/// Runs `openssl ARGS` in `dir` (the test's certificate authority).
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian's openssl package)");
+    assert!(
+        output.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and a client certificate, all signed
+/// by the CA, in `dir`: ca.crt, server.crt/key, client.cert/key.
+fn certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=lain test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("write");
+    for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=lain client")] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                subject,
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        );
+    }
+}
+
+/// `http.tls` end to end: skopeo pushes and pulls over HTTPS, verifying the server
+/// against the test CA and presenting a client certificate that the registry requires
+/// (`clientcas`); without a client certificate the handshake is refused.
+#[test]
+fn skopeo_round_trips_over_tls_with_client_certificates() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let input_dir = work.path().join("input");
+    let input = write_input(&input_dir);
+    let pki = work.path().join("pki");
+    certificates(&pki);
+    let skopeo = Skopeo::new(&work.path().join("skopeo"));
+    // containers' cert-dir convention: *.crt are CAs, *.cert + *.key a client identity.
+    let certs = work.path().join("skopeo/certs.d");
+    std::fs::copy(pki.join("ca.crt"), certs.join("ca.crt")).expect("copy");
+    std::fs::copy(pki.join("client.crt"), certs.join("client.cert")).expect("copy");
+    std::fs::copy(pki.join("client.key"), certs.join("client.key")).expect("copy");
+
+    let config = work.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n    minimumtls: tls1.2\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n",
+            pki.join("server.crt").display(),
+            pki.join("server.key").display(),
+            pki.join("ca.crt").display(),
+            work.path().join("data").display(),
+        ),
+    )
+    .expect("write config");
+    let registry = common::Registry::launch(common::Launch {
+        args: vec![config.display().to_string()],
+        keep_addr: true,
+        keep_root: true,
+        ..common::Launch::default()
+    });
+    assert!(
+        registry.log().contains("listening on https://"),
+        "{}",
+        registry.log()
+    );
+    let reg = Some(&registry);
+    let target = format!("docker://{}/tls/app:v1", registry.addr);
+    let source = format!("oci:{}:image", input_dir.display());
+    skopeo.ok(reg, "copy", &["--dest-tls-verify=true", &source, &target]);
+    let out = work.path().join("out");
+    let pulled = format!("oci:{}:image", out.display());
+    skopeo.ok(reg, "copy", &["--src-tls-verify=true", &target, &pulled]);
+    assert_same_blobs(&closure(&input, &input.image), &out);
+
+    // Without the client certificate, the registry refuses the connection.
+    std::fs::remove_file(certs.join("client.cert")).expect("rm");
+    std::fs::remove_file(certs.join("client.key")).expect("rm");
+    let refused = skopeo.run("inspect", &["--raw", "--tls-verify=true", &target]);
+    assert!(
+        !refused.success,
+        "served without a client certificate\n{}",
+        refused.output()
+    );
+    // Nor does a plain-HTTP request get an answer.
+    let plain = std::net::TcpStream::connect(&registry.addr).and_then(|mut s| {
+        use std::io::Write;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        Ok(buf)
+    });
+    let answer = plain.unwrap_or_default();
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP answered over TLS"
+    );
+}

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     TooManyRequests,
     Unsupported,
+    /// The client may not do this.
+    Denied,
     /// The server's own failure; never caused by what a client sends.
     Unknown,
 }
@@ -45,6 +47,7 @@ impl ErrorCode {
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::Denied => "DENIED",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Denied => StatusCode::FORBIDDEN,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -12,10 +12,10 @@ mod server;
 
 use std::time::Duration;
 
-pub use server::serve;
+pub use server::{TlsAcceptor, serve};
 
-/// What the protocol layer needs from the configuration.
-#[derive(Debug, Clone)]
+/// What the protocol layer needs from the configuration, fixed while it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Whether blobs and manifests may be deleted (distribution's `storage.delete.enabled`).
     /// When false, deletes answer 405 `UNSUPPORTED`.
@@ -26,6 +26,30 @@ pub struct Settings {
     /// How often the purge runs (`storage.maintenance.uploadpurging.interval`); `None`
     /// disables purging (`uploadpurging.enabled: false`).
     pub upload_purge_interval: Option<Duration>,
+    /// The API is served under this path (`http.prefix`, as `/registry`; empty: at
+    /// the root).
+    pub prefix: String,
+    /// How `Location` headers name this registry.
+    pub locations: Locations,
+    /// Added to every response (`http.headers`).
+    pub headers: Vec<(String, String)>,
+    /// How long in-flight requests may take to finish once shutdown begins
+    /// (`http.draintimeout`).
+    pub drain_timeout: Duration,
+    /// Whether clients may speak HTTP/2 (`http.http2.disabled: false`).
+    pub http2: bool,
+}
+
+/// How `Location` (and `Link`) headers name this registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locations {
+    /// `/v2/...` (with the prefix): every client resolves them against the URL it used.
+    Relative,
+    /// On this base URL (`http.host`).
+    Absolute(String),
+    /// On the scheme and host the request came with (`X-Forwarded-Proto`,
+    /// `X-Forwarded-Host`, `Host`), as distribution does without `relativeurls`.
+    FromRequest,
 }
 
 impl Default for Settings {
@@ -36,8 +60,34 @@ impl Default for Settings {
             delete_enabled: true,
             upload_purge_age: Duration::from_secs(24 * 3600),
             upload_purge_interval: Some(Duration::from_secs(600)),
+            prefix: String::new(),
+            locations: Locations::Relative,
+            headers: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+            http2: true,
         }
     }
+}
+
+/// Settings that may change while the registry serves (from etcd). Each request runs
+/// under the ones that held when it arrived.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Every write answers 405 `UNSUPPORTED`
+    /// (`storage.maintenance.readonly.enabled`).
+    pub read_only: bool,
+    pub access: Access,
+}
+
+/// Who may use the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Everyone.
+    #[default]
+    Open,
+    /// No one: the configuration asks for authentication that this build cannot
+    /// enforce, so every request is refused rather than served unauthenticated.
+    Closed { reason: String },
 }
 
 /// The blobs (config, layers) and child manifests a stored manifest references, as

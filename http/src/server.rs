@@ -1,5 +1,7 @@
-//! The accept loop: connections (HTTP/1.1 with keep-alive, or h2c), graceful shutdown,
-//! the upload purge timer, and the headers and access log every response gets.
+//! The accept loop: connections (HTTP/1.1 with keep-alive, or HTTP/2; plain or TLS),
+//! graceful shutdown, the upload purge timer, and what every request and response goes
+//! through: the path prefix, access and read-only checks under the live settings, the
+//! `Location` base, configured headers, the access log.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,12 +17,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use lain_engine::Engine;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::Settings;
 use crate::api::{self, Context};
 use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
 use crate::route::Route;
+use crate::{Access, Live, Locations, Settings};
 
 /// Sent on every response, as the V2 API requires.
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
@@ -29,15 +32,22 @@ const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/
 /// keep-alive ping).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long in-flight requests may take to finish once shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets
-/// in-flight requests finish (up to 30 s) and returns, dropping its engine handles.
+/// Accepts TLS on a connection (rustls; the wiring builds its configuration).
+pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
+
+/// Serves the API on `listener` (over TLS when `tls` is given) until `shutdown`
+/// resolves; then stops accepting, lets in-flight requests finish (up to the drain
+/// timeout) and returns, dropping its engine handles. `live` carries settings that
+/// change while serving; each request takes the ones current when it arrives.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     settings: Settings,
+    live: watch::Receiver<Live>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let purge = settings.upload_purge_interval.map(|every| {
@@ -47,9 +57,14 @@ pub async fn serve(
             settings.upload_purge_age,
         ))
     });
-    let ctx = Context::new(engine, settings);
+    let drain_timeout = settings.drain_timeout;
+    let http2 = settings.http2;
+    let ctx = Context::new(engine, settings, live, tls.is_some());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if !http2 {
+        builder = builder.http1_only();
+    }
     // hyper enforces its header-read timeout only when it has a timer; without one a
     // client could hold a connection open forever with half a request.
     builder
@@ -81,15 +96,50 @@ pub async fn serve(
             let ctx = ctx.clone();
             async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, so that a slow or
+                // silent client never holds up the accept loop.
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if let Some(purge) = purge {
@@ -98,8 +148,8 @@ pub async fn serve(
     drop(ctx);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!("requests still running after {drain_timeout:?}; stopping anyway");
         }
     }
     Ok(())
@@ -107,20 +157,37 @@ pub async fn serve(
 
 async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
     let started = Instant::now();
+    let live = ctx.live.borrow().clone();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let reply = match Route::parse(&path) {
-        Some(route) => api::dispatch(ctx, route, req).await,
-        None => api::error_reply(
+    let base = location_base(ctx, req.headers());
+    let route = path
+        .strip_prefix(ctx.settings.prefix.as_str())
+        .and_then(Route::parse);
+    let reply = match (route, &live.access) {
+        (None, _) => api::error_reply(
             ApiError::new(ErrorCode::Unsupported, "no such endpoint")
                 .with_status(hyper::StatusCode::NOT_FOUND),
         ),
+        (Some(_), Access::Closed { reason }) => {
+            api::error_reply(ApiError::new(ErrorCode::Denied, reason.clone()))
+        }
+        (Some(_), Access::Open) if live.read_only && is_write(&method) => {
+            api::error_reply(ApiError::new(
+                ErrorCode::Unsupported,
+                "the registry is read-only (storage.maintenance.readonly.enabled)",
+            ))
+        }
+        (Some(route), Access::Open) => api::dispatch(ctx, route, req).await,
     };
     let mut response = reply.into_response();
-    response
-        .headers_mut()
-        .insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    let headers = response.headers_mut();
+    headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+    rebase_locations(headers, &base);
+    for (name, value) in ctx.headers.iter() {
+        headers.append(name.clone(), value.clone());
+    }
     if method == Method::HEAD {
         // HTTP/1 drops a HEAD response's body by itself; h2 would send it and break
         // the stream. The length it would have had stays in Content-Length.
@@ -144,6 +211,66 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
         micros = started.elapsed().as_micros() as u64,
     );
     response
+}
+
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// What goes before `/v2/` in the URLs this response names: the prefix, on the base
+/// the settings choose.
+fn location_base(ctx: &Context, headers: &hyper::HeaderMap) -> String {
+    let settings = &ctx.settings;
+    match &settings.locations {
+        Locations::Relative => settings.prefix.clone(),
+        Locations::Absolute(base) => format!("{base}{}", settings.prefix),
+        Locations::FromRequest => {
+            let text = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+            };
+            let scheme = text("x-forwarded-proto")
+                .filter(|p| matches!(*p, "http" | "https"))
+                .unwrap_or(if ctx.tls { "https" } else { "http" });
+            match text("x-forwarded-host").or_else(|| text("host")) {
+                // A host that is not plain host[:port] is not echoed back.
+                Some(host)
+                    if host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)) =>
+                {
+                    format!("{scheme}://{host}{}", settings.prefix)
+                }
+                _ => settings.prefix.clone(),
+            }
+        }
+    }
+}
+
+/// Puts `base` before the `/v2/` URLs of `Location` and `Link` headers.
+fn rebase_locations(headers: &mut hyper::HeaderMap, base: &str) {
+    if base.is_empty() {
+        return;
+    }
+    if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok())
+        && location.starts_with("/v2/")
+        && let Ok(value) = HeaderValue::try_from(format!("{base}{location}"))
+    {
+        headers.insert(header::LOCATION, value);
+    }
+    if let Some(link) = headers.get(header::LINK).and_then(|v| v.to_str().ok())
+        && link.contains("</v2/")
+        && let Ok(value) = HeaderValue::try_from(link.replace("</v2/", &format!("<{base}/v2/")))
+    {
+        headers.insert(header::LINK, value);
+    }
 }
 
 /// Cancels idle upload sessions every `every`.

@@ -90,7 +90,8 @@ impl Registry {
         });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        // The start-up line names the bound address: "... listening on http://ADDR/v2/ ...".
+        // The start-up line names the bound address: "... listening on http://ADDR/v2/ ..."
+        // (https:// with TLS, a prefix before /v2/ with http.prefix).
         let addr = loop {
             let Some(Ok(line)) = lines.next() else {
                 let _ = child.wait();
@@ -101,7 +102,11 @@ impl Registry {
                 );
             };
             push_line(&log, &line);
-            if let Some(rest) = line.split("listening on http://").nth(1) {
+            if let Some(rest) = line.split("listening on ").nth(1)
+                && let Some(rest) = rest
+                    .strip_prefix("http://")
+                    .or_else(|| rest.strip_prefix("https://"))
+            {
                 break rest.split('/').next().expect("address").to_owned();
             }
         };
@@ -203,6 +208,17 @@ enum Body {
 }
 
 /// A request being built; `send()` performs it.
+/// A request to another server on loopback (etcd's HTTP API, in the etcd tests).
+pub fn request_to<'a>(addr: &'a str, method: &str, path: &str) -> Request<'a> {
+    Request {
+        addr,
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: Body::Empty,
+    }
+}
+
 pub struct Request<'a> {
     addr: &'a str,
     method: String,

@@ -7,6 +7,7 @@ mod listing;
 mod manifests;
 mod uploads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,26 +16,51 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use lain_engine::Engine;
+use tokio::sync::watch;
 
-use crate::Settings;
 use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::check_repository;
 use crate::route::{Route, query_pairs};
+use crate::{Live, Settings};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct Context {
     pub engine: Engine,
-    pub settings: Settings,
+    pub settings: Arc<Settings>,
+    /// The settings that change while serving.
+    pub live: watch::Receiver<Live>,
+    /// `settings.headers`, parsed once.
+    pub headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// Whether connections arrive over TLS (for URLs built from the request).
+    pub tls: bool,
     pub writers: uploads::Writers,
 }
 
 impl Context {
-    pub fn new(engine: Engine, settings: Settings) -> Context {
+    pub fn new(
+        engine: Engine,
+        settings: Settings,
+        live: watch::Receiver<Live>,
+        tls: bool,
+    ) -> Context {
+        let headers = settings
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
         Context {
             engine,
-            settings,
+            settings: Arc::new(settings),
+            live,
+            headers,
+            tls,
             writers: uploads::Writers::default(),
         }
     }

@@ -1,0 +1,478 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const FILE: &str = "/etc/registry/config.yml";
+
+fn parse(text: &str) -> Result<Config, Error> {
+    with_env(text, &[])
+}
+
+fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, Error> {
+    let tree = parse_file(text, Path::new(FILE))?;
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    let (env, _) = env::overrides(&vars)?;
+    let base = Base {
+        file: Some(PathBuf::from(FILE)),
+        tree,
+        env,
+        ignored_env: Vec::new(),
+    };
+    base.config(&[])
+}
+
+/// The key and line an error points at.
+fn located(error: &Error) -> (String, u64) {
+    match error {
+        Error::Invalid {
+            key,
+            origin: Origin::File { line, .. },
+            ..
+        } => (key.clone(), *line),
+        other => panic!("not an error at a line of the file: {other:?}"),
+    }
+}
+
+/// LAIN's real file (paths adapted), as its entry script runs it.
+const LAIN_FILE: &str = r#"version: 0.1
+log:
+  level: info
+  fields:
+    service: registry
+    environment: production
+storage:
+  cache:
+    layerinfo: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+  maintenance:
+    uploadpurging:
+      enabled: false
+  delete:
+    enabled: true
+compatibility:
+  schema1:
+    disablesignaturestore: true
+http:
+  addr: :5000
+  secret: lain-registry-secret
+auth:
+  token:
+    realm: https://console.lain.local/api/v1/authorize/registry/
+    issuer: auth server
+    service: lain.local
+    rootcertbundle: /lain/app/auth/server.crt
+"#;
+
+#[test]
+fn lain_file_with_auth_cleared_by_the_environment() {
+    let config = with_env(LAIN_FILE, &[("REGISTRY_AUTH", "")]).expect("parses");
+    assert_eq!(config.addr, ListenAddr::new("", 5000));
+    assert_eq!(config.root, PathBuf::from("/var/lib/registry"));
+    assert!(config.http.delete_enabled);
+    assert_eq!(config.http.upload_purge_interval, None);
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.auth, None);
+    config.refuse_unenforced().expect("no auth asked");
+    assert_eq!(
+        config.not_applied,
+        [
+            "compatibility",
+            "http.secret",
+            "log.fields",
+            "storage.cache"
+        ]
+    );
+}
+
+#[test]
+fn an_auth_section_refuses_to_serve_until_authentication_exists() {
+    let config = parse(LAIN_FILE).expect("parses");
+    let auth = config.auth.clone().expect("auth asked");
+    assert_eq!(auth.key, "auth.token");
+    let message = config.refuse_unenforced().expect_err("refused").to_string();
+    assert!(message.contains("auth.token"), "{message}");
+    assert!(message.contains("line 24"), "{message}");
+    assert!(message.contains("REGISTRY_AUTH=\"\""), "{message}");
+    // The entry script's three variables turn it on from the environment alone.
+    let config = with_env(
+        "version: 0.1\n",
+        &[
+            ("REGISTRY_AUTH_TOKEN_REALM", "https://console/auth"),
+            ("REGISTRY_AUTH_TOKEN_ISSUER", "auth server"),
+            ("REGISTRY_AUTH_TOKEN_SERVICE", "lain.local"),
+        ],
+    )
+    .unwrap();
+    let auth = config.auth.expect("auth from the environment");
+    assert!(
+        matches!(auth.origin, Origin::Env { .. }),
+        "{:?}",
+        auth.origin
+    );
+    // htpasswd too; two kinds at once is distribution's error.
+    assert!(
+        parse("auth:\n  htpasswd:\n    realm: r\n    path: /p\n")
+            .unwrap()
+            .auth
+            .is_some()
+    );
+    let e = parse("auth:\n  htpasswd: {}\n  token: {}\n").unwrap_err();
+    assert_eq!(located(&e), ("auth".into(), 1));
+}
+
+#[test]
+fn distribution_defaults_when_keys_are_missing() {
+    let config = parse("version: 0.1\nstorage:\n  s3:\n    bucket: b\n").expect("parses");
+    assert_eq!(config.addr, ListenAddr::new("", 5000));
+    assert_eq!(config.root, PathBuf::from(DISTRIBUTION_ROOT));
+    assert!(
+        !config.http.delete_enabled,
+        "deletes are off unless enabled"
+    );
+    assert_eq!(config.http.upload_purge_age, 168 * HOUR);
+    assert_eq!(config.http.upload_purge_interval, Some(24 * HOUR));
+    assert_eq!(config.not_applied, ["storage.s3"]);
+    assert!(!config.live.read_only);
+    assert_eq!(config.http.locations, lain_http::Locations::Relative);
+    // Empty sections are as good as absent.
+    let config = parse("http:\nstorage:\n  delete:\n  maintenance:\n").expect("parses");
+    assert!(!config.http.delete_enabled);
+    assert!(config.not_applied.is_empty());
+}
+
+#[test]
+fn upload_purging_and_read_only() {
+    let purging = |body: &str| {
+        parse(&format!(
+            "storage:\n  maintenance:\n    uploadpurging:\n{body}"
+        ))
+    };
+    let config = purging("      enabled: false\n      age: 1h\n      interval: 1h\n").unwrap();
+    assert_eq!(config.http.upload_purge_interval, None);
+    let config = purging("      enabled: true\n").unwrap();
+    assert_eq!(config.http.upload_purge_age, 168 * HOUR);
+    assert_eq!(config.http.upload_purge_interval, Some(24 * HOUR));
+    let config = purging("      age: 30m\n      dryrun: true\n").unwrap();
+    assert_eq!(config.http.upload_purge_age, Duration::from_secs(1800));
+    assert!(config.purge_dry_run);
+    let e = purging("      interval: 0s\n").unwrap_err();
+    assert_eq!(
+        located(&e),
+        ("storage.maintenance.uploadpurging.interval".into(), 4)
+    );
+    let e = purging("      age: 7d\n").unwrap_err().to_string();
+    assert!(e.contains("\"7d\""), "{e}");
+    assert!(e.contains(FILE), "{e}");
+    let config = parse("storage:\n  maintenance:\n    readonly:\n      enabled: true\n").unwrap();
+    assert!(config.live.read_only);
+}
+
+#[test]
+fn yaml_11_booleans_and_numbers_as_strings_as_yaml_v2_reads_them() {
+    let config = parse("storage:\n  delete:\n    enabled: yes\n").unwrap();
+    assert!(config.http.delete_enabled);
+    let config = parse("storage:\n  delete:\n    enabled: \"off\"\n").unwrap();
+    assert!(!config.http.delete_enabled);
+    let config = parse("storage:\n  filesystem:\n    rootdirectory: 2024\n").unwrap();
+    assert_eq!(config.root, PathBuf::from("2024"));
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_key_and_its_line() {
+    let cases: &[(&str, &str, u64)] = &[
+        (
+            "version: 0.1\nstorage:\n  delete:\n    enabeld: true\n",
+            "storage.delete.enabeld",
+            4,
+        ),
+        ("http:\n  adr: :5000\n", "http.adr", 2),
+        ("version: 0.1\nlogs:\n  level: info\n", "logs", 2),
+        (
+            "storage:\n  delete:\n    enabled: 1\n",
+            "storage.delete.enabled",
+            3,
+        ),
+        (
+            "storage:\n  delete:\n    enabled: maybe\n",
+            "storage.delete.enabled",
+            3,
+        ),
+        ("storage:\n  delete: true\n", "storage.delete", 2),
+        ("http:\n  addr: [\":5000\"]\n", "http.addr", 2),
+        ("http: :5000\n", "http", 1),
+        (
+            "storage:\n  maintenance:\n    uploadpurging:\n      age: 24\n",
+            "storage.maintenance.uploadpurging.age",
+            4,
+        ),
+        (
+            "notifications:\n  endpoints:\n    - name: a\n      urll: http://x\n",
+            "notifications.endpoints.0.urll",
+            4,
+        ),
+        ("http:\n  addr: localhost\n", "http.addr", 2),
+        ("http:\n  net: unix\n", "http.net", 2),
+        (
+            "storage:\n  filesystem:\n    rootdirectory: ''\n",
+            "storage.filesystem.rootdirectory",
+            3,
+        ),
+        (
+            "storage:\n  engine:\n    collection:\n      compactthreshold: 1.5\n",
+            "storage.engine.collection.compactthreshold",
+            4,
+        ),
+        (
+            "storage:\n  engine:\n    packsealsize: lots\n",
+            "storage.engine.packsealsize",
+            3,
+        ),
+        ("storage:\n  filesystem: {}\n  s3: {}\n", "storage", 1),
+        ("version: 0.2\n", "version", 1),
+        ("log:\n  level: chatty\n", "log.level", 2),
+        ("http:\n  prefix: registry\n", "http.prefix", 2),
+        ("http:\n  host: registry.lain.local\n", "http.host", 2),
+        ("http:\n  tls:\n    certificate: /c\n", "http.tls.key", 2),
+        (
+            "http:\n  tls:\n    clientcas: [/ca]\n",
+            "http.tls.clientcas",
+            3,
+        ),
+        (
+            "http:\n  tls:\n    letsencrypt:\n      email: a@b\n",
+            "http.tls.letsencrypt",
+            3,
+        ),
+        ("etcd:\n  endpoints: 127.0.0.1:2379\n", "etcd.endpoints", 2),
+    ];
+    for (text, key, line) in cases {
+        let error = parse(text).expect_err(text);
+        assert_eq!(
+            located(&error),
+            ((*key).to_owned(), *line),
+            "{text:?}: {error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains(FILE), "{message}");
+        assert!(message.contains(&format!("`{key}`")), "{message}");
+    }
+    let message = parse("storage:\n  delete:\n    enabeld: true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("unknown key"), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+}
+
+#[test]
+fn malformed_yaml_names_the_file() {
+    for text in [
+        "http:\n  addr: :5000\n   net: tcp\n",
+        "storage: {filesystem: [\n",
+        "a: b\na: c\n",
+        "- version\n- 0.1\n",
+        "",
+    ] {
+        let error = parse(text).expect_err(text);
+        let message = error.to_string();
+        assert!(message.contains(FILE), "{message}");
+    }
+}
+
+#[test]
+fn environment_overrides_win_and_clear_sections() {
+    let text = "version: 0.1\nhttp:\n  addr: :5000\nstorage:\n  delete:\n    enabled: false\n";
+    let config = with_env(
+        text,
+        &[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/data"),
+            ("REGISTRY_STORAGE_MAINTENANCE_READONLY", "{enabled: true}"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.addr, ListenAddr::new("127.0.0.1", 6000));
+    assert!(config.http.delete_enabled);
+    assert_eq!(config.root, PathBuf::from("/data"));
+    assert!(config.live.read_only);
+    assert_eq!(
+        config.tree.origin_of(&["http", "addr"]),
+        Origin::Env {
+            var: "REGISTRY_HTTP_ADDR".into()
+        }
+    );
+    let e = with_env(text, &[("REGISTRY_STORAGE_DELETE_ENABLED", "maybe")]).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("REGISTRY_STORAGE_DELETE_ENABLED"),
+        "{message}"
+    );
+    // REGISTRY_AUTH="" then a token variable: the section is cleared first.
+    let config = with_env(
+        LAIN_FILE,
+        &[
+            ("REGISTRY_AUTH", ""),
+            ("REGISTRY_AUTH_TOKEN_REALM", "https://x/auth"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        config.tree.get(&["auth"]).map(Node::to_json),
+        Some(serde_json::json!({"token": {"realm": "https://x/auth"}}))
+    );
+}
+
+#[test]
+fn embedded_default() {
+    let config = Base::read(None, &[]).unwrap().config(&[]).unwrap();
+    assert_eq!(config.addr, ListenAddr::new("127.0.0.1", 5000));
+    assert_eq!(config.root, PathBuf::from("registry-data"));
+    assert!(config.http.delete_enabled);
+    assert_eq!(config.http.upload_purge_age, 24 * HOUR);
+    assert_eq!(
+        config.http.upload_purge_interval,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(config.file, None);
+    assert_eq!(config.tree.origin_of(&["http", "addr"]), Origin::Default);
+}
+
+#[test]
+fn engine_and_collection_settings() {
+    let config = parse(
+        "storage:\n  engine:\n    packsealsize: 256MiB\n    blockcache: 64MiB\n    memtable: 33554432\n    \
+         uploadsessions: 1000\n    compactionrate: 8MiB\n    collection:\n      grace: 10m\n      compactthreshold: 0.5\n",
+    )
+    .unwrap();
+    let options = config.engine.options();
+    assert_eq!(options.pack_seal_size, 256 << 20);
+    assert_eq!(options.block_cache_bytes, 64 << 20);
+    assert_eq!(options.write_buffer_bytes, 32 << 20);
+    assert_eq!(options.max_upload_sessions, 1000);
+    assert_eq!(options.compaction_busy_rate, 8 << 20);
+    assert_eq!(config.collect.grace, Duration::from_secs(600));
+    assert_eq!(config.collect.compact_threshold, 0.5);
+    let defaults = parse("version: 0.1\n").unwrap();
+    assert_eq!(defaults.collect, CollectSettings::default());
+    assert_eq!(
+        defaults.engine.options().pack_seal_size,
+        lain_engine::Options::default().pack_seal_size
+    );
+}
+
+#[test]
+fn http_prefix_host_headers_and_drain() {
+    let config = parse(
+        "http:\n  prefix: /registry/\n  host: https://registry.lain.local/\n  draintimeout: 5s\n  \
+         headers:\n    X-Content-Type-Options: [nosniff]\n  http2:\n    disabled: true\n",
+    )
+    .unwrap();
+    assert_eq!(config.http.prefix, "/registry");
+    assert_eq!(
+        config.http.locations,
+        lain_http::Locations::Absolute("https://registry.lain.local".into())
+    );
+    assert_eq!(
+        config.http.headers,
+        [("x-content-type-options".to_owned(), "nosniff".to_owned())]
+    );
+    assert_eq!(config.http.drain_timeout, Duration::from_secs(5));
+    assert!(!config.http.http2);
+    let relative = parse("http:\n  host: https://r.local\n  relativeurls: true\n").unwrap();
+    assert_eq!(relative.http.locations, lain_http::Locations::Relative);
+    let from_request = parse("http:\n  relativeurls: false\n").unwrap();
+    assert_eq!(
+        from_request.http.locations,
+        lain_http::Locations::FromRequest
+    );
+}
+
+#[test]
+fn tls_settings() {
+    let config = parse(
+        "http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    clientcas: [/ca.pem]\n    minimumtls: tls1.3\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.tls,
+        Some(Tls {
+            certificate: "/c.pem".into(),
+            key: "/k.pem".into(),
+            client_cas: vec!["/ca.pem".into()],
+            tls13_only: true,
+        })
+    );
+    let e = parse("http:\n  tls:\n    certificate: /c\n    key: /k\n    minimumtls: ssl3\n")
+        .unwrap_err();
+    assert_eq!(located(&e), ("http.tls.minimumtls".into(), 5));
+}
+
+#[test]
+fn etcd_settings() {
+    let config = with_env(
+        "etcd:\n  api: v2\n",
+        &[(
+            "REGISTRY_ETCD_ENDPOINTS",
+            "http://127.0.0.1:2379, http://127.0.0.1:22379",
+        )],
+    )
+    .unwrap();
+    let etcd = config.etcd.expect("etcd configured");
+    assert_eq!(
+        etcd.endpoints,
+        ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+    );
+    assert_eq!(etcd.api, EtcdApi::V2);
+    assert_eq!(etcd.auth_key, LAIN_AUTH_KEY);
+    assert_eq!(etcd.config_key, DEFAULT_CONFIG_KEY);
+    assert!(
+        parse("etcd:\n  api: v2\n").unwrap().etcd.is_none(),
+        "no endpoints: no etcd"
+    );
+}
+
+#[test]
+fn etcd_changes_lie_between_the_file_and_the_environment() {
+    let tree = parse_file(LAIN_FILE, Path::new(FILE)).unwrap();
+    let etcd_origin = Origin::Etcd { key: "/k".into() };
+    let fragment = Node::parse_yaml(
+        "storage:\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: :6000\n",
+        &|_| etcd_origin.clone(),
+    )
+    .unwrap();
+    let base = Base {
+        file: Some(PathBuf::from(FILE)),
+        tree,
+        env: env::overrides(&[("REGISTRY_HTTP_ADDR".into(), ":7000".into())])
+            .unwrap()
+            .0,
+        ignored_env: Vec::new(),
+    };
+    let config = base
+        .config(&[
+            Override::Merge(fragment),
+            Override::Remove {
+                path: vec!["auth".into()],
+            },
+        ])
+        .unwrap();
+    assert!(config.live.read_only);
+    assert_eq!(
+        config.addr,
+        ListenAddr::new("", 7000),
+        "the environment wins"
+    );
+    assert_eq!(config.auth, None);
+    assert_eq!(
+        config
+            .tree
+            .origin_of(&["storage", "maintenance", "readonly", "enabled"]),
+        etcd_origin
+    );
+}

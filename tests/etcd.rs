@@ -1,0 +1,395 @@
+//! etcd as a configuration source, against a real etcd (Debian's `etcd-server`, started
+//! here on free loopback ports with its data in a temporary directory): the LAIN auth
+//! key and the override key are read at start and followed while serving, through the
+//! v3 API and the v2 keys API.
+//!
+//! Until authentication is enforced (the next issue), "auth on" means the registry
+//! refuses every request (403 `DENIED`) rather than serving without it; "auth off" means
+//! it serves.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Launch, Registry, request_to};
+
+const AUTH_KEY: &str = "/lain/config/auth/registry";
+const CONFIG_KEY: &str = "/lain/config/registry";
+const LAIN_AUTH: &str = r#"{"realm": "https://console.lain.local/api/v1/authorize/registry/", "issuer": "auth server", "service": "lain.local"}"#;
+const READ_ONLY: &str = "storage:\n  maintenance:\n    readonly:\n      enabled: true\n";
+/// How soon a change in etcd must show (the issue's bound).
+const LIVE: Duration = Duration::from_secs(2);
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A real etcd on loopback, killed when dropped.
+struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+    v2: bool,
+}
+
+impl Etcd {
+    fn start(v2: bool) -> Etcd {
+        Etcd::start_on(free_port(), v2)
+    }
+
+    fn start_on(client: u16, v2: bool) -> Etcd {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            client,
+            peer: free_port(),
+            v2,
+        };
+        etcd.run();
+        etcd
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client)
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Starts (or restarts) the process on the same ports and data.
+    fn run(&mut self) {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let mut command = Command::new("etcd");
+        command
+            .args(["--name", "lain-test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("lain-test={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.v2 {
+            command.arg("--enable-v2");
+        }
+        self.child = Some(command.spawn().unwrap_or_else(|e| {
+            panic!("cannot run etcd ({e}); scripts/test installs it (apt-get install etcd-server)")
+        }));
+        let addr = self.addr();
+        eventually(Duration::from_secs(30), "etcd to answer", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+                && request_to(&addr, "GET", "/health")
+                    .send()
+                    .text()
+                    .contains("true")
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sets `key` through the API the registry follows.
+    fn put(&self, key: &str, value: &str) {
+        let addr = self.addr();
+        let response = if self.v2 {
+            request_to(&addr, "PUT", &format!("/v2/keys{key}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("value={}", form_encode(value)))
+                .send()
+        } else {
+            request_to(&addr, "POST", "/v3/kv/put")
+                .body(
+                    serde_json::json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())})
+                        .to_string(),
+                )
+                .send()
+        };
+        assert!(
+            matches!(response.status, 200 | 201),
+            "put {key}: {}",
+            response.text()
+        );
+    }
+
+    fn delete(&self, key: &str) {
+        let addr = self.addr();
+        let response = if self.v2 {
+            request_to(&addr, "DELETE", &format!("/v2/keys{key}")).send()
+        } else {
+            request_to(&addr, "POST", "/v3/kv/deleterange")
+                .body(serde_json::json!({"key": base64(key.as_bytes())}).to_string())
+                .send()
+        };
+        assert!(
+            matches!(response.status, 200 | 404),
+            "delete {key}: {}",
+            response.text()
+        );
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `condition` until it holds, failing the test after `within`.
+fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "waited {within:?} for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `eventually` within [`LIVE`], with the registry's log in the failure.
+fn within(registry: &Registry, what: &str, condition: impl FnMut() -> bool) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        eventually(LIVE, what, condition)
+    }));
+    if outcome.is_err() {
+        panic!(
+            "waited {LIVE:?} for {what}; registry log:\n{}",
+            registry.log()
+        );
+    }
+}
+
+/// The registry on the embedded default, following `etcd` (v2 API when `v2`).
+fn registry(endpoints: &str, v2: bool) -> Registry {
+    let mut env = vec![("REGISTRY_ETCD_ENDPOINTS", endpoints.to_owned())];
+    if v2 {
+        env.push(("REGISTRY_ETCD_API", "v2".to_owned()));
+    }
+    Registry::launch(Launch {
+        env,
+        ..Launch::default()
+    })
+}
+
+fn status(registry: &Registry, method: &str, path: &str) -> u16 {
+    registry.request(method, path).send().status
+}
+
+/// Auth on, off, on again, a malformed value, and read-only mode on and off, each
+/// within two seconds, through `etcd`.
+fn flips(etcd: &Etcd, v2: bool) {
+    let registry = registry(&etcd.url(), v2);
+    assert_eq!(status(&registry, "GET", "/v2/"), 200);
+
+    etcd.put(AUTH_KEY, LAIN_AUTH);
+    within(&registry, "auth on", || {
+        status(&registry, "GET", "/v2/") == 403
+    });
+    let refused = registry.request("GET", "/v2/").send();
+    refused.expect(403, Some("DENIED"));
+    assert!(refused.text().contains(AUTH_KEY), "{}", refused.text());
+
+    etcd.delete(AUTH_KEY);
+    within(&registry, "auth off", || {
+        status(&registry, "GET", "/v2/") == 200
+    });
+
+    // Incomplete: LAIN's rule makes that "off".
+    etcd.put(
+        AUTH_KEY,
+        r#"{"realm": "https://x/auth", "issuer": "", "service": "s"}"#,
+    );
+    etcd.put(AUTH_KEY, LAIN_AUTH);
+    within(&registry, "auth on again", || {
+        status(&registry, "GET", "/v2/") == 403
+    });
+    // A malformed value keeps the last good state (on), and is logged.
+    etcd.put(AUTH_KEY, "{not json");
+    within(&registry, "the malformed value to be logged", || {
+        registry
+            .log()
+            .contains("keeping the last good configuration")
+    });
+    assert_eq!(status(&registry, "GET", "/v2/"), 403);
+    etcd.put(AUTH_KEY, "");
+    within(&registry, "auth off (empty key)", || {
+        status(&registry, "GET", "/v2/") == 200
+    });
+
+    // Read-only mode through the override key; reads go on.
+    let uploads = "/v2/etcd/app/blobs/uploads/";
+    assert_eq!(status(&registry, "POST", uploads), 202);
+    etcd.put(CONFIG_KEY, READ_ONLY);
+    within(&registry, "read-only on", || {
+        status(&registry, "POST", uploads) == 405
+    });
+    assert_eq!(status(&registry, "GET", "/v2/etcd/app/tags/list"), 404);
+    assert_eq!(status(&registry, "GET", "/v2/"), 200);
+    // A key that needs a restart is named, not applied.
+    etcd.put(CONFIG_KEY, "storage:\n  maintenance:\n    readonly:\n      enabled: true\n  engine:\n    blockcache: 64MiB\n");
+    within(&registry, "the restart warning", || {
+        registry
+            .log()
+            .contains("etcd changed storage.engine, which applies at the next start")
+    });
+    etcd.delete(CONFIG_KEY);
+    within(&registry, "read-only off", || {
+        status(&registry, "POST", uploads) == 202
+    });
+}
+
+#[test]
+fn v3_flips_auth_and_read_only_live() {
+    let etcd = Etcd::start(false);
+    flips(&etcd, false);
+}
+
+#[test]
+fn v2_flips_auth_and_read_only_live() {
+    let etcd = Etcd::start(true);
+    flips(&etcd, true);
+}
+
+#[test]
+fn auth_in_etcd_at_start_refuses_to_start_and_config_check_shows_its_origin() {
+    let etcd = Etcd::start(false);
+    etcd.put(AUTH_KEY, LAIN_AUTH);
+    etcd.put(CONFIG_KEY, READ_ONLY);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args(args)
+            .env("REGISTRY_ETCD_ENDPOINTS", etcd.url())
+            .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+            .env(
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                dir.path().join("data"),
+            )
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run registry");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    let (code, text) = run(&["serve"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(&format!("etcd key {AUTH_KEY}")), "{text}");
+    assert!(
+        !Path::new(&dir.path().join("data")).exists(),
+        "the engine was opened anyway"
+    );
+    let (code, text) = run(&["config", "check"]);
+    assert_eq!(code, Some(1), "{text}");
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("auth.*.realm").contains(&format!("(etcd key {AUTH_KEY})")),
+        "{text}"
+    );
+    assert!(
+        line("storage.maintenance.readonly.enabled")
+            .contains(&format!("true  (etcd key {CONFIG_KEY})")),
+        "{text}"
+    );
+}
+
+#[test]
+fn etcd_down_at_start_still_serves_and_is_followed_once_it_comes() {
+    let port = free_port();
+    let registry = registry(&format!("http://127.0.0.1:{port}"), false);
+    assert_eq!(status(&registry, "GET", "/v2/"), 200);
+    assert!(
+        registry.log().contains("etcd is unreachable"),
+        "{}",
+        registry.log()
+    );
+    // etcd arrives on that port; the registry finds it (backoff of at most 5 s).
+    let etcd = Etcd::start_on(port, false);
+    etcd.put(CONFIG_KEY, READ_ONLY);
+    eventually(
+        Duration::from_secs(10),
+        "read-only from a late etcd",
+        || status(&registry, "POST", "/v2/late/app/blobs/uploads/") == 405,
+    );
+}
+
+#[test]
+fn etcd_restarted_mid_run_is_watched_again() {
+    let mut etcd = Etcd::start(false);
+    let registry = registry(&etcd.url(), false);
+    etcd.put(CONFIG_KEY, READ_ONLY);
+    within(&registry, "read-only on", || {
+        status(&registry, "POST", "/v2/r/app/blobs/uploads/") == 405
+    });
+    etcd.stop();
+    // Pulls and pushes are never blocked by etcd: the last configuration stays.
+    assert_eq!(status(&registry, "GET", "/v2/"), 200);
+    assert_eq!(status(&registry, "POST", "/v2/r/app/blobs/uploads/"), 405);
+    etcd.run();
+    etcd.delete(CONFIG_KEY);
+    eventually(
+        Duration::from_secs(10),
+        "read-only off after etcd's restart",
+        || status(&registry, "POST", "/v2/r/app/blobs/uploads/") == 202,
+    );
+}
