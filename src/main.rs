@@ -4,7 +4,6 @@
 //! and hands both to the HTTP layer or to a maintenance command.
 
 mod commands;
-mod config;
 mod control;
 mod etcd;
 mod progress;
@@ -15,9 +14,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{Outcome, Output};
-use config::Config;
 use control::Request;
 use lain_engine::{Engine, Options};
+use lain_registry::config::{self, Config};
 use tokio::net::TcpListener;
 
 /// The LAIN container image registry (Docker Registry HTTP API V2, OCI Distribution

@@ -411,3 +411,39 @@ fn prefix_and_host_shape_the_urls() {
     );
     assert!(server.terminate());
 }
+
+/// LAIN's real file, paths adapted, as its entry script starts it with auth off.
+#[test]
+fn lains_file_starts_with_auth_cleared_and_names_what_it_does_not_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("registry");
+    let file = dir.path().join("config.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 0.1\nlog:\n  level: info\n  fields:\n    service: registry\n    environment: production\n\
+             storage:\n  cache:\n    layerinfo: inmemory\n  filesystem:\n    rootdirectory: {}\n  \
+             maintenance:\n    uploadpurging:\n      enabled: false\n  delete:\n    enabled: true\n\
+             compatibility:\n  schema1:\n    disablesignaturestore: true\n\
+             http:\n  addr: 127.0.0.1:0\n  secret: lain-secret\n\
+             auth:\n  token:\n    realm: https://console.lain.local/api/v1/authorize/registry/\n    \
+             issuer: auth server\n    service: lain.local\n    rootcertbundle: {}\n",
+            root.display(),
+            dir.path().join("auth.crt").display()
+        ),
+    )
+    .expect("write");
+    let server = launch_with(file.display().to_string(), Vec::new());
+    server.request("GET", "/v2/").send().expect(200, None);
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("not applied"))
+        .unwrap_or_else(|| panic!("no not-applied line in\n{log}"));
+    assert!(
+        line.ends_with("compatibility, http.secret, log.fields, storage.cache"),
+        "{line}"
+    );
+    assert!(root.join("LOCK").exists());
+    assert!(server.terminate());
+}

@@ -308,6 +308,16 @@ impl Base {
         })
     }
 
+    /// A file's text (read from `path`) without environment overrides.
+    pub fn from_text(text: &str, path: &Path) -> Result<Base, Error> {
+        Ok(Base {
+            file: Some(path.to_owned()),
+            tree: parse_file(text, path)?,
+            env: Vec::new(),
+            ignored_env: Vec::new(),
+        })
+    }
+
     /// The configuration with etcd's `changes` laid over the file, under the
     /// environment.
     pub fn config(&self, etcd: &[Override]) -> Result<Config, Error> {

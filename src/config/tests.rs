@@ -476,3 +476,75 @@ fn etcd_changes_lie_between_the_file_and_the_environment() {
         etcd_origin
     );
 }
+
+#[test]
+fn hostile_files_are_errors_not_crashes() {
+    // Aliases that expand a billion times.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (i, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+    {
+        bomb.push_str(&format!(
+            "{i}: &{i} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+    }
+    assert!(parse(&bomb).is_err());
+    // Nesting deep enough to overflow a recursive reader's stack.
+    for (open, close) in [("[", "]"), ("{a: ", "}")] {
+        let deep = format!("x: {}1{}\n", open.repeat(100_000), close.repeat(100_000));
+        assert!(parse(&deep).is_err());
+    }
+    // Odd keys and values in every section.
+    for text in [
+        "? [a, b]\n: c\n",
+        "http: {addr: !!binary aGVsbG8=}\n",
+        "storage: {filesystem: {rootdirectory: ~}}\n",
+        "http: {headers: {\"bad header\": [x]}}\n",
+        "http: {headers: {X-A: [\"a\\nb\"]}}\n",
+        "storage: {engine: {packsealsize: 18446744073709551615TiB}}\n",
+        "storage: {engine: {uploadsessions: -1}}\n",
+        "etcd: {endpoints: [1, 2]}\n",
+        "\u{feff}version: 0.1\n",
+        "version: 0.1\n---\nversion: 0.1\n",
+    ] {
+        let _ = parse(text);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Whatever the text, the parser answers with a configuration or an error.
+    #[test]
+    fn any_text_parses_or_errs(text in "(\\PC|[:{}\\[\\],&*!|>'\"%@`#\\-? \n])*") {
+        let _ = parse(&text);
+    }
+
+    /// Every key of a section with a random scalar: typed or refused, never a panic.
+    #[test]
+    fn random_values_in_known_keys(
+        key in proptest::sample::select(vec![
+            "http.addr", "http.prefix", "http.host", "http.draintimeout", "http.tls.minimumtls",
+            "storage.delete.enabled", "storage.maintenance.uploadpurging.age",
+            "storage.engine.packsealsize", "storage.engine.collection.compactthreshold",
+            "log.level", "etcd.endpoints", "etcd.api", "auth.token.realm", "version",
+        ]),
+        value in "(\\PC{0,12}|-?[0-9]{1,25}(\\.[0-9]+)?|true|no|~|\\[\\]|\\{\\})",
+    ) {
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut text = String::new();
+        for (depth, part) in parts.iter().enumerate() {
+            text.push_str(&"  ".repeat(depth));
+            text.push_str(part);
+            text.push(':');
+            if depth + 1 < parts.len() {
+                text.push('\n');
+            }
+        }
+        text.push_str(&format!(" {value}\n"));
+        let _ = parse(&text);
+    }
+}
