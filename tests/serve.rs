@@ -84,6 +84,39 @@ fn sigterm_lets_the_request_in_flight_finish() {
     assert_eq!(stored.map(|b| b.size), Some(body.len() as u64));
 }
 
+/// `http.draintimeout` bounds the wait for requests in flight: a client that stalls
+/// mid-body after SIGTERM does not keep the server up past it.
+#[test]
+fn draintimeout_bounds_the_wait_for_a_stalled_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::Registry::launch(common::Launch {
+        env: vec![("REGISTRY_HTTP_DRAINTIMEOUT", "1s".to_owned())],
+        root: Some(dir.path().to_owned()),
+        ..common::Launch::default()
+    });
+    let mut stream = server.send_head(
+        "POST",
+        "/v2/lain/app/blobs/uploads/?digest=sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        &["Content-Length: 1048576".to_owned()],
+    );
+    stream.write_all(&[1u8; 1024]).expect("send a KiB");
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = std::time::Instant::now();
+    common::signal(server.pid(), "TERM");
+    // The default drain timeout is 30 s; this one is 1 s. Never sending the rest,
+    // the process must be gone well before 30 s.
+    let exited = server.wait_for(Duration::from_secs(20));
+    assert!(
+        exited,
+        "still running 20 s after SIGTERM with draintimeout 1s"
+    );
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(900),
+        "did not wait at all"
+    );
+    drop(stream);
+}
+
 /// A 256 MiB blob pushed in one request never sits in the server's memory: its peak
 /// resident set stays far below the blob's size.
 #[test]

@@ -170,6 +170,19 @@ impl Registry {
         self.wait()
     }
 
+    /// Waits up to `limit` for the process to exit (it is killed on drop otherwise);
+    /// returns whether it exited in time.
+    pub fn wait_for(mut self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Waits for the process to exit; returns whether it exited successfully.
     pub fn wait(mut self) -> bool {
         let status = self.child.wait().expect("wait");
