@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use commands::{Outcome, Output};
 use control::Request;
-use lain_engine::{Engine, Options};
+use lain_engine::Engine;
 use lain_registry::config::{self, Config};
 use tokio::net::TcpListener;
 
@@ -193,9 +193,9 @@ fn main() -> ExitCode {
             repair,
             deep,
             config,
-        } => load(config.as_deref()).and_then(|config| fsck(&config.root, repair, deep)),
+        } => load(config.as_deref()).and_then(|config| fsck(&config, repair, deep)),
         Command::Backup { dest, config } => {
-            load(config.as_deref()).and_then(|config| backup(&config.root, &dest))
+            load(config.as_deref()).and_then(|config| backup(&config, &dest))
         }
         Command::GarbageCollect {
             dry_run,
@@ -210,7 +210,7 @@ fn main() -> ExitCode {
                 grace: grace.unwrap_or(config.collect.grace),
                 compact_threshold: compact_threshold.unwrap_or(config.collect.compact_threshold),
             };
-            collect(&config.root, settings)
+            collect(&config, settings)
         }),
         Command::Prune {
             keep_last,
@@ -234,7 +234,7 @@ fn main() -> ExitCode {
                 dry_run,
                 then_collect,
             };
-            prune(&config.root, settings)
+            prune(&config, settings)
         }),
     };
     match result {
@@ -256,11 +256,12 @@ fn existing_store(root: &Path) -> Result<(), String> {
     }
 }
 
-fn fsck(root: &Path, repair: bool, deep: bool) -> Result<ExitCode, String> {
+fn fsck(config: &Config, repair: bool, deep: bool) -> Result<ExitCode, String> {
+    let root = &config.root;
     existing_store(root)?;
     let out = progress::reporter();
     if repair {
-        commands::fsck::repair(root, &*out).map_err(|e| match e {
+        commands::fsck::repair(root, &config.engine.options(), &*out).map_err(|e| match e {
             lain_engine::Error::Locked { .. } => format!(
                 "{} is in use by a running `registry serve`: stop it to repair (a repair \
                  replaces the index the server reads)",
@@ -269,38 +270,38 @@ fn fsck(root: &Path, repair: bool, deep: bool) -> Result<ExitCode, String> {
             e => format!("cannot rebuild the index of {}: {e}", root.display()),
         })?;
     }
-    maintain(root, Request::Fsck { deep }, &*out, |engine| {
+    maintain(config, Request::Fsck { deep }, &*out, |engine| {
         commands::fsck::check(engine, deep, &*out)
     })
 }
 
-fn backup(root: &Path, dest: &Path) -> Result<ExitCode, String> {
-    existing_store(root)?;
+fn backup(config: &Config, dest: &Path) -> Result<ExitCode, String> {
+    existing_store(&config.root)?;
     std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let dest = dest
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dest.display()))?;
     let out = progress::reporter();
     let request = Request::Backup { dest: dest.clone() };
-    maintain(root, request, &*out, |engine| {
+    maintain(config, request, &*out, |engine| {
         commands::backup::backup(engine, &dest, &*out)
     })
 }
 
-fn collect(root: &Path, settings: commands::collect::Collect) -> Result<ExitCode, String> {
-    existing_store(root)?;
+fn collect(config: &Config, settings: commands::collect::Collect) -> Result<ExitCode, String> {
+    existing_store(&config.root)?;
     let out = progress::reporter();
     let request = Request::GarbageCollect(settings.clone());
-    maintain(root, request, &*out, |engine| {
+    maintain(config, request, &*out, |engine| {
         commands::collect::collect(engine, &settings, &*out)
     })
 }
 
-fn prune(root: &Path, settings: commands::prune::Prune) -> Result<ExitCode, String> {
-    existing_store(root)?;
+fn prune(config: &Config, settings: commands::prune::Prune) -> Result<ExitCode, String> {
+    existing_store(&config.root)?;
     let out = progress::reporter();
     let request = Request::Prune(settings.clone());
-    maintain(root, request, &*out, |engine| {
+    maintain(config, request, &*out, |engine| {
         commands::prune::prune(engine, &settings, &*out)
     })
 }
@@ -308,12 +309,13 @@ fn prune(root: &Path, settings: commands::prune::Prune) -> Result<ExitCode, Stri
 /// Runs a maintenance command here when the data directory is free, or in the server
 /// that holds it, through its control socket.
 fn maintain(
-    root: &Path,
+    config: &Config,
     request: Request,
     out: &dyn Output,
     here: impl FnOnce(&Engine) -> Result<Outcome, String>,
 ) -> Result<ExitCode, String> {
-    let outcome = match Engine::open(root, Options::default()) {
+    let root = &config.root;
+    let outcome = match Engine::open(root, config.engine.options()) {
         Ok(engine) => here(&engine)?,
         Err(lain_engine::Error::Locked { .. }) => control::client::request(root, &request, out)?,
         Err(e) => return Err(format!("cannot open {}: {e}", root.display())),
@@ -331,38 +333,74 @@ fn environment() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The configuration file (or the embedded default) with the environment's overrides.
+/// The configuration every command runs with: the file (or the embedded default), etcd
+/// when it is configured (read once), the environment.
+struct Resolved {
+    base: config::Base,
+    config: Config,
+    /// etcd's settings (from the file and environment, never from etcd itself) and
+    /// what its keys held, when it answered.
+    etcd: Option<(config::Etcd, Option<etcd::Values>)>,
+    /// What became of etcd, for the log and `config check`.
+    note: Option<String>,
+}
+
+/// Reads every source. etcd being unreachable is not an error (the note says so); a
+/// value in etcd that this registry cannot use is, as a bad key in the file is.
+fn resolve(file: Option<&Path>) -> Result<Resolved, String> {
+    let base = config::Base::read(file, &environment()).map_err(|e| e.to_string())?;
+    let config = base.config(&[]).map_err(|e| e.to_string())?;
+    let Some(settings) = config.etcd.clone() else {
+        return Ok(Resolved {
+            base,
+            config,
+            etcd: None,
+            note: None,
+        });
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let endpoints = settings.endpoints.join(",");
+    Ok(match runtime.block_on(etcd::read_once(&settings)) {
+        Ok(values) => {
+            let config = values
+                .overrides(&settings)
+                .and_then(|overrides| base.config(&overrides))
+                .map_err(|e| e.to_string())?;
+            Resolved {
+                base,
+                config,
+                etcd: Some((settings, Some(values))),
+                note: Some(format!("read from {endpoints}")),
+            }
+        }
+        Err(e) => Resolved {
+            base,
+            config,
+            etcd: Some((settings, None)),
+            note: Some(format!(
+                "{endpoints} is unreachable ({e}); the file and environment only"
+            )),
+        },
+    })
+}
+
+/// The configuration a maintenance command runs with.
 fn load(file: Option<&Path>) -> Result<Config, String> {
-    Config::load(file, &environment()).map_err(|e| e.to_string())
+    let resolved = resolve(file)?;
+    if let Some(note) = &resolved.note {
+        tracing::info!("etcd: {note}");
+    }
+    Ok(resolved.config)
 }
 
 /// `registry config check`.
 fn config_check(file: Option<&Path>) -> Result<ExitCode, String> {
-    let base = config::Base::read(file, &environment()).map_err(|e| e.to_string())?;
-    let config = base.config(&[]).map_err(|e| e.to_string())?;
-    let (config, note) = match &config.etcd {
-        None => (config, None),
-        Some(settings) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            match runtime.block_on(etcd::read_once(settings)) {
-                Ok(values) => {
-                    let overrides = values.overrides(settings).map_err(|e| e.to_string())?;
-                    let config = base.config(&overrides).map_err(|e| e.to_string())?;
-                    (
-                        config,
-                        Some(format!("read from {}", settings.endpoints.join(","))),
-                    )
-                }
-                Err(e) => (
-                    config,
-                    Some(format!("unreachable ({e}); the file and environment only")),
-                ),
-            }
-        }
-    };
+    let Resolved {
+        base, config, note, ..
+    } = resolve(file)?;
     print!("{}", config::check::render(&config, note.as_deref()));
     for name in &base.ignored_env {
         println!("ignored: environment variable {name} names no configuration key");
@@ -388,39 +426,21 @@ fn init_server_log(log: &config::Log) {
 }
 
 fn serve(file: Option<&Path>) -> Result<(), String> {
-    let base = config::Base::read(file, &environment()).map_err(|e| e.to_string())?;
-    let mut config = base.config(&[]).map_err(|e| e.to_string())?;
+    let Resolved {
+        base,
+        mut config,
+        etcd,
+        note,
+    } = resolve(file)?;
     init_server_log(&config.log);
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    // etcd first: it may turn authentication on, which refuses the start.
-    let (etcd_values, etcd_overrides) = match &config.etcd {
-        None => (None, Vec::new()),
-        Some(settings) => match runtime.block_on(etcd::read_once(settings)) {
-            Ok(values) => match values
-                .overrides(settings)
-                .and_then(|o| base.config(&o).map(|_| o))
-            {
-                Ok(overrides) => (Some(values), overrides),
-                Err(e) => {
-                    tracing::error!(
-                        "etcd holds a configuration this registry cannot use, ignored until it changes: {e}"
-                    );
-                    (Some(values), Vec::new())
-                }
-            },
-            Err(e) => {
-                tracing::warn!(
-                    endpoints = %settings.endpoints.join(","),
-                    "etcd is unreachable ({e}); serving on the file's configuration and retrying"
-                );
-                (None, Vec::new())
-            }
-        },
-    };
-    if !etcd_overrides.is_empty() {
-        config = base.config(&etcd_overrides).map_err(|e| e.to_string())?;
-    }
+    // Authentication asked for by the file, the environment or etcd refuses the start.
     config.refuse_unenforced().map_err(|e| e.to_string())?;
+    if let Some(note) = &note {
+        match etcd {
+            Some((_, Some(_))) => tracing::info!("etcd: {note}"),
+            _ => tracing::warn!("etcd: {note}; retrying while serving"),
+        }
+    }
     for name in &base.ignored_env {
         tracing::warn!("environment variable {name} names no configuration key; ignored");
     }
@@ -429,6 +449,7 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
         Some(settings) => Some(tls::acceptor(settings, config.http.http2)?),
         None => None,
     };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let engine = Engine::open(&config.root, config.engine.options())
         .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
     // The directory exists now; print where the data really is.
@@ -473,8 +494,8 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             config.http.prefix,
             config.root.display()
         );
-        let watcher = config.etcd.clone().map(|settings| {
-            tokio::spawn(etcd::follow(settings, base.clone(), config.clone(), etcd_values, live_tx))
+        let watcher = etcd.map(|(settings, values)| {
+            tokio::spawn(etcd::follow(settings, base, config.clone(), values, live_tx))
         });
         let served = lain_http::serve(listener, engine, config.http.clone(), live, tls, shutdown)
             .await

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Launch, Registry};
+use common::{Launch, Registry, run_registry as run};
 
 /// A loopback port that was free a moment ago.
 fn free_port() -> u16 {
@@ -208,29 +208,6 @@ fn deletes_are_off_unless_the_file_enables_them() {
             assert_eq!(blob.header("allow"), Some("GET, HEAD"));
         }
     }
-}
-
-/// Runs `registry ARGS` with `env` and no inherited REGISTRY_* overrides; returns the exit
-/// code and what it printed (standard output, then standard error).
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_registry"));
-    command.args(args).env("NO_COLOR", "1");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("REGISTRY_") {
-            command.env_remove(name);
-        }
-    }
-    let output = command
-        .envs(env.iter().copied())
-        .output()
-        .expect("run registry");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!text.contains("panicked"), "{text}");
-    (output.status.code(), text)
 }
 
 #[test]

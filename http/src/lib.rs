@@ -32,7 +32,7 @@ pub struct Settings {
     /// How `Location` headers name this registry.
     pub locations: Locations,
     /// Added to every response (`http.headers`).
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// How long in-flight requests may take to finish once shutdown begins
     /// (`http.draintimeout`).
     pub drain_timeout: Duration,

@@ -55,6 +55,7 @@ pub async fn serve(
             engine.clone(),
             every,
             settings.upload_purge_age,
+            live.clone(),
         ))
     });
     let drain_timeout = settings.drain_timeout;
@@ -161,7 +162,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let base = location_base(ctx, req.headers());
+    let base = location_base(ctx, req.headers(), req.uri().authority());
     let route = path
         .strip_prefix(ctx.settings.prefix.as_str())
         .and_then(Route::parse);
@@ -185,7 +186,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let headers = response.headers_mut();
     headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
     rebase_locations(headers, &base);
-    for (name, value) in ctx.headers.iter() {
+    for (name, value) in &ctx.settings.headers {
         headers.append(name.clone(), value.clone());
     }
     if method == Method::HEAD {
@@ -222,7 +223,11 @@ fn is_write(method: &Method) -> bool {
 
 /// What goes before `/v2/` in the URLs this response names: the prefix, on the base
 /// the settings choose.
-fn location_base(ctx: &Context, headers: &hyper::HeaderMap) -> String {
+fn location_base(
+    ctx: &Context,
+    headers: &hyper::HeaderMap,
+    authority: Option<&hyper::http::uri::Authority>,
+) -> String {
     let settings = &ctx.settings;
     match &settings.locations {
         Locations::Relative => settings.prefix.clone(),
@@ -239,7 +244,11 @@ fn location_base(ctx: &Context, headers: &hyper::HeaderMap) -> String {
             let scheme = text("x-forwarded-proto")
                 .filter(|p| matches!(*p, "http" | "https"))
                 .unwrap_or(if ctx.tls { "https" } else { "http" });
-            match text("x-forwarded-host").or_else(|| text("host")) {
+            // HTTP/2 names the host in the request's authority, not in a Host header.
+            let host = text("x-forwarded-host")
+                .or_else(|| text("host"))
+                .or_else(|| authority.map(|a| a.as_str()));
+            match host {
                 // A host that is not plain host[:port] is not echoed back.
                 Some(host)
                     if host
@@ -273,12 +282,21 @@ fn rebase_locations(headers: &mut hyper::HeaderMap, base: &str) {
     }
 }
 
-/// Cancels idle upload sessions every `every`.
-async fn purge_uploads(engine: Engine, every: Duration, age: Duration) {
+/// Cancels idle upload sessions every `every`, except in read-only mode (which changes
+/// nothing stored, as in distribution).
+async fn purge_uploads(
+    engine: Engine,
+    every: Duration,
+    age: Duration,
+    live: watch::Receiver<Live>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if live.borrow().read_only {
+            continue;
+        }
         let engine = engine.clone();
         match tokio::task::spawn_blocking(move || engine.purge_uploads(age)).await {
             Ok(0) => {}

@@ -8,10 +8,11 @@ use lain_engine::{Engine, Options};
 
 use super::{Outcome, Output, bytes};
 
-/// Rebuilds the index of the data directory at `root`, which nothing else may hold.
-pub fn repair(root: &Path, out: &dyn Output) -> Result<(), lain_engine::Error> {
+/// Rebuilds the index of the data directory at `root`, which nothing else may hold,
+/// with the configured engine `options` (the seal size decides which packs are full).
+pub fn repair(root: &Path, options: &Options, out: &dyn Output) -> Result<(), lain_engine::Error> {
     let started = Instant::now();
-    let report = Engine::rebuild_index(root, &Options::default(), out)?;
+    let report = Engine::rebuild_index(root, options, out)?;
     out.line(&format!(
         "rebuilt the index from {} packs ({}): {} blobs, {} metadata records with {} changes, in {:.1?}",
         report.packs,

@@ -39,7 +39,7 @@ pub fn rows(config: &Config) -> Vec<Row> {
         "http.headers",
         http.headers
             .iter()
-            .map(|(n, v)| format!("{n}: {v}"))
+            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
             .collect::<Vec<_>>()
             .join("; "),
     );

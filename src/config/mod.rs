@@ -11,6 +11,7 @@
 pub mod check;
 pub mod env;
 pub mod model;
+mod strict;
 pub mod tree;
 pub mod values;
 
@@ -352,40 +353,58 @@ pub fn parse_file(text: &str, path: &Path) -> Result<Node, Error> {
 
 /// Types `tree` into the model; an error names the key and its origin.
 pub fn typed(tree: &Node) -> Result<model::File, Error> {
-    serde_path_to_error::deserialize::<_, model::File>(tree.to_json()).map_err(|e| {
-        let mut path: Vec<String> = e
-            .path()
-            .iter()
-            .map(|segment| match segment {
-                serde_path_to_error::Segment::Seq { index } => index.to_string(),
-                other => other.to_string(),
-            })
-            .filter(|s| s != "?")
-            .collect();
-        let message = e.inner().to_string();
-        let message = match unknown_field(&message) {
-            Some(field) => {
-                if path.last().map(String::as_str) != Some(field) {
-                    path.push(field.to_owned());
+    serde_path_to_error::deserialize::<_, model::File>(strict::Strict(tree.to_json())).map_err(
+        |e| {
+            let mut path: Vec<String> = e
+                .path()
+                .iter()
+                .map(|segment| match segment {
+                    serde_path_to_error::Segment::Seq { index } => index.to_string(),
+                    other => other.to_string(),
+                })
+                .filter(|s| s != "?")
+                .collect();
+            let message = e.inner().to_string();
+            let message = match unknown_field(&message) {
+                Some(field) => {
+                    if path.last().map(String::as_str) != Some(field) {
+                        path.push(field.to_owned());
+                    }
+                    format!(
+                        "unknown key ({})",
+                        message.replace("unknown field", "field")
+                    )
                 }
-                format!(
-                    "unknown key ({})",
-                    message.replace("unknown field", "field")
-                )
+                None => message,
+            };
+            let borrowed: Vec<&str> = path.iter().map(String::as_str).collect();
+            Error::Invalid {
+                key: if path.is_empty() {
+                    "(top level)".into()
+                } else {
+                    path.join(".")
+                },
+                origin: tree.origin_of(&borrowed),
+                message,
             }
-            None => message,
-        };
-        let borrowed: Vec<&str> = path.iter().map(String::as_str).collect();
-        Error::Invalid {
-            key: if path.is_empty() {
-                "(top level)".into()
-            } else {
-                path.join(".")
-            },
-            origin: tree.origin_of(&borrowed),
-            message,
-        }
-    })
+        },
+    )
+}
+
+/// Who may use the API under `auth`. Authentication this build cannot enforce closes
+/// the registry rather than leaving it open (`serve` refuses to start on it; asked
+/// for while serving, through etcd, every request is refused).
+fn access(auth: Option<&AuthRequest>) -> lain_http::Access {
+    match auth {
+        None => lain_http::Access::Open,
+        Some(auth) => lain_http::Access::Closed {
+            reason: format!(
+                "{} ({}) asks for authentication, which this registry does not enforce \
+                 yet; every request is refused until it is turned off",
+                auth.key, auth.origin
+            ),
+        },
+    }
 }
 
 /// The field named by serde's "unknown field `x`, expected ..." message.
@@ -595,14 +614,12 @@ impl Config {
         let mut headers = Vec::new();
         for (name, values) in http.headers.unwrap_or_default() {
             let key = format!("http.headers.{name}");
-            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(invalid(&key, format!("{name:?} is not a header name")));
-            }
+            let header = hyper::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(&key, format!("{name:?} is not a header name")))?;
             for value in values.0 {
-                if hyper::header::HeaderValue::from_str(&value).is_err() {
-                    return Err(invalid(&key, format!("{value:?} is not a header value")));
-                }
-                headers.push((name.clone(), value));
+                let value = hyper::header::HeaderValue::from_str(&value)
+                    .map_err(|_| invalid(&key, format!("{value:?} is not a header value")))?;
+                headers.push((header.clone(), value));
             }
         }
         let tls = match http.tls {
@@ -610,15 +627,12 @@ impl Config {
             Some(tls) => Self::tls(tls, &invalid)?,
         };
 
-        let auth = model.auth.unwrap_or_default();
-        let kinds: Vec<&str> = [
-            ("token", auth.token.is_some()),
-            ("htpasswd", auth.htpasswd.is_some()),
-            ("silly", auth.silly.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, present)| present.then_some(name))
-        .collect();
+        // A kind of authentication is asked for when its key is there, even empty
+        // (`auth: {token: }`): only clearing `auth` itself turns it off.
+        let kinds: Vec<&str> = ["token", "htpasswd", "silly"]
+            .into_iter()
+            .filter(|kind| tree.get(&["auth", kind]).is_some())
+            .collect();
         if kinds.len() > 1 {
             return Err(invalid(
                 "auth",
@@ -672,7 +686,7 @@ impl Config {
                     .readonly
                     .and_then(|r| r.enabled)
                     .is_some_and(|e| e.0),
-                access: lain_http::Access::Open,
+                access: access(auth.as_ref()),
             },
             tls,
             engine,
@@ -773,6 +787,14 @@ impl Config {
                 return Err(invalid("etcd.api", format!("{other:?} is not v3 or v2")));
             }
         };
+        if api == EtcdApi::V2
+            && let Some(endpoint) = endpoints.iter().find(|e| e.starts_with("https://"))
+        {
+            return Err(invalid(
+                "etcd.endpoints",
+                format!("{endpoint:?}: the v2 API is spoken over plain http:// only"),
+            ));
+        }
         let credentials = match (etcd.username, etcd.password) {
             (Some(u), Some(p)) => Some((u.0, p.0)),
             (None, None) => None,

@@ -380,7 +380,10 @@ fn http_prefix_host_headers_and_drain() {
     );
     assert_eq!(
         config.http.headers,
-        [("x-content-type-options".to_owned(), "nosniff".to_owned())]
+        [(
+            hyper::header::HeaderName::from_static("x-content-type-options"),
+            hyper::header::HeaderValue::from_static("nosniff")
+        )]
     );
     assert_eq!(config.http.drain_timeout, Duration::from_secs(5));
     assert!(!config.http.http2);
@@ -546,5 +549,20 @@ proptest::proptest! {
         }
         text.push_str(&format!(" {value}\n"));
         let _ = parse(&text);
+    }
+}
+
+#[test]
+fn a_list_where_a_section_belongs_is_an_error() {
+    for text in [
+        "storage: [not, a, mapping]\n",
+        "http: [1, 2]\n",
+        "storage:\n  delete: [true]\n",
+    ] {
+        let e = parse(text).expect_err(text);
+        assert!(
+            e.to_string().contains("line 1") || e.to_string().contains("line 2"),
+            "{e}"
+        );
     }
 }

@@ -88,7 +88,7 @@ impl Values {
     /// What the keys change in the file's tree. LAIN's rule for the auth key: token
     /// authentication is on exactly when it holds realm, issuer and service (with the
     /// file's `rootcertbundle`), and off when it is absent or incomplete, whatever the
-    /// file says.
+    /// file's `auth.token` says.
     pub fn overrides(&self, settings: &Etcd) -> Result<Vec<Override>, config::Error> {
         let mut changes = Vec::new();
         if let Some(text) = self.config.as_deref().filter(|t| !t.trim().is_empty()) {
@@ -115,8 +115,9 @@ impl Values {
             })?,
         };
         match token {
+            // Only token auth follows the key: htpasswd from the file stays.
             None => changes.push(Override::Remove {
-                path: vec!["auth".into()],
+                path: vec!["auth".into(), "token".into()],
             }),
             Some(fields) => {
                 for kind in ["htpasswd", "silly"] {
@@ -162,24 +163,6 @@ fn lain_token(text: &str) -> Result<Option<[(&'static str, String); 3]>, String>
     })
 }
 
-/// The per-request settings `config` asks for. Authentication this build cannot
-/// enforce closes the registry rather than leaving it open.
-pub fn live_settings(config: &Config) -> lain_http::Live {
-    lain_http::Live {
-        read_only: config.live.read_only,
-        access: match &config.auth {
-            None => lain_http::Access::Open,
-            Some(auth) => lain_http::Access::Closed {
-                reason: format!(
-                    "{} ({}) asks for authentication, which this registry does not enforce \
-                     yet; every request is refused until it is turned off",
-                    auth.key, auth.origin
-                ),
-            },
-        },
-    }
-}
-
 /// The settings that differ between `old` and `new` and only apply at start.
 fn needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut keys = Vec::new();
@@ -191,27 +174,31 @@ fn needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     differ("http.addr", old.addr != new.addr);
     differ("storage.filesystem.rootdirectory", old.root != new.root);
     differ("http.tls", old.tls != new.tls);
-    differ("http", old.http != new.http);
+    differ(
+        "http (or storage.delete, storage.maintenance.uploadpurging)",
+        old.http != new.http,
+    );
     differ("storage.engine", old.engine != new.engine);
     differ("storage.engine.collection", old.collect != new.collect);
-    differ("etcd", old.etcd != new.etcd);
     differ("log", old.log != new.log);
     keys
 }
 
 /// Follows etcd for the life of the server: applies each change to `live`, keeps the
 /// last good configuration when a value is malformed, reconnects with backoff when
-/// etcd goes away.
+/// etcd goes away. `running` is the configuration the server started with; `last`,
+/// what etcd's keys held then (if it answered).
 pub async fn follow(
     settings: Etcd,
     base: Base,
-    mut current: Config,
+    running: Config,
     mut last: Option<Values>,
     live: watch::Sender<lain_http::Live>,
 ) {
     const FIRST_RETRY: Duration = Duration::from_millis(200);
     const LAST_RETRY: Duration = Duration::from_secs(5);
     let settings = Arc::new(settings);
+    let mut current = running.clone();
     let mut backoff = FIRST_RETRY;
     let mut reported = false;
     loop {
@@ -219,17 +206,18 @@ pub async fn follow(
             let mut client = Client::connect(&settings).await?;
             loop {
                 let (values, position) = client.read(&settings).await?;
-                tracing::debug!(?values, revision = position.0, "etcd read");
-                backoff = FIRST_RETRY;
+                tracing::debug!(revision = position.0, "etcd read");
                 if reported {
                     tracing::info!("etcd is reachable again");
                     reported = false;
                 }
                 if last.as_ref() != Some(&values) {
-                    apply(&settings, &base, &mut current, &values, &live);
+                    apply(&settings, &base, &running, &mut current, &values, &live);
                     last = Some(values);
                 }
                 client.wait(&settings, position).await?;
+                // A whole round: etcd is well again.
+                backoff = FIRST_RETRY;
             }
         };
         let ended: Result<(), Error> = session.await;
@@ -247,9 +235,14 @@ pub async fn follow(
     }
 }
 
+/// Applies what etcd now holds: the per-request settings go live at once; settings
+/// that only apply at start are named. A protection (TLS) that etcd asks for but the
+/// running server cannot give closes the registry until a restart, rather than
+/// serving without it.
 fn apply(
     settings: &Etcd,
     base: &Base,
+    running: &Config,
     current: &mut Config,
     values: &Values,
     live: &watch::Sender<lain_http::Live>,
@@ -267,7 +260,14 @@ fn apply(
     for key in needing_restart(current, &next) {
         tracing::warn!("etcd changed {key}, which applies at the next start");
     }
-    let settings_now = live_settings(&next);
+    let mut settings_now = next.live.clone();
+    if next.tls.is_some() && next.tls != running.tls {
+        settings_now.access = lain_http::Access::Closed {
+            reason: "etcd asks for TLS settings (http.tls) that apply at the next start; \
+                     every request is refused until the registry is restarted with them"
+                .into(),
+        };
+    }
     if *live.borrow() != settings_now {
         tracing::info!(
             read_only = settings_now.read_only,

@@ -82,16 +82,22 @@ impl Client {
         Ok((values, index))
     }
 
-    /// Returns at the first change of either key after `index`.
+    /// Returns at the first change of either key after `index`, or after a minute
+    /// without one (the caller then reads again: a connection that died without a
+    /// word, in a partition, is never waited on for longer).
     pub async fn wait(&mut self, keys: [&str; 2], index: i64) -> Result<(), Error> {
+        const POLL: Duration = Duration::from_secs(60);
         // A long poll per key; whichever answers first. etcd holds a wait open until a
         // change; the client re-reads both keys after it.
         let first = self.get(keys[0], Some(index + 1), None);
         let second = self.get(keys[1], Some(index + 1), None);
-        tokio::select! {
-            answer = first => answer.map(|_| ()),
-            answer = second => answer.map(|_| ()),
-        }
+        let either = async {
+            tokio::select! {
+                answer = first => answer.map(|_| ()),
+                answer = second => answer.map(|_| ()),
+            }
+        };
+        tokio::time::timeout(POLL, either).await.unwrap_or(Ok(()))
     }
 
     async fn get(

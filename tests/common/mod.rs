@@ -220,7 +220,6 @@ enum Body {
     Chunked(Vec<Vec<u8>>),
 }
 
-/// A request being built; `send()` performs it.
 /// A request to another server on loopback (etcd's HTTP API, in the etcd tests).
 pub fn request_to<'a>(addr: &'a str, method: &str, path: &str) -> Request<'a> {
     Request {
@@ -232,6 +231,7 @@ pub fn request_to<'a>(addr: &'a str, method: &str, path: &str) -> Request<'a> {
     }
 }
 
+/// A request being built; `send()` performs it.
 pub struct Request<'a> {
     addr: &'a str,
     method: String,
@@ -541,4 +541,61 @@ pub fn image(reg: &Registry, repo: &str, reference: &str, out: &mut BTreeMap<Str
         assert_eq!(sha256(&blob.body), d);
         out.insert(format!("{repo}@{d}"), blob.body);
     }
+}
+
+/// Runs `registry ARGS` to its end with `env` and no inherited `REGISTRY_*` variables;
+/// returns the exit code and what it printed (standard output, then standard error).
+/// A command that should have stopped but serves instead is killed after 30 s and fails
+/// the test, rather than hanging it.
+pub fn run_registry(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_registry"));
+    command.args(args).env("NO_COLOR", "1");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("REGISTRY_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run registry");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<_>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<_>));
+    let deadline = std::time::Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = format!(
+        "{}{}",
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
+    );
+    let Some(status) = status else {
+        panic!(
+            "registry {} still running after {LIMIT:?}:\n{text}",
+            args.join(" ")
+        );
+    };
+    assert!(!text.contains("panicked"), "{text}");
+    (status.code(), text)
 }

@@ -31,8 +31,6 @@ pub struct Context {
     pub settings: Arc<Settings>,
     /// The settings that change while serving.
     pub live: watch::Receiver<Live>,
-    /// `settings.headers`, parsed once.
-    pub headers: Arc<[(HeaderName, HeaderValue)]>,
     /// Whether connections arrive over TLS (for URLs built from the request).
     pub tls: bool,
     pub writers: uploads::Writers,
@@ -45,21 +43,10 @@ impl Context {
         live: watch::Receiver<Live>,
         tls: bool,
     ) -> Context {
-        let headers = settings
-            .headers
-            .iter()
-            .filter_map(|(name, value)| {
-                Some((
-                    HeaderName::from_bytes(name.as_bytes()).ok()?,
-                    HeaderValue::from_str(value).ok()?,
-                ))
-            })
-            .collect();
         Context {
             engine,
             settings: Arc::new(settings),
             live,
-            headers,
             tls,
             writers: uploads::Writers::default(),
         }
