@@ -2,6 +2,7 @@
 //! `lain-engine`. `PROTOCOL.md` lists every endpoint with its status codes.
 
 mod api;
+pub mod auth;
 mod body;
 mod errors;
 mod manifest;
