@@ -3,7 +3,9 @@
 
 mod der;
 pub mod keys;
+pub mod scope;
 pub mod token;
 
 pub use keys::{KeyError, TokenKeys};
+pub use scope::{Needs, Problem, Scope, allows, bearer_challenge, needs};
 pub use token::{Access, Grant, TokenError, TokenSettings};
