@@ -3,6 +3,7 @@
 //! This file only wires: it reads the command line and environment, opens the engine,
 //! and hands both to the HTTP layer or to a maintenance command.
 
+mod access;
 mod commands;
 mod control;
 mod etcd;
@@ -409,6 +410,10 @@ fn config_check(file: Option<&Path>) -> Result<ExitCode, String> {
         println!("registry serve would refuse to start: {e}");
         return Ok(ExitCode::FAILURE);
     }
+    if let lain_http::Access::Closed { reason } = access::live(&config).access {
+        println!("registry serve would refuse to start: {reason}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -449,6 +454,11 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
         Some(settings) => Some(tls::acceptor(settings, config.http.http2)?),
         None => None,
     };
+    // Token auth's keys, loaded now: if they cannot be, the start is refused.
+    let live_settings = access::live(&config);
+    if let lain_http::Access::Closed { reason } = &live_settings.access {
+        return Err(reason.clone());
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let engine = Engine::open(&config.root, config.engine.options())
         .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
@@ -456,7 +466,7 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
     if let Ok(absolute) = config.root.canonicalize() {
         config.root = absolute;
     }
-    let (live_tx, live) = tokio::sync::watch::channel(config.live.clone());
+    let (live_tx, live) = tokio::sync::watch::channel(live_settings);
     runtime.block_on(async {
         let mut control = control::server::bind(&config.root).map_err(|e| {
             format!(

@@ -56,7 +56,7 @@ pub fn acceptor(settings: &Tls, http2: bool) -> Result<lain_http::TlsAcceptor, S
 }
 
 /// The certificates of a PEM file; at least one.
-fn certificates(file: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn certificates(file: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(file)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{key}: {}: {e}", file.display()))?;

@@ -211,15 +211,16 @@ fn deletes_are_off_unless_the_file_enables_them() {
 }
 
 #[test]
-fn an_auth_section_refuses_to_start_until_authentication_exists() {
+fn token_auth_without_its_keys_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("data");
+    // The file's rootcertbundle (/certs/auth.crt) does not exist.
     let file = config_file(dir.path(), "127.0.0.1:0", &root, None);
     let (code, text) = run(&["serve", &file], &[]);
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("`auth.token`"), "{text}");
+    assert!(text.contains("auth.token"), "{text}");
     assert!(text.contains("line 23"), "{text}");
-    assert!(text.contains("refuses to run without it"), "{text}");
+    assert!(text.contains("/certs/auth.crt"), "{text}");
     assert!(!root.exists(), "the engine was opened anyway");
     // The entry script's variables ask for it too.
     let (code, text) = run(
@@ -240,6 +241,25 @@ fn an_auth_section_refuses_to_start_until_authentication_exists() {
     );
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("REGISTRY_AUTH_TOKEN"), "{text}");
+    assert!(text.contains("neither rootcertbundle nor jwks"), "{text}");
+    assert!(!root.exists(), "the engine was opened anyway");
+    // htpasswd is not enforced yet.
+    let htpasswd = dir.path().join("htpasswd.yml");
+    std::fs::write(
+        &htpasswd,
+        "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /p\n",
+    )
+    .expect("write");
+    let (code, text) = run(
+        &["serve", htpasswd.to_str().expect("utf-8")],
+        &[(
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+            root.to_str().expect("utf-8"),
+        )],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("`auth.htpasswd`"), "{text}");
+    assert!(text.contains("refuses to run without it"), "{text}");
     assert!(!root.exists(), "the engine was opened anyway");
 }
 

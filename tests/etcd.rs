@@ -457,3 +457,54 @@ fn etcd_never_opens_what_the_file_protects() {
         "the engine was opened anyway"
     );
 }
+
+/// LAIN's setup: the file names the bundle, etcd's auth key turns token auth on (with
+/// its realm, issuer and service) and off while the registry serves. On, a request
+/// without a token gets the challenge and a token from that issuer is honoured; off,
+/// the registry is open again.
+#[test]
+fn the_lain_auth_key_turns_token_auth_on_and_off() {
+    use common::tokens::{ISSUER, SERVICE, bundle, token};
+    let etcd = Etcd::start(false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 0.1\nauth:\n  token:\n    realm: https://file.realm/token\n    service: file\n    \
+             issuer: file\n    rootcertbundle: {}\n",
+            bundle(dir.path()).display()
+        ),
+    )
+    .expect("write");
+    let registry = Registry::launch(Launch {
+        args: vec![file.display().to_string()],
+        env: vec![("REGISTRY_ETCD_ENDPOINTS", etcd.url())],
+        ..Launch::default()
+    });
+    // No key in etcd: LAIN's rule turns the file's token auth off.
+    assert_eq!(status(&registry, "GET", "/v2/"), 200);
+    let realm = "https://console.lain.local/api/v1/authorize/registry/";
+    etcd.put(
+        AUTH_KEY,
+        &serde_json::json!({"realm": realm, "issuer": ISSUER, "service": SERVICE}).to_string(),
+    );
+    within(&registry, "token auth on", || {
+        status(&registry, "GET", "/v2/") == 401
+    });
+    let challenge = registry.request("GET", "/v2/").send();
+    assert_eq!(
+        challenge.header("www-authenticate"),
+        Some(format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"").as_str())
+    );
+    let pull = token("alice", &[("repository", "lain/app", &["pull"])], 300);
+    registry
+        .request("GET", "/v2/lain/app/tags/list")
+        .header("authorization", &format!("Bearer {pull}"))
+        .send()
+        .expect(404, Some("NAME_UNKNOWN"));
+    etcd.delete(AUTH_KEY);
+    within(&registry, "token auth off", || {
+        status(&registry, "GET", "/v2/") == 200
+    });
+}

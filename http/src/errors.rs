@@ -25,6 +25,8 @@ pub enum ErrorCode {
     Unsupported,
     /// The client may not do this.
     Denied,
+    /// The request needs a (better) token: the challenge says which.
+    Unauthorized,
     /// The server's own failure; never caused by what a client sends.
     Unknown,
 }
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Denied => "DENIED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Denied => StatusCode::FORBIDDEN,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -81,15 +81,33 @@ pub struct Live {
 }
 
 /// Who may use the API.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub enum Access {
     /// Everyone.
     #[default]
     Open,
-    /// No one: the configuration asks for authentication that this build cannot
-    /// enforce, so every request is refused rather than served unauthenticated.
+    /// No one: the configuration asks for authentication that cannot be enforced (a
+    /// kind this build lacks, or keys that could not be loaded), so every request is
+    /// refused rather than served unauthenticated.
     Closed { reason: String },
+    /// Holders of a token that grants what each request needs.
+    Token(std::sync::Arc<auth::TokenAuth>),
 }
+
+impl PartialEq for Access {
+    /// Token settings are the same when they are the same instance: a reload builds
+    /// new ones.
+    fn eq(&self, other: &Access) -> bool {
+        match (self, other) {
+            (Access::Open, Access::Open) => true,
+            (Access::Closed { reason: a }, Access::Closed { reason: b }) => a == b,
+            (Access::Token(a), Access::Token(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Access {}
 
 /// The blobs (config, layers) and child manifests a stored manifest references, as
 /// its media type says to read it: the engine's [`lain_engine::ReferenceReader`].

@@ -19,10 +19,11 @@ use lain_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::{self, Context};
+use crate::api::{self, Context, Mounts};
+use crate::auth::{self, Problem};
 use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
-use crate::route::Route;
+use crate::route::{Route, query_pairs, query_value};
 use crate::{Access, Live, Locations, Settings};
 
 /// Sent on every response, as the V2 API requires.
@@ -166,21 +167,26 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let route = path
         .strip_prefix(ctx.settings.prefix.as_str())
         .and_then(Route::parse);
-    let reply = match (route, &live.access) {
-        (None, _) => api::error_reply(
+    let mut subject = None;
+    let admitted = match route {
+        None => Err(api::error_reply(
             ApiError::new(ErrorCode::Unsupported, "no such endpoint")
                 .with_status(hyper::StatusCode::NOT_FOUND),
-        ),
-        (Some(_), Access::Closed { reason }) => {
-            api::error_reply(ApiError::new(ErrorCode::Denied, reason.clone()))
-        }
-        (Some(_), Access::Open) if live.read_only && is_write(&method) => {
-            api::error_reply(ApiError::new(
-                ErrorCode::Unsupported,
-                "the registry is read-only (storage.maintenance.readonly.enabled)",
-            ))
-        }
-        (Some(route), Access::Open) => api::dispatch(ctx, route, req).await,
+        )),
+        Some(route) => admit(&live.access, route, &req)
+            .map(|(route, mounts, who)| {
+                subject = who;
+                (route, mounts)
+            })
+            .map_err(api::error_reply),
+    };
+    let reply = match admitted {
+        Err(refused) => refused,
+        Ok(_) if live.read_only && is_write(&method) => api::error_reply(ApiError::new(
+            ErrorCode::Unsupported,
+            "the registry is read-only (storage.maintenance.readonly.enabled)",
+        )),
+        Ok((route, mounts)) => api::dispatch(ctx, route, req, mounts).await,
     };
     let mut response = reply.into_response();
     let headers = response.headers_mut();
@@ -210,8 +216,60 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
         query,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
+        subject = %subject.as_deref().unwrap_or("-"),
     );
     response
+}
+
+/// Whether the request may go on under `access`: the route, where its mounts may reach,
+/// and who the caller is (a token's `sub`); or the refusal to send.
+fn admit(
+    access: &Access,
+    route: Route,
+    req: &Request<Incoming>,
+) -> Result<(Route, Mounts, Option<String>), ApiError> {
+    let auth = match access {
+        Access::Open => return Ok((route, Mounts::Anywhere, None)),
+        Access::Closed { reason } => {
+            return Err(ApiError::new(ErrorCode::Denied, reason.clone()));
+        }
+        Access::Token(auth) => auth,
+    };
+    let query = query_pairs(req.uri().query());
+    let from = query_value(&query, "from").filter(|_| query_value(&query, "mount").is_some());
+    let needs = auth::needs(&route, req.method(), from);
+    let challenge = |problem: Problem, message: String| {
+        let value = auth::bearer_challenge(&auth.realm, &auth.service, &needs.all, problem);
+        ApiError::new(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
+    };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let Some(token) = token else {
+        return Err(challenge(
+            Problem::Missing,
+            "authentication required".into(),
+        ));
+    };
+    let grant = auth
+        .check(token)
+        .map_err(|e| challenge(Problem::InvalidToken, format!("invalid token: {e}")))?;
+    if let Some(missing) = needs.all.iter().find(|s| !auth::allows(&grant.access, s)) {
+        return Err(challenge(
+            Problem::InsufficientScope,
+            format!("the token does not grant {missing}"),
+        ));
+    }
+    let mounts = match &needs.mount_source {
+        Some(source) if auth::allows(&grant.access, source) => Mounts::FromOnly,
+        _ => Mounts::Nowhere,
+    };
+    Ok((route, mounts, Some(grant.subject)))
 }
 
 fn is_write(method: &Method) -> bool {

@@ -209,6 +209,23 @@ pub struct AuthRequest {
     /// `auth.token`, `auth.htpasswd` or `auth.silly`.
     pub key: String,
     pub origin: Origin,
+    /// `auth.token`'s settings; `None` for the kinds not enforced yet.
+    pub token: Option<TokenConfig>,
+}
+
+/// `auth.token`: where tokens come from and what they are checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM certificates: their keys sign tokens, and they are the roots of `x5c`
+    /// chains.
+    pub rootcertbundle: Option<PathBuf>,
+    /// distribution 3's JWKS file.
+    pub jwks: Option<PathBuf>,
+    /// `signingalgorithms`, names checked against the allow-list; empty: all of it.
+    pub algorithms: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +414,14 @@ pub fn typed(tree: &Node) -> Result<model::File, Error> {
 fn access(auth: Option<&AuthRequest>) -> lain_http::Access {
     match auth {
         None => lain_http::Access::Open,
+        // The wiring loads the keys and puts token auth in place of this.
+        Some(AuthRequest {
+            token: Some(_),
+            key,
+            origin,
+        }) => lain_http::Access::Closed {
+            reason: format!("{key} ({origin}): its keys are not loaded"),
+        },
         Some(auth) => lain_http::Access::Closed {
             reason: format!(
                 "{} ({}) asks for authentication, which this registry does not enforce \
@@ -642,12 +667,14 @@ impl Config {
                 ),
             ));
         }
-        let auth = kinds.first().map(|kind| {
-            let key = format!("auth.{kind}");
-            AuthRequest {
-                origin: tree.origin_of(&["auth", kind]),
-                key,
-            }
+        let token = match (kinds.first(), model.auth.and_then(|a| a.token)) {
+            (Some(&"token"), token) => Some(Self::token(token.unwrap_or_default(), &invalid)?),
+            _ => None,
+        };
+        let auth = kinds.first().map(|kind| AuthRequest {
+            origin: tree.origin_of(&["auth", kind]),
+            key: format!("auth.{kind}"),
+            token: token.clone(),
         });
 
         let etcd = match model.etcd {
@@ -770,6 +797,46 @@ impl Config {
         }))
     }
 
+    fn token(
+        token: model::Token,
+        invalid: &dyn Fn(&str, String) -> Error,
+    ) -> Result<TokenConfig, Error> {
+        let required = |value: Option<values::Text>, key: &str| match value {
+            Some(v) if !v.0.trim().is_empty() => Ok(v.0),
+            _ => Err(invalid(
+                key,
+                "is missing: token authentication needs realm, service and issuer".into(),
+            )),
+        };
+        let realm = required(token.realm, "auth.token.realm")?;
+        if !(realm.starts_with("http://") || realm.starts_with("https://")) {
+            return Err(invalid(
+                "auth.token.realm",
+                format!("{realm:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let algorithms = token.signingalgorithms.map(|a| a.0).unwrap_or_default();
+        for name in &algorithms {
+            if let Err(why) = lain_http::auth::token::algorithm(name) {
+                return Err(invalid("auth.token.signingalgorithms", why));
+            }
+        }
+        let path = |value: Option<values::Text>| {
+            value
+                .map(|v| v.0)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Ok(TokenConfig {
+            realm,
+            service: required(token.service, "auth.token.service")?,
+            issuer: required(token.issuer, "auth.token.issuer")?,
+            rootcertbundle: path(token.rootcertbundle),
+            jwks: path(token.jwks),
+            algorithms,
+        })
+    }
+
     fn etcd(etcd: model::Etcd, invalid: &dyn Fn(&str, String) -> Error) -> Result<Etcd, Error> {
         let endpoints = etcd.endpoints.map(|e| e.0).unwrap_or_default();
         for endpoint in &endpoints {
@@ -837,7 +904,7 @@ impl Config {
     /// yet (authentication), rather than serving without it.
     pub fn refuse_unenforced(&self) -> Result<(), Error> {
         match &self.auth {
-            None => Ok(()),
+            None | Some(AuthRequest { token: Some(_), .. }) => Ok(()),
             Some(auth) => Err(Error::NotEnforced {
                 key: auth.key.clone(),
                 origin: auth.origin.clone(),

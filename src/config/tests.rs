@@ -91,14 +91,27 @@ fn lain_file_with_auth_cleared_by_the_environment() {
 }
 
 #[test]
-fn an_auth_section_refuses_to_serve_until_authentication_exists() {
+fn token_auth_is_read_and_the_kinds_not_enforced_are_refused() {
     let config = parse(LAIN_FILE).expect("parses");
     let auth = config.auth.clone().expect("auth asked");
     assert_eq!(auth.key, "auth.token");
-    let message = config.refuse_unenforced().expect_err("refused").to_string();
-    assert!(message.contains("auth.token"), "{message}");
-    assert!(message.contains("line 24"), "{message}");
-    assert!(message.contains("REGISTRY_AUTH=\"\""), "{message}");
+    let token = auth.token.expect("token settings");
+    assert_eq!(
+        token.realm,
+        "https://console.lain.local/api/v1/authorize/registry/"
+    );
+    assert_eq!(token.issuer, "auth server");
+    assert_eq!(token.service, "lain.local");
+    assert_eq!(
+        token.rootcertbundle,
+        Some(PathBuf::from("/lain/app/auth/server.crt"))
+    );
+    config.refuse_unenforced().expect("token auth is enforced");
+    // Until the keys are loaded (by the wiring), token auth closes the registry.
+    assert!(matches!(
+        config.live.access,
+        lain_http::Access::Closed { .. }
+    ));
     // The entry script's three variables turn it on from the environment alone.
     let config = with_env(
         "version: 0.1\n",
@@ -115,13 +128,18 @@ fn an_auth_section_refuses_to_serve_until_authentication_exists() {
         "{:?}",
         auth.origin
     );
-    // htpasswd too; two kinds at once is distribution's error.
-    assert!(
-        parse("auth:\n  htpasswd:\n    realm: r\n    path: /p\n")
-            .unwrap()
-            .auth
-            .is_some()
-    );
+    // A token section without realm, service or issuer is an error naming the key.
+    let e = parse("auth:\n  token:\n    realm: https://r/\n    service: s\n").unwrap_err();
+    assert_eq!(located(&e).0, "auth.token.issuer");
+    let e = parse("auth:\n  token:\n    realm: https://r/\n    service: s\n    issuer: i\n    signingalgorithms: [RS256, HS256]\n").unwrap_err();
+    assert!(e.to_string().contains("HMAC"), "{e}");
+    // htpasswd is not enforced yet: refused.
+    let config = parse("auth:\n  htpasswd:\n    realm: r\n    path: /p\n").unwrap();
+    let message = config.refuse_unenforced().expect_err("refused").to_string();
+    assert!(message.contains("auth.htpasswd"), "{message}");
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("REGISTRY_AUTH=\"\""), "{message}");
+    // Two kinds at once is distribution's error.
     let e = parse("auth:\n  htpasswd: {}\n  token: {}\n").unwrap_err();
     assert_eq!(located(&e), ("auth".into(), 1));
 }
@@ -313,19 +331,36 @@ fn environment_overrides_win_and_clear_sections() {
         message.contains("REGISTRY_STORAGE_DELETE_ENABLED"),
         "{message}"
     );
-    // REGISTRY_AUTH="" then a token variable: the section is cleared first.
+    // REGISTRY_AUTH="" then token variables: the section is cleared first, so the
+    // file's rootcertbundle is gone too.
     let config = with_env(
+        LAIN_FILE,
+        &[
+            ("REGISTRY_AUTH", ""),
+            ("REGISTRY_AUTH_TOKEN_REALM", "https://x/auth"),
+            ("REGISTRY_AUTH_TOKEN_ISSUER", "i"),
+            ("REGISTRY_AUTH_TOKEN_SERVICE", "s"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        config.tree.get(&["auth"]).map(Node::to_json),
+        Some(
+            serde_json::json!({"token": {"realm": "https://x/auth", "issuer": "i", "service": "s"}})
+        )
+    );
+    // A realm alone is an incomplete token section, named with its source.
+    let e = with_env(
         LAIN_FILE,
         &[
             ("REGISTRY_AUTH", ""),
             ("REGISTRY_AUTH_TOKEN_REALM", "https://x/auth"),
         ],
     )
-    .unwrap();
-    assert_eq!(
-        config.tree.get(&["auth"]).map(Node::to_json),
-        Some(serde_json::json!({"token": {"realm": "https://x/auth"}}))
-    );
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("auth.token.service"), "{e}");
+    assert!(e.contains("REGISTRY_AUTH_TOKEN_REALM"), "{e}");
 }
 
 #[test]

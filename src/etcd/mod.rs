@@ -260,13 +260,21 @@ fn apply(
     for key in needing_restart(current, &next) {
         tracing::warn!("etcd changed {key}, which applies at the next start");
     }
-    let mut settings_now = next.live.clone();
+    let mut settings_now = crate::access::live(&next);
     if next.tls.is_some() && next.tls != running.tls {
         settings_now.access = lain_http::Access::Closed {
             reason: "etcd asks for TLS settings (http.tls) that apply at the next start; \
                      every request is refused until the registry is restarted with them"
                 .into(),
         };
+    }
+    // A new token auth instance is made on every apply: put it in place only when the
+    // configuration behind it changed, so verified tokens stay cached.
+    let unchanged_auth = matches!(settings_now.access, lain_http::Access::Token(_))
+        && current.auth == next.auth
+        && matches!(live.borrow().access, lain_http::Access::Token(_));
+    if unchanged_auth {
+        settings_now.access = live.borrow().access.clone();
     }
     if *live.borrow() != settings_now {
         tracing::info!(

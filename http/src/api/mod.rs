@@ -59,6 +59,20 @@ pub struct Call {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Incoming,
+    /// Where a cross-repository mount may take a blob from.
+    pub mounts: Mounts,
+}
+
+/// What the caller's credentials let a mount (`POST ...?mount=&from=`) reach. Without
+/// them the mount becomes an upload session, as distribution does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mounts {
+    /// No authentication: any repository, and without `from`, any that has the blob.
+    Anywhere,
+    /// The token may pull `from`: only from there.
+    FromOnly,
+    /// The token may not pull `from` (or names none): no mount.
+    Nowhere,
 }
 
 impl Call {
@@ -203,13 +217,19 @@ pub async fn next_data(body: &mut Incoming, code: ErrorCode) -> Result<Option<By
 }
 
 /// Runs the endpoint `route` names.
-pub async fn dispatch(ctx: &Context, route: Route, req: Request<Incoming>) -> Reply {
+pub async fn dispatch(
+    ctx: &Context,
+    route: Route,
+    req: Request<Incoming>,
+    mounts: Mounts,
+) -> Reply {
     let (parts, body) = req.into_parts();
     let call = Call {
         method: parts.method,
         query: query_pairs(parts.uri.query()),
         headers: parts.headers,
         body,
+        mounts,
     };
     match run(ctx, route, call).await {
         Ok(reply) => reply,

@@ -104,9 +104,15 @@ async fn mount(ctx: &Context, name: &str, call: &Call) -> Result<Option<Digest>,
         return Ok(None);
     };
     let from = call.query("from").map(str::to_owned);
-    if from
-        .as_deref()
-        .is_some_and(|f| check_repository(f).is_err())
+    let allowed = match call.mounts {
+        super::Mounts::Anywhere => true,
+        super::Mounts::FromOnly => from.is_some(),
+        super::Mounts::Nowhere => false,
+    };
+    if !allowed
+        || from
+            .as_deref()
+            .is_some_and(|f| check_repository(f).is_err())
     {
         return Ok(None);
     }

@@ -69,7 +69,7 @@ pub struct TokenSettings {
 }
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-const LEEWAY: u64 = 60;
+pub const LEEWAY: u64 = 60;
 
 /// The asymmetric algorithms this registry verifies, the default allow-list.
 pub const ALGORITHMS: &[Algorithm] = &[
@@ -83,6 +83,25 @@ pub const ALGORITHMS: &[Algorithm] = &[
     Algorithm::ES384,
     Algorithm::EdDSA,
 ];
+
+/// The algorithm `name` stands for, if this registry verifies it.
+pub fn algorithm(name: &str) -> Result<Algorithm, String> {
+    let algorithm: Algorithm = name
+        .parse()
+        .map_err(|_| format!("{name:?} is not a JOSE algorithm"))?;
+    if ALGORITHMS.contains(&algorithm) {
+        Ok(algorithm)
+    } else if name.starts_with("HS") {
+        Err(format!(
+            "{name}: HMAC algorithms are never accepted (a public key would sign tokens)"
+        ))
+    } else {
+        Err(format!(
+            "{name} is not supported; these are: RS256, RS384, RS512, PS256, PS384, PS512, \
+             ES256, ES384, EdDSA"
+        ))
+    }
+}
 
 impl TokenSettings {
     /// Checks `token` now.

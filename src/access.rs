@@ -1,0 +1,68 @@
+//! Who may use the API, from the configuration: token authentication's keys read from
+//! their files (`rootcertbundle`, `jwks`) and handed to the HTTP layer. Anything asked
+//! for that cannot be put in place closes the registry; it never leaves it open.
+
+use std::sync::Arc;
+
+use lain_http::auth::{TokenAuth, TokenKeys, TokenSettings, token};
+use lain_http::{Access, Live};
+use lain_registry::config::{Config, TokenConfig};
+
+/// The per-request settings `config` asks for, with token auth in place when it is
+/// configured; `Access::Closed` with the reason when it cannot be.
+pub fn live(config: &Config) -> Live {
+    let mut live = config.live.clone();
+    if let Some(auth) = &config.auth
+        && let Some(settings) = &auth.token
+    {
+        live.access = match token_auth(settings) {
+            Ok(auth) => Access::Token(Arc::new(auth)),
+            Err(why) => Access::Closed {
+                reason: format!(
+                    "{} ({}): {why}; every request is refused",
+                    auth.key, auth.origin
+                ),
+            },
+        };
+    }
+    live
+}
+
+fn token_auth(settings: &TokenConfig) -> Result<TokenAuth, String> {
+    if settings.rootcertbundle.is_none() && settings.jwks.is_none() {
+        return Err("neither rootcertbundle nor jwks names the keys tokens are signed with".into());
+    }
+    let certificates = match &settings.rootcertbundle {
+        Some(file) => crate::tls::certificates(file, "auth.token.rootcertbundle")?
+            .into_iter()
+            .map(|c| c.to_vec())
+            .collect(),
+        None => Vec::new(),
+    };
+    let jwks = match &settings.jwks {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("auth.token.jwks: {}: {e}", file.display()))?,
+        ),
+        None => None,
+    };
+    let keys = TokenKeys::new(&certificates, jwks.as_deref()).map_err(|e| e.to_string())?;
+    let algorithms = if settings.algorithms.is_empty() {
+        token::ALGORITHMS.to_vec()
+    } else {
+        settings
+            .algorithms
+            .iter()
+            .map(|name| token::algorithm(name))
+            .collect::<Result<_, _>>()?
+    };
+    Ok(TokenAuth::new(
+        settings.realm.clone(),
+        TokenSettings {
+            issuer: settings.issuer.clone(),
+            service: settings.service.clone(),
+            keys,
+            algorithms,
+        },
+    ))
+}

@@ -1,0 +1,191 @@
+//! Token authentication through the real server: tokens signed here with the keys in
+//! `http/src/auth/fixtures` (the bundle the registry is given), presented as a client
+//! that got them from a token server would. Each endpoint family is refused without a
+//! token, with a bad one, and with one that grants too little, and served with the
+//! right one; the challenge names what to ask for.
+
+mod common;
+
+use common::{Launch, Registry};
+
+use common::tokens::{ISSUER, SERVICE, token};
+
+const REALM: &str = "https://console.lain.local/api/v1/authorize/registry/";
+
+fn registry(dir: &std::path::Path) -> Registry {
+    let bundle = common::tokens::bundle(dir);
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  delete:\n    enabled: true\nauth:\n  token:\n    realm: {REALM}\n    \
+             service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            bundle.display()
+        ),
+    )
+    .expect("config");
+    Registry::launch(Launch {
+        args: vec![config.display().to_string()],
+        ..Launch::default()
+    })
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[test]
+fn each_endpoint_is_held_to_the_token_scopes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = registry(dir.path());
+    let blob = b"a layer only alice may push";
+    let digest = common::sha256(blob);
+
+    // No token: the challenge names realm and service; no scope for /v2/.
+    let r = server.request("GET", "/v2/").send();
+    r.expect(401, Some("UNAUTHORIZED"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(format!("Bearer realm=\"{REALM}\",service=\"{SERVICE}\"").as_str())
+    );
+    // Any valid token opens /v2/.
+    let nothing = token("alice", &[], 300);
+    server
+        .request("GET", "/v2/")
+        .header("authorization", &bearer(&nothing))
+        .send()
+        .expect(200, None);
+
+    // A push needs pull and push on the repository.
+    let pull_only = token("alice", &[("repository", "lain/app", &["pull"])], 300);
+    let upload = format!("/v2/lain/app/blobs/uploads/?digest={digest}");
+    let r = server
+        .request("POST", &upload)
+        .header("authorization", &bearer(&pull_only))
+        .body(blob.to_vec())
+        .send();
+    r.expect(401, Some("UNAUTHORIZED"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(format!(
+            "Bearer realm=\"{REALM}\",service=\"{SERVICE}\",scope=\"repository:lain/app:pull,push\",error=\"insufficient_scope\""
+        ).as_str())
+    );
+    let push = token(
+        "alice",
+        &[("repository", "lain/app", &["pull", "push"])],
+        300,
+    );
+    server
+        .request("POST", &upload)
+        .header("authorization", &bearer(&push))
+        .body(blob.to_vec())
+        .send()
+        .expect(201, None);
+
+    // Reads need pull on that repository, not another.
+    let path = format!("/v2/lain/app/blobs/{digest}");
+    let got = server
+        .request("GET", &path)
+        .header("authorization", &bearer(&pull_only))
+        .send();
+    got.expect(200, None);
+    assert_eq!(got.body, blob);
+    let other = token(
+        "bob",
+        &[("repository", "lain/other", &["pull", "push", "delete"])],
+        300,
+    );
+    server
+        .request("GET", &path)
+        .header("authorization", &bearer(&other))
+        .send()
+        .expect(401, Some("UNAUTHORIZED"));
+    server
+        .request("GET", "/v2/lain/app/tags/list")
+        .header("authorization", &bearer(&other))
+        .send()
+        .expect(401, Some("UNAUTHORIZED"));
+    // Deletes need delete.
+    server
+        .request("DELETE", &path)
+        .header("authorization", &bearer(&push))
+        .send()
+        .expect(401, Some("UNAUTHORIZED"));
+
+    // Bad tokens: expired, garbage, another scheme.
+    let expired = token("alice", &[("repository", "lain/app", &["pull"])], -3600);
+    let r = server
+        .request("GET", &path)
+        .header("authorization", &bearer(&expired))
+        .send();
+    r.expect(401, Some("UNAUTHORIZED"));
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.ends_with("error=\"invalid_token\"")),
+        "{:?}",
+        r.headers
+    );
+    server
+        .request("GET", &path)
+        .header("authorization", "Bearer not.a.token")
+        .send()
+        .expect(401, Some("UNAUTHORIZED"));
+    server
+        .request("GET", &path)
+        .header("authorization", "Basic YWxpY2U6cw==")
+        .send()
+        .expect(401, Some("UNAUTHORIZED"));
+
+    // The catalog needs registry:catalog:*.
+    server
+        .request("GET", "/v2/_catalog")
+        .header("authorization", &bearer(&push))
+        .send()
+        .expect(401, Some("UNAUTHORIZED"));
+    let catalog = token("admin", &[("registry", "catalog", &["*"])], 300);
+    server
+        .request("GET", "/v2/_catalog")
+        .header("authorization", &bearer(&catalog))
+        .send()
+        .expect(200, None);
+
+    // A mount needs pull on its source; without it, it becomes an upload session.
+    let mount = format!("/v2/lain/copy/blobs/uploads/?mount={digest}&from=lain/app");
+    let copy_only = token(
+        "bob",
+        &[("repository", "lain/copy", &["pull", "push"])],
+        300,
+    );
+    server
+        .request("POST", &mount)
+        .header("authorization", &bearer(&copy_only))
+        .send()
+        .expect(202, None);
+    let both = token(
+        "bob",
+        &[
+            ("repository", "lain/copy", &["pull", "push"]),
+            ("repository", "lain/app", &["pull"]),
+        ],
+        300,
+    );
+    server
+        .request("POST", &mount)
+        .header("authorization", &bearer(&both))
+        .send()
+        .expect(201, None);
+    // And a mount without `from` never searches repositories the token cannot pull.
+    let other_mount = format!("/v2/lain/other/blobs/uploads/?mount={digest}");
+    server
+        .request("POST", &other_mount)
+        .header("authorization", &bearer(&other))
+        .send()
+        .expect(202, None);
+
+    // The access log names who did what.
+    let log = server.log();
+    assert!(log.contains("subject=alice"), "{log}");
+    assert!(log.contains("subject=bob"), "{log}");
+    assert!(server.terminate());
+}

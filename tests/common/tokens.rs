@@ -1,0 +1,64 @@
+//! Tokens as a token server would issue them, signed with the test keys in
+//! `http/src/auth/fixtures` (whose certificates the registries under test trust).
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+pub const SERVICE: &str = "lain.local";
+pub const ISSUER: &str = "lain auth server";
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("http/src/auth/fixtures")
+        .join(name)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The libtrust key id of `fixtures/rsa.crt` (checked against an independent
+/// computation in the http crate's tests).
+pub const RSA_KID: &str = "EH4R:B7VT:O2TS:YACU:YQDY:7FQX:B5V4:Y2TO:NT3E:VMP4:SU7I:EFYA";
+
+/// A token for `subject` granting `access` (`[(type, name, [actions])]`), RS256 by the
+/// bundle's RSA key, valid for `lifetime` seconds (negative: already expired).
+pub fn token(subject: &str, access: &[(&str, &str, &[&str])], lifetime: i64) -> String {
+    let access: Vec<serde_json::Value> = access
+        .iter()
+        .map(|(kind, name, actions)| json!({"type": kind, "name": name, "actions": actions}))
+        .collect();
+    let claims = json!({
+        "iss": ISSUER, "sub": subject, "aud": SERVICE,
+        "exp": now() as i64 + lifetime, "nbf": now() - 5, "iat": now() - 5,
+        "jti": format!("{subject}-{lifetime}"), "access": access,
+    });
+    let key = std::fs::read(fixture("rsa.key")).expect("key");
+    let header = Header {
+        alg: Algorithm::RS256,
+        kid: Some(RSA_KID.into()),
+        ..Header::default()
+    };
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(&key).expect("pem"),
+    )
+    .expect("sign")
+}
+
+/// The bundle a registry under test trusts: the test root CA and the RSA key's
+/// certificate, written into `dir`.
+pub fn bundle(dir: &std::path::Path) -> PathBuf {
+    let bundle = dir.join("bundle.pem");
+    let mut pem = std::fs::read(fixture("root.crt")).expect("root");
+    pem.extend(std::fs::read(fixture("rsa.crt")).expect("rsa"));
+    std::fs::write(&bundle, pem).expect("bundle");
+    bundle
+}
