@@ -32,7 +32,7 @@ fn token_auth(settings: &TokenConfig) -> Result<TokenAuth, String> {
     if settings.rootcertbundle.is_none() && settings.jwks.is_none() {
         return Err("neither rootcertbundle nor jwks names the keys tokens are signed with".into());
     }
-    let certificates = match &settings.rootcertbundle {
+    let certificates: Vec<Vec<u8>> = match &settings.rootcertbundle {
         Some(file) => crate::tls::certificates(file, "auth.token.rootcertbundle")?
             .into_iter()
             .map(|c| c.to_vec())
@@ -56,8 +56,14 @@ fn token_auth(settings: &TokenConfig) -> Result<TokenAuth, String> {
             .map(|name| token::algorithm(name))
             .collect::<Result<_, _>>()?
     };
+    // The keys' material, so that a reload keeps the verified tokens only while the
+    // keys stay the same.
+    let mut material = certificates.concat();
+    material.extend(jwks.as_deref().unwrap_or_default().as_bytes());
+    let fingerprint = lain_engine::Algorithm::Sha256.digest(&material).to_string();
     Ok(TokenAuth::new(
         settings.realm.clone(),
+        fingerprint,
         TokenSettings {
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),

@@ -150,8 +150,20 @@ fn each_endpoint_is_held_to_the_token_scopes() {
         .send()
         .expect(200, None);
 
-    // A mount needs pull on its source; without it, it becomes an upload session.
+    // A mount needs pull on its source; without it, it becomes an upload session. The
+    // challenge asks for both scopes.
     let mount = format!("/v2/lain/copy/blobs/uploads/?mount={digest}&from=lain/app");
+    let r = server.request("POST", &mount).send();
+    r.expect(401, Some("UNAUTHORIZED"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"{REALM}\",service=\"{SERVICE}\",scope=\"repository:lain/copy:pull,push repository:lain/app:pull\""
+            )
+            .as_str()
+        )
+    );
     let copy_only = token(
         "bob",
         &[("repository", "lain/copy", &["pull", "push"])],

@@ -507,4 +507,18 @@ fn the_lain_auth_key_turns_token_auth_on_and_off() {
     within(&registry, "token auth off", || {
         status(&registry, "GET", "/v2/") == 200
     });
+    // Token auth asked for in a form that cannot be used closes the registry; it does
+    // not keep the last (open) configuration.
+    etcd.put(
+        AUTH_KEY,
+        &serde_json::json!({"realm": "not a url", "issuer": ISSUER, "service": SERVICE})
+            .to_string(),
+    );
+    within(&registry, "closed on an unusable auth key", || {
+        status(&registry, "GET", "/v2/") == 403
+    });
+    etcd.delete(AUTH_KEY);
+    within(&registry, "open again", || {
+        status(&registry, "GET", "/v2/") == 200
+    });
 }

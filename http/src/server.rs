@@ -238,8 +238,15 @@ fn admit(
     let query = query_pairs(req.uri().query());
     let from = query_value(&query, "from").filter(|_| query_value(&query, "mount").is_some());
     let needs = auth::needs(&route, req.method(), from);
+    // The challenge asks for everything the request could use, a mount's source too.
+    let asked: Vec<auth::Scope> = needs
+        .all
+        .iter()
+        .chain(&needs.mount_source)
+        .cloned()
+        .collect();
     let challenge = |problem: Problem, message: String| {
-        let value = auth::bearer_challenge(&auth.realm, &auth.service, &needs.all, problem);
+        let value = auth::bearer_challenge(&auth.realm, &auth.service, &asked, problem);
         ApiError::new(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
     };
     let token = req

@@ -137,6 +137,16 @@ impl Values {
     }
 }
 
+impl Values {
+    /// Whether the auth key turns token authentication on (by LAIN's rule), whatever
+    /// else is wrong.
+    fn asks_for_token_auth(&self) -> bool {
+        self.auth
+            .as_deref()
+            .is_some_and(|text| matches!(lain_token(text), Ok(Some(_))))
+    }
+}
+
 /// The LAIN auth key's realm, issuer and service, when all three are set.
 fn lain_token(text: &str) -> Result<Option<[(&'static str, String); 3]>, String> {
     if text.trim().is_empty() {
@@ -252,6 +262,17 @@ fn apply(
         .and_then(|overrides| base.config(&overrides));
     let next = match next {
         Ok(next) => next,
+        Err(e) if values.asks_for_token_auth() => {
+            // Authentication asked for in a form that cannot be used: closed, never
+            // the last configuration's (perhaps open) access.
+            tracing::error!("etcd: {e}; every request is refused until it is fixed");
+            let mut closed = live.borrow().clone();
+            closed.access = lain_http::Access::Closed {
+                reason: format!("etcd asks for token authentication that cannot be used: {e}"),
+            };
+            live.send_replace(closed);
+            return;
+        }
         Err(e) => {
             tracing::error!("etcd: {e}; keeping the last good configuration");
             return;
@@ -270,9 +291,12 @@ fn apply(
     }
     // A new token auth instance is made on every apply: put it in place only when the
     // configuration behind it changed, so verified tokens stay cached.
-    let unchanged_auth = matches!(settings_now.access, lain_http::Access::Token(_))
-        && current.auth == next.auth
-        && matches!(live.borrow().access, lain_http::Access::Token(_));
+    let unchanged_auth = match (&settings_now.access, &live.borrow().access) {
+        (lain_http::Access::Token(new), lain_http::Access::Token(old)) => {
+            current.auth == next.auth && new.fingerprint == old.fingerprint
+        }
+        _ => false,
+    };
     if unchanged_auth {
         settings_now.access = live.borrow().access.clone();
     }

@@ -22,6 +22,9 @@ use sha2::{Digest, Sha256};
 pub struct TokenAuth {
     pub realm: String,
     pub service: String,
+    /// What the keys were built from (the wiring's digest of the key files), so that a
+    /// reload can tell new keys from the same ones.
+    pub fingerprint: String,
     settings: TokenSettings,
     verified: Mutex<HashMap<[u8; 32], Grant>>,
 }
@@ -30,9 +33,10 @@ pub struct TokenAuth {
 const VERIFIED_LIMIT: usize = 10_000;
 
 impl TokenAuth {
-    pub fn new(realm: String, settings: TokenSettings) -> TokenAuth {
+    pub fn new(realm: String, fingerprint: String, settings: TokenSettings) -> TokenAuth {
         TokenAuth {
             realm,
+            fingerprint,
             service: settings.service.clone(),
             settings,
             verified: Mutex::new(HashMap::new()),

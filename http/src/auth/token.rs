@@ -68,6 +68,9 @@ pub struct TokenSettings {
     pub algorithms: Vec<Algorithm>,
 }
 
+/// The most certificates an `x5c` chain may hold.
+const MAX_CHAIN: usize = 4;
+
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY: u64 = 60;
 
@@ -113,6 +116,14 @@ impl TokenSettings {
         }
         let chain_key;
         let key = match (header.x5c_der(), &header.kid) {
+            // Token servers send a leaf and perhaps an intermediate; a long list of
+            // certificates would only make the chain search expensive.
+            (Ok(Some(chain)), _) if chain.len() > MAX_CHAIN => {
+                return Err(TokenError::Chain(format!(
+                    "{} certificates in x5c; at most {MAX_CHAIN} are taken",
+                    chain.len()
+                )));
+            }
             (Ok(Some(chain)), _) if !chain.is_empty() => {
                 chain_key = self.chain_key(&chain)?;
                 &chain_key

@@ -234,6 +234,15 @@ fn bad_tokens_are_refused() {
         )),
         Err(TokenError::Chain(_))
     ));
+    // A long x5c list is refused before any chain search.
+    let long_chain = Header {
+        x5c: Some(vec![base64_std(&der(LEAF)); 5]),
+        ..Header::default()
+    };
+    assert!(matches!(
+        settings.verify(&sign(Algorithm::ES256, LEAF_KEY, long_chain, &claims())),
+        Err(TokenError::Chain(_))
+    ));
     // An algorithm outside the configured allow-list.
     let narrow = TokenSettings {
         algorithms: vec![Algorithm::RS256],
