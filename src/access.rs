@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lain_http::auth::{TokenAuth, TokenKeys, TokenSettings, token};
+use lain_http::auth::{Htpasswd, TokenAuth, TokenKeys, TokenSettings, token};
 use lain_http::{Access, Live};
 use lain_registry::config::{Config, TokenConfig};
 
@@ -12,20 +12,27 @@ use lain_registry::config::{Config, TokenConfig};
 /// configured; `Access::Closed` with the reason when it cannot be.
 pub fn live(config: &Config) -> Live {
     let mut live = config.live.clone();
-    if let Some(auth) = &config.auth
-        && let Some(settings) = &auth.token
-    {
-        live.access = match token_auth(settings) {
-            Ok(auth) => Access::Token(Arc::new(auth)),
-            Err(why) => Access::Closed {
-                reason: format!(
-                    "{} ({}): {why}; every request is refused",
-                    auth.key, auth.origin
-                ),
-            },
-        };
-    }
+    let Some(auth) = &config.auth else {
+        return live;
+    };
+    let loaded = match (&auth.token, &auth.htpasswd) {
+        (Some(settings), _) => token_auth(settings).map(|a| Access::Token(Arc::new(a))),
+        (None, Some((realm, file))) => htpasswd(realm, file).map(|h| Access::Basic(Arc::new(h))),
+        (None, None) => return live,
+    };
+    live.access = loaded.unwrap_or_else(|why| Access::Closed {
+        reason: format!(
+            "{} ({}): {why}; every request is refused",
+            auth.key, auth.origin
+        ),
+    });
     live
+}
+
+fn htpasswd(realm: &str, file: &std::path::Path) -> Result<Htpasswd, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("auth.htpasswd.path: {}: {e}", file.display()))?;
+    Htpasswd::parse(realm.to_owned(), &text).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 fn token_auth(settings: &TokenConfig) -> Result<TokenAuth, String> {

@@ -201,3 +201,89 @@ fn each_endpoint_is_held_to_the_token_scopes() {
     assert!(log.contains("subject=bob"), "{log}");
     assert!(server.terminate());
 }
+
+/// `auth.htpasswd`: Basic credentials against bcrypt entries; any valid user may do
+/// anything; failed logins from one address are cut off after ten.
+#[test]
+fn htpasswd_users_log_in_and_guessers_are_slowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    std::fs::write(&users, format!("alice:{hash}\n")).expect("write");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nauth:\n  htpasswd:\n    realm: lain registry\n    path: {}\n",
+            users.display()
+        ),
+    )
+    .expect("config");
+    let server = Registry::launch(Launch {
+        args: vec![config.display().to_string()],
+        ..Launch::default()
+    });
+    let basic = |user: &str, password: &str| {
+        let pair = format!("{user}:{password}");
+        format!("Basic {}", base64(pair.as_bytes()))
+    };
+    let r = server.request("GET", "/v2/").send();
+    r.expect(401, Some("UNAUTHORIZED"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"lain registry\"")
+    );
+    let blob = b"pushed by alice";
+    let digest = common::sha256(blob);
+    server
+        .request(
+            "POST",
+            &format!("/v2/lain/app/blobs/uploads/?digest={digest}"),
+        )
+        .header("authorization", &basic("alice", "s3cret"))
+        .body(blob.to_vec())
+        .send()
+        .expect(201, None);
+    let got = server
+        .request("GET", &format!("/v2/lain/app/blobs/{digest}"))
+        .header("authorization", &basic("alice", "s3cret"))
+        .send();
+    got.expect(200, None);
+    assert_eq!(got.body, blob);
+    for _ in 0..10 {
+        server
+            .request("GET", "/v2/")
+            .header("authorization", &basic("alice", "guess"))
+            .send()
+            .expect(401, Some("UNAUTHORIZED"));
+    }
+    // Cut off, even with the right password, for a while.
+    server
+        .request("GET", "/v2/")
+        .header("authorization", &basic("alice", "s3cret"))
+        .send()
+        .expect(429, Some("TOOMANYREQUESTS"));
+    assert!(server.log().contains("subject=alice"), "{}", server.log());
+    assert!(server.terminate());
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}

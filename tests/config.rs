@@ -243,24 +243,32 @@ fn token_auth_without_its_keys_refuses_to_start() {
     assert!(text.contains("REGISTRY_AUTH_TOKEN"), "{text}");
     assert!(text.contains("neither rootcertbundle nor jwks"), "{text}");
     assert!(!root.exists(), "the engine was opened anyway");
-    // htpasswd is not enforced yet.
-    let htpasswd = dir.path().join("htpasswd.yml");
-    std::fs::write(
-        &htpasswd,
-        "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /p\n",
-    )
-    .expect("write");
-    let (code, text) = run(
-        &["serve", htpasswd.to_str().expect("utf-8")],
-        &[(
-            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
-            root.to_str().expect("utf-8"),
-        )],
-    );
-    assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("`auth.htpasswd`"), "{text}");
-    assert!(text.contains("refuses to run without it"), "{text}");
-    assert!(!root.exists(), "the engine was opened anyway");
+    // htpasswd whose file is missing, and silly (not enforced), refuse too.
+    for (name, text, needle) in [
+        (
+            "htpasswd.yml",
+            "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /nonexistent/htpasswd\n",
+            "/nonexistent/htpasswd",
+        ),
+        (
+            "silly.yml",
+            "version: 0.1\nauth:\n  silly:\n    realm: r\n    service: s\n",
+            "refuses to run without it",
+        ),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("write");
+        let (code, text) = run(
+            &["serve", file.to_str().expect("utf-8")],
+            &[(
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                root.to_str().expect("utf-8"),
+            )],
+        );
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains(needle), "{text}");
+        assert!(!root.exists(), "the engine was opened anyway");
+    }
 }
 
 #[test]

@@ -416,9 +416,10 @@ fn v2_restarted_mid_run_is_watched_again() {
     restarted(true);
 }
 
-/// The LAIN auth key governs token auth only: htpasswd from the file still refuses the
-/// start (it is not enforced yet) when etcd says nothing about auth; and a malformed
-/// value in etcd at start refuses it too, as a bad key in the file does.
+/// The LAIN auth key governs token auth only: htpasswd from the file stays in force
+/// when etcd says nothing about auth (here its file is missing, so the start is
+/// refused rather than served open); and a malformed value in etcd at start refuses
+/// it too, as a bad key in the file does.
 #[test]
 fn etcd_never_opens_what_the_file_protects() {
     let etcd = Etcd::start(false);
@@ -447,7 +448,7 @@ fn etcd_never_opens_what_the_file_protects() {
     };
     let (code, text) = run(&["serve", file.to_str().expect("utf-8")]);
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("`auth.htpasswd`"), "{text}");
+    assert!(text.contains("auth.htpasswd"), "{text}");
     etcd.put(CONFIG_KEY, "storage:\n  delete:\n    enabled: sometimes\n");
     let (code, text) = run(&["serve"]);
     assert_eq!(code, Some(1), "{text}");

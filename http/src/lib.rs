@@ -92,6 +92,8 @@ pub enum Access {
     Closed { reason: String },
     /// Holders of a token that grants what each request needs.
     Token(std::sync::Arc<auth::TokenAuth>),
+    /// Users of the htpasswd file, with all access (as in distribution).
+    Basic(std::sync::Arc<auth::Htpasswd>),
 }
 
 impl PartialEq for Access {
@@ -102,6 +104,7 @@ impl PartialEq for Access {
             (Access::Open, Access::Open) => true,
             (Access::Closed { reason: a }, Access::Closed { reason: b }) => a == b,
             (Access::Token(a), Access::Token(b)) => std::sync::Arc::ptr_eq(a, b),
+            (Access::Basic(a), Access::Basic(b)) => std::sync::Arc::ptr_eq(a, b),
             _ => false,
         }
     }

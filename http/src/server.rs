@@ -173,7 +173,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
             ApiError::new(ErrorCode::Unsupported, "no such endpoint")
                 .with_status(hyper::StatusCode::NOT_FOUND),
         )),
-        Some(route) => admit(&live.access, route, &req)
+        Some(route) => admit(&live.access, route, &req, peer)
             .map(|(route, mounts, who)| {
                 subject = who;
                 (route, mounts)
@@ -227,11 +227,30 @@ fn admit(
     access: &Access,
     route: Route,
     req: &Request<Incoming>,
+    peer: SocketAddr,
 ) -> Result<(Route, Mounts, Option<String>), ApiError> {
     let auth = match access {
         Access::Open => return Ok((route, Mounts::Anywhere, None)),
         Access::Closed { reason } => {
             return Err(ApiError::new(ErrorCode::Denied, reason.clone()));
+        }
+        Access::Basic(users) => {
+            let header = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            return match users.check(header, peer.ip()) {
+                Ok(user) => Ok((route, Mounts::Anywhere, Some(user))),
+                Err(auth::Refusal::Unauthorized) => Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "authentication required",
+                )
+                .with_header(header::WWW_AUTHENTICATE, users.challenge())),
+                Err(auth::Refusal::TooMany) => Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    "too many failed logins from this address; try again in a minute",
+                )),
+            };
         }
         Access::Token(auth) => auth,
     };

@@ -209,8 +209,10 @@ pub struct AuthRequest {
     /// `auth.token`, `auth.htpasswd` or `auth.silly`.
     pub key: String,
     pub origin: Origin,
-    /// `auth.token`'s settings; `None` for the kinds not enforced yet.
+    /// `auth.token`'s settings.
     pub token: Option<TokenConfig>,
+    /// `auth.htpasswd`'s: the realm and the file.
+    pub htpasswd: Option<(String, PathBuf)>,
 }
 
 /// `auth.token`: where tokens come from and what they are checked against.
@@ -414,13 +416,20 @@ pub fn typed(tree: &Node) -> Result<model::File, Error> {
 fn access(auth: Option<&AuthRequest>) -> lain_http::Access {
     match auth {
         None => lain_http::Access::Open,
-        // The wiring loads the keys and puts token auth in place of this.
+        // The wiring loads the keys (or the users) and puts them in place of this.
         Some(AuthRequest {
             token: Some(_),
             key,
             origin,
+            ..
+        })
+        | Some(AuthRequest {
+            htpasswd: Some(_),
+            key,
+            origin,
+            ..
         }) => lain_http::Access::Closed {
-            reason: format!("{key} ({origin}): its keys are not loaded"),
+            reason: format!("{key} ({origin}): not loaded"),
         },
         Some(auth) => lain_http::Access::Closed {
             reason: format!(
@@ -667,14 +676,32 @@ impl Config {
                 ),
             ));
         }
-        let token = match (kinds.first(), model.auth.and_then(|a| a.token)) {
-            (Some(&"token"), token) => Some(Self::token(token.unwrap_or_default(), &invalid)?),
+        let auth_model = model.auth.unwrap_or_default();
+        let token = match kinds.first() {
+            Some(&"token") => Some(Self::token(auth_model.token.unwrap_or_default(), &invalid)?),
+            _ => None,
+        };
+        let htpasswd = match kinds.first() {
+            Some(&"htpasswd") => {
+                let section = auth_model.htpasswd.unwrap_or_default();
+                let realm = section.realm.map(|r| r.0).unwrap_or_default();
+                match section.path.map(|p| p.0).filter(|p| !p.is_empty()) {
+                    Some(path) => Some((realm, PathBuf::from(path))),
+                    None => {
+                        return Err(invalid(
+                            "auth.htpasswd.path",
+                            "is missing: the file of users".into(),
+                        ));
+                    }
+                }
+            }
             _ => None,
         };
         let auth = kinds.first().map(|kind| AuthRequest {
             origin: tree.origin_of(&["auth", kind]),
             key: format!("auth.{kind}"),
             token: token.clone(),
+            htpasswd: htpasswd.clone(),
         });
 
         let etcd = match model.etcd {
@@ -904,7 +931,11 @@ impl Config {
     /// yet (authentication), rather than serving without it.
     pub fn refuse_unenforced(&self) -> Result<(), Error> {
         match &self.auth {
-            None | Some(AuthRequest { token: Some(_), .. }) => Ok(()),
+            None
+            | Some(AuthRequest { token: Some(_), .. })
+            | Some(AuthRequest {
+                htpasswd: Some(_), ..
+            }) => Ok(()),
             Some(auth) => Err(Error::NotEnforced {
                 key: auth.key.clone(),
                 origin: auth.origin.clone(),

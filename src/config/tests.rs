@@ -133,10 +133,16 @@ fn token_auth_is_read_and_the_kinds_not_enforced_are_refused() {
     assert_eq!(located(&e).0, "auth.token.issuer");
     let e = parse("auth:\n  token:\n    realm: https://r/\n    service: s\n    issuer: i\n    signingalgorithms: [RS256, HS256]\n").unwrap_err();
     assert!(e.to_string().contains("HMAC"), "{e}");
-    // htpasswd is not enforced yet: refused.
+    // htpasswd is read (its users are loaded by the wiring); silly is refused.
     let config = parse("auth:\n  htpasswd:\n    realm: r\n    path: /p\n").unwrap();
+    let auth = config.auth.clone().expect("htpasswd");
+    assert_eq!(auth.htpasswd, Some(("r".to_owned(), PathBuf::from("/p"))));
+    config.refuse_unenforced().expect("htpasswd is enforced");
+    let e = parse("auth:\n  htpasswd:\n    realm: r\n").unwrap_err();
+    assert_eq!(located(&e).0, "auth.htpasswd.path");
+    let config = parse("auth:\n  silly:\n    realm: r\n    service: s\n").unwrap();
     let message = config.refuse_unenforced().expect_err("refused").to_string();
-    assert!(message.contains("auth.htpasswd"), "{message}");
+    assert!(message.contains("auth.silly"), "{message}");
     assert!(message.contains("line 2"), "{message}");
     assert!(message.contains("REGISTRY_AUTH=\"\""), "{message}");
     // Two kinds at once is distribution's error.

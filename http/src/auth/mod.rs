@@ -1,11 +1,14 @@
 //! Authentication and authorization: Docker's token auth (a Bearer JWT from a token
-//! server, checked offline against the operator's keys) and, later, htpasswd.
+//! server, checked offline against the operator's keys) and htpasswd (Basic
+//! credentials against bcrypt entries).
 
 mod der;
+pub mod htpasswd;
 pub mod keys;
 pub mod scope;
 pub mod token;
 
+pub use htpasswd::{Htpasswd, HtpasswdError, Refusal};
 pub use keys::{KeyError, TokenKeys};
 pub use scope::{Needs, Problem, Scope, allows, bearer_challenge, needs};
 pub use token::{Access, Grant, TokenError, TokenSettings};
