@@ -79,3 +79,38 @@ fn token_auth(settings: &TokenConfig) -> Result<TokenAuth, String> {
         },
     ))
 }
+
+/// Re-reads the htpasswd file when it changes (checked every 2 seconds), while the
+/// registry runs on htpasswd from `config`: a user added or removed takes effect
+/// without a restart. A file that can no longer be read closes the registry.
+pub async fn follow_files(config: Config, live: Arc<tokio::sync::watch::Sender<Live>>) {
+    let Some((_, file)) = config.auth.as_ref().and_then(|a| a.htpasswd.as_ref()) else {
+        return;
+    };
+    let stamp = |file: &std::path::Path| {
+        std::fs::metadata(file)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut seen = stamp(file);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let now = stamp(file);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        // Only while htpasswd is what serves: etcd may have changed the access since.
+        if !matches!(live.borrow().access, Access::Basic(_)) {
+            continue;
+        }
+        let reloaded = self::live(&config).access;
+        match &reloaded {
+            Access::Basic(_) => tracing::info!(file = %file.display(), "htpasswd file re-read"),
+            Access::Closed { reason } => tracing::error!("{reason}"),
+            _ => {}
+        }
+        live.send_modify(|settings| settings.access = reloaded);
+    }
+}

@@ -467,6 +467,7 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
         config.root = absolute;
     }
     let (live_tx, live) = tokio::sync::watch::channel(live_settings);
+    let live_tx = std::sync::Arc::new(live_tx);
     runtime.block_on(async {
         let mut control = control::server::bind(&config.root).map_err(|e| {
             format!(
@@ -504,12 +505,14 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             config.http.prefix,
             config.root.display()
         );
+        let files = tokio::spawn(access::follow_files(config.clone(), live_tx.clone()));
         let watcher = etcd.map(|(settings, values)| {
             tokio::spawn(etcd::follow(settings, base, config.clone(), values, live_tx))
         });
         let served = lain_http::serve(listener, engine, config.http.clone(), live, tls, shutdown)
             .await
             .map_err(|e| e.to_string());
+        files.abort();
         if let Some(watcher) = watcher {
             watcher.abort();
         }

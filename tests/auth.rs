@@ -264,6 +264,24 @@ fn htpasswd_users_log_in_and_guessers_are_slowed() {
         .send()
         .expect(429, Some("TOOMANYREQUESTS"));
     assert!(server.log().contains("subject=alice"), "{}", server.log());
+    // A user added to the file can log in without a restart.
+    let bob = bcrypt::hash("hunter2", 4).expect("bcrypt");
+    std::fs::write(&users, format!("alice:{hash}\nbob:{bob}\n")).expect("write");
+    let start = std::time::Instant::now();
+    while server
+        .request("GET", "/v2/")
+        .header("authorization", &basic("bob", "hunter2"))
+        .send()
+        .status
+        != 200
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "bob cannot log in 10 s after the file changed\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(server.terminate());
 }
 

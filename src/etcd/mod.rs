@@ -203,7 +203,7 @@ pub async fn follow(
     base: Base,
     running: Config,
     mut last: Option<Values>,
-    live: watch::Sender<lain_http::Live>,
+    live: Arc<watch::Sender<lain_http::Live>>,
 ) {
     const FIRST_RETRY: Duration = Duration::from_millis(200);
     const LAST_RETRY: Duration = Duration::from_secs(5);
