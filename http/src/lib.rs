@@ -128,6 +128,25 @@ pub fn manifest_references(
 /// The parsers that see client bytes, for the cargo-fuzz targets in `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzzing {
+    pub use crate::auth::{Htpasswd, TokenSettings};
+
+    /// Token checks against the certificates of a PEM bundle, with every algorithm of
+    /// the allow-list.
+    pub fn token_settings(bundle_pem: &[u8]) -> Option<TokenSettings> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let certificates: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(bundle_pem)
+            .filter_map(Result::ok)
+            .map(|c| c.to_vec())
+            .collect();
+        Some(TokenSettings {
+            issuer: "fuzz".into(),
+            service: "fuzz".into(),
+            keys: crate::auth::TokenKeys::new(&certificates, None).ok()?,
+            algorithms: crate::auth::token::ALGORITHMS.to_vec(),
+        })
+    }
+
     pub use crate::manifest::{accepts, parse as parse_manifest};
     pub use crate::names::{check_repository, parse_reference};
     pub use crate::ranges::{ReadRange, content_range, read_range};
