@@ -953,3 +953,95 @@ fn skopeo_round_trips_over_tls_with_client_certificates() {
         "plain HTTP answered over TLS"
     );
 }
+
+/// skopeo through htpasswd (`--dest-creds`) and through token auth (a Bearer token
+/// from the test's own signing, `--dest-registry-token`): pushes and pulls with the
+/// right credentials, and refusals with wrong ones or a token that grants only pull.
+#[test]
+fn skopeo_logs_in_with_htpasswd_and_with_tokens() {
+    use common::tokens::{ISSUER, SERVICE, bundle, token};
+    let work = tempfile::tempdir().expect("tempdir");
+    let input_dir = work.path().join("input");
+    let input = write_input(&input_dir);
+    let skopeo = Skopeo::new(&work.path().join("skopeo"));
+    let source = format!("oci:{}:image", input_dir.display());
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    let users = work.path().join("htpasswd");
+    std::fs::write(&users, format!("alice:{hash}\n")).expect("write");
+    let configs = [
+        format!(
+            "auth:\n  htpasswd:\n    realm: lain\n    path: {}\n",
+            users.display()
+        ),
+        format!(
+            "auth:\n  token:\n    realm: https://console.lain.local/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            bundle(work.path()).display()
+        ),
+    ];
+    for (n, auth) in configs.iter().enumerate() {
+        let config = work.path().join(format!("config-{n}.yml"));
+        std::fs::write(&config, format!("version: 0.1\n{auth}")).expect("write");
+        let registry = common::Registry::launch(common::Launch {
+            args: vec![config.display().to_string()],
+            ..common::Launch::default()
+        });
+        let reg = Some(&registry);
+        let target = format!("docker://{}/login/app:v1", registry.addr);
+        let out = work.path().join(format!("out-{n}"));
+        let pulled = format!("oci:{}:image", out.display());
+        let (good, bad): (Vec<String>, Vec<String>) = if n == 0 {
+            (
+                vec!["--dest-creds".into(), "alice:s3cret".into()],
+                vec!["--dest-creds".into(), "alice:wrong".into()],
+            )
+        } else {
+            let push = token(
+                "alice",
+                &[("repository", "login/app", &["pull", "push"])],
+                600,
+            );
+            let pull = token("alice", &[("repository", "login/app", &["pull"])], 600);
+            (
+                vec!["--dest-registry-token".into(), push],
+                vec!["--dest-registry-token".into(), pull],
+            )
+        };
+        let args = |creds: &[String], from: &str, to: &str| -> Vec<String> {
+            let mut args = vec!["--dest-tls-verify=false".to_owned()];
+            args.extend(creds.iter().cloned());
+            args.push(from.to_owned());
+            args.push(to.to_owned());
+            args
+        };
+        let refused = {
+            let a = args(&bad, &source, &target);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            skopeo.run("copy", &a)
+        };
+        assert!(
+            !refused.success,
+            "pushed with bad credentials\n{}",
+            refused.output()
+        );
+        let a = args(&good, &source, &target);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        skopeo.ok(reg, "copy", &a);
+        // Pull back with the same kind of credentials.
+        let src_creds: Vec<String> = good
+            .iter()
+            .map(|s| s.replace("--dest-", "--src-"))
+            .collect();
+        let mut a = vec!["--src-tls-verify=false".to_owned()];
+        a.extend(src_creds);
+        a.push(target.clone());
+        a.push(pulled.clone());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        skopeo.ok(reg, "copy", &a);
+        assert_same_blobs(&closure(&input, &input.image), &out);
+        assert!(
+            registry.log().contains("subject=alice"),
+            "{}",
+            registry.log()
+        );
+    }
+}
