@@ -3,6 +3,7 @@
 //! server at a time, and prints one side-by-side table. `benches/run` is the
 //! documented way to call it; `benches/RESULTS.md` is its output.
 
+mod auth;
 mod client;
 mod data;
 mod gc;
@@ -29,6 +30,8 @@ const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections 
        loadgen gc-populate DIR BLOBS MANIFESTS LARGE_MIB
        loadgen gc-push ADDR MANIFESTS BLOBS_PER_MANIFEST
        loadgen gc-online ADDR REGISTRY DATA_DIR SECONDS
+       loadgen auth-cost OPEN_ADDR TOKEN_ADDR TOKEN SECONDS
+       loadgen sign-token KEY_PEM KID ISSUER SERVICE
        loadgen sha256
        loadgen sink ADDR
 
@@ -55,6 +58,8 @@ gc-*     garbage collection at scale (benches/gc): a store built through the eng
          with every other image deleted; the same shape pushed over HTTP (for
          distribution's garbage-collect beside ours); push rates alone and during an
          online collection.
+auth-*   what token auth costs (benches/auth): GET rates without and with a token,
+         side by side; sign-token makes the token.
 sha256   prints this machine's sha256 rate on one core (the registry's own code).
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
@@ -168,6 +173,18 @@ fn main() -> ExitCode {
             let addr = args[1].parse().map_err(|e| format!("{}: {e}", args[1]));
             addr.and_then(|addr| gc::push(addr, count(&args[2])?, count(&args[3])?))
         }
+        Some("auth-cost") if args.len() == 5 => {
+            let open = args[1].parse().map_err(|e| format!("{}: {e}", args[1]));
+            let guarded = args[2].parse().map_err(|e| format!("{}: {e}", args[2]));
+            let seconds = args[4]
+                .parse::<f64>()
+                .map_err(|e| format!("{}: {e}", args[4]));
+            open.and_then(|open| auth::cost(open, guarded?, &args[3], seconds?))
+        }
+        Some("sign-token") if args.len() == 5 => std::fs::read(&args[1])
+            .map_err(|e| format!("{}: {e}", args[1]))
+            .and_then(|key| auth::sign(&key, &args[2], &args[3], &args[4]))
+            .map(|token| println!("{token}")),
         Some("gc-online") if args.len() == 5 => {
             let addr = args[1].parse().map_err(|e| format!("{}: {e}", args[1]));
             let seconds = args[4]
