@@ -305,3 +305,232 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A grant: type, name, actions.
+type Grant<'a> = (&'a str, &'a str, &'a [&'a str]);
+
+/// An endpoint family: method, path, the scope it needs, the status the right token gets.
+type Family<'a> = (&'a str, String, Grant<'a>, u16);
+
+/// Every endpoint family against every kind of bad token: the status, the error code
+/// and the challenge's `error` are exactly right, and only the right scope is served.
+#[test]
+fn the_token_matrix() {
+    use common::tokens::{RSA_KID, base64_url, claims, sign};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = registry(dir.path());
+    let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let push = token(
+        "alice",
+        &[("repository", "m/app", &["pull", "push", "delete"])],
+        300,
+    );
+    // A session to PATCH, PUT, GET and DELETE.
+    let started = server
+        .request("POST", "/v2/m/app/blobs/uploads/")
+        .header("authorization", &bearer(&push))
+        .send();
+    started.expect(202, None);
+    let session = started.header("location").expect("Location").to_owned();
+    let families: Vec<Family> = vec![
+        (
+            "GET",
+            "/v2/_catalog".into(),
+            ("registry", "catalog", &["*"]),
+            200,
+        ),
+        (
+            "GET",
+            "/v2/m/app/tags/list".into(),
+            ("repository", "m/app", &["pull"]),
+            404,
+        ),
+        (
+            "GET",
+            "/v2/m/app/manifests/v1".into(),
+            ("repository", "m/app", &["pull"]),
+            404,
+        ),
+        (
+            "PUT",
+            "/v2/m/app/manifests/v1".into(),
+            ("repository", "m/app", &["pull", "push"]),
+            400,
+        ),
+        (
+            "DELETE",
+            format!("/v2/m/app/manifests/{d}"),
+            ("repository", "m/app", &["delete"]),
+            404,
+        ),
+        (
+            "GET",
+            format!("/v2/m/app/blobs/{d}"),
+            ("repository", "m/app", &["pull"]),
+            404,
+        ),
+        (
+            "DELETE",
+            format!("/v2/m/app/blobs/{d}"),
+            ("repository", "m/app", &["delete"]),
+            404,
+        ),
+        (
+            "GET",
+            format!("/v2/m/app/referrers/{d}"),
+            ("repository", "m/app", &["pull"]),
+            200,
+        ),
+        (
+            "POST",
+            "/v2/m/app/blobs/uploads/".into(),
+            ("repository", "m/app", &["pull", "push"]),
+            202,
+        ),
+        (
+            "GET",
+            session.clone(),
+            ("repository", "m/app", &["pull", "push"]),
+            204,
+        ),
+        (
+            "PATCH",
+            session.clone(),
+            ("repository", "m/app", &["pull", "push"]),
+            202,
+        ),
+    ];
+    for (method, path, scope, served) in &families {
+        let good = claims("alice", &[*scope], 300);
+        let mut expired = good.clone();
+        expired["exp"] = serde_json::json!(now() - 3600);
+        let mut early = good.clone();
+        early["nbf"] = serde_json::json!(now() + 3600);
+        let mut issuer = good.clone();
+        issuer["iss"] = serde_json::json!("another issuer");
+        let mut audience = good.clone();
+        audience["aud"] = serde_json::json!("another.service");
+        let right = sign(&good, "rsa.key", RSA_KID);
+        let parts: Vec<&str> = right.split('.').collect();
+        let mut wider = good.clone();
+        wider["access"] =
+            serde_json::json!([{"type": "repository", "name": "*", "actions": ["*"]}]);
+        let bad: Vec<(&str, String)> = vec![
+            ("expired", sign(&expired, "rsa.key", RSA_KID)),
+            ("not yet valid", sign(&early, "rsa.key", RSA_KID)),
+            ("wrong issuer", sign(&issuer, "rsa.key", RSA_KID)),
+            ("wrong audience", sign(&audience, "rsa.key", RSA_KID)),
+            ("wrong signer", sign(&good, "stranger.key", RSA_KID)),
+            ("unknown kid", sign(&good, "rsa.key", "AAAA:BBBB")),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    base64_url(json_header("none").as_bytes()),
+                    parts[1]
+                ),
+            ),
+            ("hmac with the public key", hmac(&good)),
+            (
+                "tampered payload",
+                format!(
+                    "{}.{}.{}",
+                    parts[0],
+                    base64_url(wider.to_string().as_bytes()),
+                    parts[2]
+                ),
+            ),
+        ];
+        let send = |auth: Option<&str>| {
+            let mut request = server.request(method, path);
+            if let Some(token) = auth {
+                request = request.header("authorization", &bearer(token));
+            }
+            if *method == "PUT" || *method == "PATCH" {
+                request = request
+                    .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                    .body("{}");
+            }
+            request.send()
+        };
+        let scope_text = format!("{}:{}:{}", scope.0, scope.1, scope.2.join(","));
+        let r = send(None);
+        r.expect(401, Some("UNAUTHORIZED"));
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(
+                format!("Bearer realm=\"{REALM}\",service=\"{SERVICE}\",scope=\"{scope_text}\"")
+                    .as_str()
+            ),
+            "{method} {path} without a token"
+        );
+        for (what, token) in &bad {
+            let r = send(Some(token));
+            assert_eq!(r.status, 401, "{method} {path} with {what}: {}", r.text());
+            assert!(
+                r.text().contains("UNAUTHORIZED"),
+                "{method} {path} with {what}: {}",
+                r.text()
+            );
+            assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|c| c.ends_with(",error=\"invalid_token\"")),
+                "{method} {path} with {what}: {:?}",
+                r.headers
+            );
+        }
+        // Valid but for another repository.
+        let elsewhere = token(
+            "alice",
+            &[("repository", "m/other", &["pull", "push", "delete"])],
+            300,
+        );
+        let r = send(Some(&elsewhere));
+        r.expect(401, Some("UNAUTHORIZED"));
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|c| c.ends_with(",error=\"insufficient_scope\"")),
+            "{method} {path}: {:?}",
+            r.headers
+        );
+        let r = send(Some(&right));
+        assert_eq!(
+            r.status,
+            *served,
+            "{method} {path} with the right token: {}",
+            r.text()
+        );
+    }
+    assert!(server.terminate());
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+fn json_header(alg: &str) -> String {
+    format!(
+        "{{\"alg\":\"{alg}\",\"typ\":\"JWT\",\"kid\":\"{}\"}}",
+        common::tokens::RSA_KID
+    )
+}
+
+/// An HS256 token whose secret is the bundle's certificate (the public key): the
+/// classic confusion attack.
+fn hmac(claims: &serde_json::Value) -> String {
+    let secret = std::fs::read(common::tokens::fixture("rsa.crt")).expect("cert");
+    let header = jsonwebtoken::Header {
+        alg: jsonwebtoken::Algorithm::HS256,
+        kid: Some(common::tokens::RSA_KID.into()),
+        ..jsonwebtoken::Header::default()
+    };
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(&secret).expect("secret"),
+    )
+    .expect("sign")
+}

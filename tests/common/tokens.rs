@@ -27,30 +27,58 @@ fn now() -> u64 {
 /// computation in the http crate's tests).
 pub const RSA_KID: &str = "EH4R:B7VT:O2TS:YACU:YQDY:7FQX:B5V4:Y2TO:NT3E:VMP4:SU7I:EFYA";
 
-/// A token for `subject` granting `access` (`[(type, name, [actions])]`), RS256 by the
-/// bundle's RSA key, valid for `lifetime` seconds (negative: already expired).
-pub fn token(subject: &str, access: &[(&str, &str, &[&str])], lifetime: i64) -> String {
+/// The claims of a token for `subject` granting `access` (`[(type, name, [actions])]`),
+/// valid for `lifetime` seconds (negative: already expired).
+pub fn claims(subject: &str, access: &[(&str, &str, &[&str])], lifetime: i64) -> serde_json::Value {
     let access: Vec<serde_json::Value> = access
         .iter()
         .map(|(kind, name, actions)| json!({"type": kind, "name": name, "actions": actions}))
         .collect();
-    let claims = json!({
+    json!({
         "iss": ISSUER, "sub": subject, "aud": SERVICE,
         "exp": now() as i64 + lifetime, "nbf": now() - 5, "iat": now() - 5,
         "jti": format!("{subject}-{lifetime}"), "access": access,
-    });
-    let key = std::fs::read(fixture("rsa.key")).expect("key");
+    })
+}
+
+/// `claims` signed RS256 by the key `key` (a fixture's name) under the key id `kid`.
+pub fn sign(claims: &serde_json::Value, key: &str, kid: &str) -> String {
+    let key = std::fs::read(fixture(key)).expect("key");
     let header = Header {
         alg: Algorithm::RS256,
-        kid: Some(RSA_KID.into()),
+        kid: Some(kid.into()),
         ..Header::default()
     };
     jsonwebtoken::encode(
         &header,
-        &claims,
+        claims,
         &EncodingKey::from_rsa_pem(&key).expect("pem"),
     )
     .expect("sign")
+}
+
+/// A token for `subject` granting `access`, RS256 by the bundle's RSA key, valid for
+/// `lifetime` seconds (negative: already expired).
+pub fn token(subject: &str, access: &[(&str, &str, &[&str])], lifetime: i64) -> String {
+    sign(&claims(subject, access, lifetime), "rsa.key", RSA_KID)
+}
+
+/// base64url without padding, for tokens crafted by hand.
+pub fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 /// The bundle a registry under test trusts: the test root CA and the RSA key's
