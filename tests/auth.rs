@@ -225,7 +225,7 @@ fn htpasswd_users_log_in_and_guessers_are_slowed() {
     });
     let basic = |user: &str, password: &str| {
         let pair = format!("{user}:{password}");
-        format!("Basic {}", base64(pair.as_bytes()))
+        format!("Basic {}", common::tokens::base64_std(pair.as_bytes()))
     };
     let r = server.request("GET", "/v2/").send();
     r.expect(401, Some("UNAUTHORIZED"));
@@ -283,27 +283,6 @@ fn htpasswd_users_log_in_and_guessers_are_slowed() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(server.terminate());
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 /// A grant: type, name, actions.

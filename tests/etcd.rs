@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tokens::base64_std;
 use common::{Launch, Registry, request_to};
 
 const AUTH_KEY: &str = "/lain/config/auth/registry";
@@ -118,7 +119,7 @@ impl Etcd {
         } else {
             request_to(&addr, "POST", "/v3/kv/put")
                 .body(
-                    serde_json::json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())})
+                    serde_json::json!({"key": base64_std(key.as_bytes()), "value": base64_std(value.as_bytes())})
                         .to_string(),
                 )
                 .send()
@@ -136,7 +137,7 @@ impl Etcd {
             request_to(&addr, "DELETE", &format!("/v2/keys{key}")).send()
         } else {
             request_to(&addr, "POST", "/v3/kv/deleterange")
-                .body(serde_json::json!({"key": base64(key.as_bytes())}).to_string())
+                .body(serde_json::json!({"key": base64_std(key.as_bytes())}).to_string())
                 .send()
         };
         assert!(
@@ -151,27 +152,6 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 fn form_encode(value: &str) -> String {
@@ -221,6 +201,22 @@ fn registry(endpoints: &str, v2: bool) -> Registry {
         env,
         ..Launch::default()
     })
+}
+
+/// Runs `registry ARGS` to its end, following `etcd`, with its data in `data`.
+fn run_with(etcd: &Etcd, data: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let url = etcd.url();
+    common::run_registry(
+        args,
+        &[
+            ("REGISTRY_ETCD_ENDPOINTS", url.as_str()),
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
+            (
+                "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                data.to_str().expect("utf-8"),
+            ),
+        ],
+    )
 }
 
 fn status(registry: &Registry, method: &str, path: &str) -> u16 {
@@ -315,19 +311,7 @@ fn auth_in_etcd_at_start_refuses_to_start_and_config_check_shows_its_origin() {
     etcd.put(AUTH_KEY, LAIN_AUTH);
     etcd.put(CONFIG_KEY, READ_ONLY);
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = etcd.url();
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
-    let run = |args: &[&str]| {
-        common::run_registry(
-            args,
-            &[
-                ("REGISTRY_ETCD_ENDPOINTS", url.as_str()),
-                ("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
-                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data),
-            ],
-        )
-    };
+    let run = |args: &[&str]| run_with(&etcd, &dir.path().join("data"), args);
     let (code, text) = run(&["serve"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains(&format!("etcd key {AUTH_KEY}")), "{text}");
@@ -433,19 +417,7 @@ fn etcd_never_opens_what_the_file_protects() {
         ),
     )
     .expect("write");
-    let url = etcd.url();
-    let data = dir.path().join("data");
-    let data = data.to_str().expect("utf-8");
-    let run = |args: &[&str]| {
-        common::run_registry(
-            args,
-            &[
-                ("REGISTRY_ETCD_ENDPOINTS", url.as_str()),
-                ("REGISTRY_HTTP_ADDR", "127.0.0.1:0"),
-                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data),
-            ],
-        )
-    };
+    let run = |args: &[&str]| run_with(&etcd, &dir.path().join("data"), args);
     let (code, text) = run(&["serve", file.to_str().expect("utf-8")]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("auth.htpasswd"), "{text}");

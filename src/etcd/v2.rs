@@ -59,8 +59,12 @@ impl Client {
             })
             .collect::<Result<_, _>>()?;
         let credentials = settings.credentials.as_ref().map(|(user, password)| {
-            use base64_engine::encode;
-            format!("Basic {}", encode(format!("{user}:{password}").as_bytes()))
+            use base64::Engine;
+            let pair = format!("{user}:{password}");
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            )
         });
         Ok(Client {
             endpoints,
@@ -181,48 +185,6 @@ impl Client {
                 key: key.to_owned(),
                 body: String::from_utf8_lossy(&body).chars().take(200).collect(),
             }),
-        }
-    }
-}
-
-/// Base64 for a Basic credential (RFC 4648, with padding); too small a need for a
-/// crate.
-mod base64_engine {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[cfg(test)]
-    #[test]
-    fn rfc4648_vectors() {
-        for (plain, coded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(encode(plain.as_bytes()), coded);
         }
     }
 }
