@@ -513,3 +513,51 @@ fn hmac(claims: &serde_json::Value) -> String {
     )
     .expect("sign")
 }
+
+/// distribution 3's `jwks`: keys from a JWKS file, found by the file's own `kid`, with
+/// no certificate bundle at all.
+#[test]
+fn keys_from_a_jwks_file() {
+    use common::tokens::{claims, fixture, sign};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = std::fs::read(fixture("rsa.key")).expect("key");
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&key).expect("pem"),
+        jsonwebtoken::Algorithm::RS256,
+    )
+    .expect("jwk");
+    jwk.common.key_id = Some("console-2026".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys: vec![jwk] }).expect("json"),
+    )
+    .expect("write");
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nauth:\n  token:\n    realm: {REALM}\n    service: {SERVICE}\n    \
+             issuer: {ISSUER}\n    jwks: {}\n    signingalgorithms: [RS256]\n",
+            jwks.display()
+        ),
+    )
+    .expect("config");
+    let server = Registry::launch(Launch {
+        args: vec![config.display().to_string()],
+        ..Launch::default()
+    });
+    let good = sign(&claims("carol", &[], 300), "rsa.key", "console-2026");
+    server
+        .request("GET", "/v2/")
+        .header("authorization", &bearer(&good))
+        .send()
+        .expect(200, None);
+    let unknown = sign(&claims("carol", &[], 300), "rsa.key", "console-2025");
+    server
+        .request("GET", "/v2/")
+        .header("authorization", &bearer(&unknown))
+        .send()
+        .expect(401, Some("UNAUTHORIZED"));
+    assert!(server.terminate());
+}
