@@ -9,6 +9,7 @@ mod control;
 mod etcd;
 mod progress;
 mod tls;
+mod token_server;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +49,14 @@ enum Command {
     Serve {
         /// docker/distribution's config.yml.
         config: Option<PathBuf>,
+    },
+    /// Runs a small Docker token server (users from htpasswd, a grant table, a signing
+    /// key), for trying token authentication without LAIN Console.
+    #[command(name = "token-server")]
+    TokenServer {
+        /// The token server's YAML file: addr, issuer, key, certificate, kid
+        /// (libtrust | thumbprint | x5c), users, grants, expiration.
+        config: PathBuf,
     },
     /// Configuration tools.
     Config {
@@ -180,6 +189,9 @@ fn main() -> ExitCode {
     match cli.command {
         // The server sets up its log from its configuration (log.level, log.formatter).
         Command::Serve { .. } => {}
+        Command::TokenServer { .. } => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
         _ => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
@@ -190,6 +202,7 @@ fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Check { config },
         } => config_check(config.as_deref()),
+        Command::TokenServer { config } => token_server::run(&config).map(|()| ExitCode::SUCCESS),
         Command::Fsck {
             repair,
             deep,

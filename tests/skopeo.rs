@@ -1045,3 +1045,143 @@ fn skopeo_logs_in_with_htpasswd_and_with_tokens() {
         );
     }
 }
+
+/// `registry token-server` in front of the registry, as LAIN Console is: skopeo with
+/// `--creds` follows the registry's challenge to the token server, logs in there and
+/// gets tokens with the scopes the grant table allows, for each way of naming the
+/// signing key (libtrust kid, thumbprint kid, x5c chain).
+#[test]
+fn skopeo_through_the_token_server() {
+    use common::tokens::fixture;
+    let work = tempfile::tempdir().expect("tempdir");
+    let input_dir = work.path().join("input");
+    let input = write_input(&input_dir);
+    let skopeo = Skopeo::new(&work.path().join("skopeo"));
+    let source = format!("oci:{}:image", input_dir.display());
+    let users = work.path().join("users");
+    let alice = bcrypt::hash("alice-pw", 4).expect("bcrypt");
+    let bob = bcrypt::hash("bob-pw", 4).expect("bcrypt");
+    std::fs::write(&users, format!("alice:{alice}\nbob:{bob}\n")).expect("write");
+    // The registry trusts the test root (for x5c) and the RSA key's certificate.
+    let bundle = common::tokens::bundle(work.path());
+    for (n, (kid, key, cert)) in [
+        ("libtrust", "rsa.key", "rsa.crt"),
+        ("thumbprint", "rsa.key", "rsa.crt"),
+        ("x5c", "leaf-ec.key", "leaf-ec.crt"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let token_config = work.path().join(format!("token-{n}.yml"));
+        std::fs::write(
+            &token_config,
+            format!(
+                "addr: 127.0.0.1:{port}\nissuer: lain test tokens\nkey: {}\ncertificate: {}\nkid: {kid}\nusers: {}\n\
+                 grants:\n  - user: alice\n    repository: \"lain/*\"\n    actions: [pull, push]\n\
+                 \x20 - user: bob\n    repository: \"lain/*\"\n    actions: [pull]\n",
+                fixture(key).display(),
+                fixture(cert).display(),
+                users.display()
+            ),
+        )
+        .expect("write");
+        let _token_server = KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
+                .args(["token-server", token_config.to_str().expect("utf-8")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("token server"),
+        );
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "token server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let config = work.path().join(format!("registry-{n}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nauth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: lain.local\n    \
+                 issuer: lain test tokens\n    rootcertbundle: {}\n",
+                bundle.display()
+            ),
+        )
+        .expect("write");
+        let registry = common::Registry::launch(common::Launch {
+            args: vec![config.display().to_string()],
+            ..common::Launch::default()
+        });
+        let reg = Some(&registry);
+        let target = format!("docker://{}/lain/app:v{n}", registry.addr);
+        // bob may only pull: his push is refused.
+        let refused = skopeo.run(
+            "copy",
+            &[
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "bob:bob-pw",
+                &source,
+                &target,
+            ],
+        );
+        assert!(!refused.success, "bob pushed ({kid})\n{}", refused.output());
+        let wrong = skopeo.run(
+            "copy",
+            &[
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "alice:nope",
+                &source,
+                &target,
+            ],
+        );
+        assert!(
+            !wrong.success,
+            "a wrong password pushed ({kid})\n{}",
+            wrong.output()
+        );
+        skopeo.ok(
+            reg,
+            "copy",
+            &[
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                "alice:alice-pw",
+                &source,
+                &target,
+            ],
+        );
+        let out = work.path().join(format!("out-{n}"));
+        let pulled = format!("oci:{}:image", out.display());
+        skopeo.ok(
+            reg,
+            "copy",
+            &[
+                "--src-tls-verify=false",
+                "--src-creds",
+                "bob:bob-pw",
+                &target,
+                &pulled,
+            ],
+        );
+        assert_same_blobs(&closure(&input, &input.image), &out);
+    }
+}
+
+/// A process killed (and reaped) when the test is done with it, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -121,3 +121,13 @@ pub fn libtrust_key_id(spki: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+/// The ids a token server may name a certificate's key by in `kid`: the libtrust key
+/// id and the RFC 7638 thumbprint (for `registry token-server`).
+pub fn certificate_key_ids(certificate: &[u8]) -> Option<(String, Option<String>)> {
+    let spki = der::certificate_spki(certificate)?;
+    let thumbprint = der::spki_key(spki)
+        .and_then(|k| decoding_key(&k))
+        .and_then(|k| thumbprint(&k));
+    Some((libtrust_key_id(spki), thumbprint))
+}
