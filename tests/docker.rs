@@ -1,0 +1,273 @@
+//! The Docker CLI as LAIN's users work with it — `docker build`, `docker tag`,
+//! `docker login`, `docker push`, `docker rmi`, `docker pull` — against the registry
+//! with htpasswd and with token auth through `registry token-server`. The test starts
+//! its own `dockerd` (Debian's docker.io, installed by scripts/test) as root on a
+//! private socket and data root, with the vfs storage driver and no networking of its
+//! own, and stops it afterwards; it never talks to another daemon. Docker allows plain
+//! HTTP to registries on 127.0.0.1.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Launch, Registry};
+
+/// A private dockerd, killed and reaped when dropped.
+struct Dockerd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path) -> Dockerd {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("log");
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run dockerd ({e}); scripts/test installs docker.io")
+            });
+        let dockerd = Dockerd {
+            child,
+            dir: dir.to_owned(),
+        };
+        let start = Instant::now();
+        while !dockerd.docker(&["info"]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "dockerd did not start: {}",
+                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        dockerd
+    }
+
+    /// Runs the Debian docker client against this daemon, with its own config dir.
+    fn docker(&self, args: &[&str]) -> Output {
+        self.docker_with_input(args, None)
+    }
+
+    fn docker_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
+        let mut child = Command::new("/usr/bin/docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.join("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", self.dir.join("client"))
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker");
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write;
+            stdin.write_all(text.as_bytes()).expect("stdin");
+        }
+        child.wait_with_output().expect("docker")
+    }
+
+    fn ok(&self, args: &[&str], registry: &Registry) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {}: {}{}\n--- registry log ---\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            registry.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn login(&self, registry: &Registry, user: &str, password: &str) -> Output {
+        self.docker_with_input(
+            &["login", &registry.addr, "-u", user, "--password-stdin"],
+            Some(password),
+        )
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process killed (and reaped) when the test is done with it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The seed's workflow against `registry`, logged in as `user`.
+fn build_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: usize) {
+    let local = format!("lain-test/app:{n}");
+    let remote = format!("{}/lain/app:v{n}", registry.addr);
+    dockerd.ok(
+        &[
+            "build",
+            "-q",
+            "-t",
+            &local,
+            context.to_str().expect("utf-8"),
+        ],
+        registry,
+    );
+    dockerd.ok(&["tag", &local, &remote], registry);
+    dockerd.ok(&["push", &remote], registry);
+    let id = dockerd.ok(
+        &["image", "inspect", "--format", "{{.Id}}", &remote],
+        registry,
+    );
+    dockerd.ok(&["rmi", &remote, &local], registry);
+    dockerd.ok(&["pull", &remote], registry);
+    let pulled = dockerd.ok(
+        &["image", "inspect", "--format", "{{.Id}}", &remote],
+        registry,
+    );
+    assert_eq!(id, pulled, "the pulled image is not the pushed one");
+    dockerd.ok(&["rmi", &remote], registry);
+}
+
+#[test]
+fn docker_builds_logs_in_pushes_and_pulls() {
+    use common::tokens::fixture;
+    let work = tempfile::tempdir().expect("tempdir");
+    let dockerd = Dockerd::start(&work.path().join("docker"));
+    // A small image of three layers, FROM scratch: no network needed.
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    for (name, bytes) in [("a", 1usize << 10), ("b", 64 << 10), ("c", 1 << 20)] {
+        std::fs::write(context.join(name), vec![name.as_bytes()[0]; bytes]).expect("write");
+    }
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n",
+    )
+    .expect("write");
+    let users = work.path().join("users");
+    let hash = bcrypt::hash("alice-pw", 4).expect("bcrypt");
+    std::fs::write(&users, format!("alice:{hash}\n")).expect("write");
+
+    // htpasswd.
+    let config = work.path().join("htpasswd.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  delete:\n    enabled: true\nauth:\n  htpasswd:\n    realm: lain\n    path: {}\n",
+            users.display()
+        ),
+    )
+    .expect("write");
+    let registry = Registry::launch(Launch {
+        args: vec![config.display().to_string()],
+        ..Launch::default()
+    });
+    assert!(
+        !dockerd.login(&registry, "alice", "wrong").status.success(),
+        "a wrong password logged in"
+    );
+    let login = dockerd.login(&registry, "alice", "alice-pw");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    build_push_pull(&dockerd, &registry, &context, 0);
+    dockerd.ok(&["logout", &registry.addr], &registry);
+    drop(registry);
+
+    // Token auth through the token server (LAIN Console's place).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let token_config = work.path().join("token.yml");
+    std::fs::write(
+        &token_config,
+        format!(
+            "addr: 127.0.0.1:{port}\nissuer: lain test tokens\nkey: {}\ncertificate: {}\nusers: {}\n\
+             grants:\n  - user: alice\n    repository: \"lain/*\"\n    actions: [pull, push]\n",
+            fixture("rsa.key").display(),
+            fixture("rsa.crt").display(),
+            users.display()
+        ),
+    )
+    .expect("write");
+    let _token_server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args(["token-server", token_config.to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("token server"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "token server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config = work.path().join("token-registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nauth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: lain.local\n    \
+             issuer: lain test tokens\n    rootcertbundle: {}\n",
+            common::tokens::bundle(work.path()).display()
+        ),
+    )
+    .expect("write");
+    let registry = Registry::launch(Launch {
+        args: vec![config.display().to_string()],
+        ..Launch::default()
+    });
+    assert!(
+        !dockerd.login(&registry, "alice", "wrong").status.success(),
+        "a wrong password logged in"
+    );
+    let login = dockerd.login(&registry, "alice", "alice-pw");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    build_push_pull(&dockerd, &registry, &context, 1);
+    assert!(
+        registry.log().contains("subject=alice"),
+        "{}",
+        registry.log()
+    );
+}
