@@ -10,11 +10,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::tokens::base64_std;
-use common::{Launch, Registry, request_to};
+use common::etcd::{Etcd, eventually, free_port};
+use common::{Launch, Registry};
 
 const AUTH_KEY: &str = "/lain/config/auth/registry";
 const CONFIG_KEY: &str = "/lain/config/registry";
@@ -22,161 +21,6 @@ const LAIN_AUTH: &str = r#"{"realm": "https://console.lain.local/api/v1/authoriz
 const READ_ONLY: &str = "storage:\n  maintenance:\n    readonly:\n      enabled: true\n";
 /// How soon a change in etcd must show (the bound).
 const LIVE: Duration = Duration::from_secs(2);
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// A real etcd on loopback, killed when dropped.
-struct Etcd {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    client: u16,
-    peer: u16,
-    v2: bool,
-}
-
-impl Etcd {
-    fn start(v2: bool) -> Etcd {
-        Etcd::start_on(free_port(), v2)
-    }
-
-    fn start_on(client: u16, v2: bool) -> Etcd {
-        let mut etcd = Etcd {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            client,
-            peer: free_port(),
-            v2,
-        };
-        etcd.run();
-        etcd
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.client)
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr())
-    }
-
-    /// Starts (or restarts) the process on the same ports and data.
-    fn run(&mut self) {
-        let client = self.url();
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let mut command = Command::new("etcd");
-        command
-            .args(["--name", "lain-test", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("lain-test={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if self.v2 {
-            command.arg("--enable-v2");
-        }
-        self.child = Some(command.spawn().unwrap_or_else(|e| {
-            panic!("cannot run etcd ({e}); scripts/test installs it (apt-get install etcd-server)")
-        }));
-        let addr = self.addr();
-        eventually(Duration::from_secs(30), "etcd to answer", || {
-            std::net::TcpStream::connect(&addr).is_ok()
-                && request_to(&addr, "GET", "/health")
-                    .send()
-                    .text()
-                    .contains("true")
-        });
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sets `key` through the API the registry follows.
-    fn put(&self, key: &str, value: &str) {
-        let addr = self.addr();
-        let response = if self.v2 {
-            request_to(&addr, "PUT", &format!("/v2/keys{key}"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("value={}", form_encode(value)))
-                .send()
-        } else {
-            request_to(&addr, "POST", "/v3/kv/put")
-                .body(
-                    serde_json::json!({"key": base64_std(key.as_bytes()), "value": base64_std(value.as_bytes())})
-                        .to_string(),
-                )
-                .send()
-        };
-        assert!(
-            matches!(response.status, 200 | 201),
-            "put {key}: {}",
-            response.text()
-        );
-    }
-
-    fn delete(&self, key: &str) {
-        let addr = self.addr();
-        let response = if self.v2 {
-            request_to(&addr, "DELETE", &format!("/v2/keys{key}")).send()
-        } else {
-            request_to(&addr, "POST", "/v3/kv/deleterange")
-                .body(serde_json::json!({"key": base64_std(key.as_bytes())}).to_string())
-                .send()
-        };
-        assert!(
-            matches!(response.status, 200 | 404),
-            "delete {key}: {}",
-            response.text()
-        );
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn form_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Polls `condition` until it holds, failing the test after `within`.
-fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if condition() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "waited {within:?} for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `eventually` within [`LIVE`], with the registry's log in the failure.
 fn within(registry: &Registry, what: &str, condition: impl FnMut() -> bool) {

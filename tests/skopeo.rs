@@ -20,9 +20,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::skopeo::{Run, Skopeo};
 use serde_json::{Value, json};
-
-const SKOPEO_TIMEOUT: Duration = Duration::from_secs(120);
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -191,174 +190,6 @@ fn write_input(dir: &Path) -> Input {
         image_layers,
         multi_layers,
         multi_manifests,
-    }
-}
-
-/// Runs skopeo in an environment of its own under `root`.
-struct Skopeo {
-    root: PathBuf,
-}
-
-/// A finished skopeo run.
-struct Run {
-    command: String,
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn output(&self) -> String {
-        format!(
-            "$ {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.command, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Skopeo {
-    fn new(root: &Path) -> Skopeo {
-        for sub in [
-            "home",
-            "config",
-            "data",
-            "cache",
-            "run",
-            "tmp",
-            "registries.d",
-            "certs.d",
-        ] {
-            std::fs::create_dir_all(root.join(sub)).expect("mkdir");
-        }
-        // No search registries, no mirrors, no aliases: a reference names its host.
-        std::fs::write(
-            root.join("registries.conf"),
-            "unqualified-search-registries = []\nshort-name-mode = \"disabled\"\n",
-        )
-        .expect("write registries.conf");
-        std::fs::write(root.join("containers.conf"), "").expect("write containers.conf");
-        std::fs::write(root.join("auth.json"), r#"{"auths":{}}"#).expect("write auth.json");
-        Skopeo {
-            root: root.to_owned(),
-        }
-    }
-
-    /// Runs `skopeo --debug SUBCOMMAND ARGS`, with the options that keep it inside its
-    /// own directory, killing it after `SKOPEO_TIMEOUT`.
-    fn run(&self, subcommand: &str, args: &[&str]) -> Run {
-        let r = |sub: &str| self.root.join(sub).display().to_string();
-        let mut all: Vec<String> = [
-            "--debug",
-            "--insecure-policy",
-            "--registries.d",
-            &r("registries.d"),
-            "--tmpdir",
-            &r("tmp"),
-            subcommand,
-            // Hidden in skopeo 1.9 but honoured; newer versions read the variable below.
-            "--registries-conf",
-            &r("registries.conf"),
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let certs = r("certs.d");
-        match subcommand {
-            "copy" => all.extend(
-                [
-                    "--preserve-digests",
-                    "--src-cert-dir",
-                    &certs,
-                    "--dest-cert-dir",
-                    &certs,
-                ]
-                .map(str::to_owned),
-            ),
-            "inspect" => all.extend(["--cert-dir", &certs].map(str::to_owned)),
-            _ => {}
-        }
-        all.extend(args.iter().map(|a| a.to_string()));
-        let mut command = Command::new("skopeo");
-        command
-            .args(&all)
-            .env("HOME", r("home"))
-            .env("XDG_CONFIG_HOME", r("config"))
-            .env("XDG_DATA_HOME", r("data"))
-            .env("XDG_CACHE_HOME", r("cache"))
-            .env("XDG_RUNTIME_DIR", r("run"))
-            .env("TMPDIR", r("tmp"))
-            .env("CONTAINERS_REGISTRIES_CONF", r("registries.conf"))
-            .env("CONTAINERS_CONF", r("containers.conf"))
-            .env("REGISTRY_AUTH_FILE", r("auth.json"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-            "DOCKER_CONFIG",
-            "REGISTRIES_CONFIG_PATH",
-        ] {
-            command.env_remove(var);
-        }
-        let line = format!("skopeo {}", all.join(" "));
-        let mut child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{line}` ({e}); scripts/test installs skopeo (apt-get install skopeo)"
-            )
-        });
-        let drain = |mut pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                let _ = pipe.read_to_end(&mut bytes);
-                String::from_utf8_lossy(&bytes).into_owned()
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().unwrap()));
-        let stderr = drain(Box::new(child.stderr.take().unwrap()));
-        let deadline = Instant::now() + SKOPEO_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for skopeo") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let run = Run {
-            command: line,
-            success: status.is_some_and(|s| s.success()),
-            stdout: stdout.join().unwrap(),
-            stderr: stderr.join().unwrap(),
-        };
-        assert!(
-            status.is_some(),
-            "skopeo did not finish within {SKOPEO_TIMEOUT:?}\n{}",
-            run.output()
-        );
-        run
-    }
-
-    /// Runs skopeo and fails the test, with skopeo's output and the registry's log,
-    /// unless it succeeds.
-    #[track_caller]
-    fn ok(&self, registry: Option<&common::Registry>, subcommand: &str, args: &[&str]) -> Run {
-        let run = self.run(subcommand, args);
-        assert!(
-            run.success,
-            "skopeo failed\n{}\n--- registry log ---\n{}",
-            run.output(),
-            registry.map(|r| r.log()).unwrap_or_default()
-        );
-        run
     }
 }
 
@@ -1184,4 +1015,146 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A skopeo push loop while token auth is turned on and off through etcd (LAIN's key):
+/// each request is judged by the settings in force when it arrived — pushes while auth
+/// is on are refused (their token grants only pull), pushes while it is off go through
+/// — and no push half-succeeds: every tag the registry holds afterwards has its whole
+/// image, and no request failed with a server error.
+#[test]
+fn pushes_while_token_auth_flips_through_etcd() {
+    use common::etcd::{Etcd, eventually};
+    use common::tokens::{ISSUER, SERVICE, bundle, token};
+    const AUTH_KEY: &str = "/lain/config/auth/registry";
+    let work = tempfile::tempdir().expect("tempdir");
+    let input_dir = work.path().join("input");
+    let input = write_input(&input_dir);
+    let skopeo = Skopeo::new(&work.path().join("skopeo"));
+    let source = format!("oci:{}:image", input_dir.display());
+    let etcd = Etcd::start(false);
+    let config = work.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nauth:\n  token:\n    realm: https://console.lain.local/token\n    service: file\n    \
+             issuer: file\n    rootcertbundle: {}\n",
+            bundle(work.path()).display()
+        ),
+    )
+    .expect("write");
+    let registry = common::Registry::launch(common::Launch {
+        args: vec![config.display().to_string()],
+        env: vec![("REGISTRY_ETCD_ENDPOINTS", etcd.url())],
+        ..common::Launch::default()
+    });
+    let on = || {
+        etcd.put(
+            AUTH_KEY,
+            &json!({"realm": "https://console.lain.local/token", "issuer": ISSUER, "service": SERVICE})
+                .to_string(),
+        )
+    };
+    let status = || registry.request("GET", "/v2/").send().status;
+    let pull_only = token("ci", &[("repository", "flip/app", &["pull"])], 600);
+    let push = |n: usize| {
+        let target = format!("docker://{}/flip/app:v{n}", registry.addr);
+        skopeo
+            .run(
+                "copy",
+                &[
+                    "--dest-tls-verify=false",
+                    "--dest-registry-token",
+                    &pull_only,
+                    &source,
+                    &target,
+                ],
+            )
+            .success
+    };
+    // Settled states first: on refuses, off serves.
+    on();
+    eventually(Duration::from_secs(2), "auth on", || status() == 401);
+    assert!(!push(0), "pushed with a pull-only token while auth was on");
+    etcd.delete(AUTH_KEY);
+    eventually(Duration::from_secs(2), "auth off", || status() == 200);
+    assert!(push(1), "refused while auth was off\n{}", registry.log());
+    // Then flips every 150 ms while pushes run.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcomes: Vec<bool> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut flip = false;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if flip {
+                    on();
+                } else {
+                    etcd.delete(AUTH_KEY);
+                }
+                flip = !flip;
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        let outcomes = (2..14).map(push).collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        outcomes
+    });
+    etcd.delete(AUTH_KEY);
+    eventually(Duration::from_secs(2), "auth off at the end", || {
+        status() == 200
+    });
+    // Every tag present holds a whole image; every acknowledged push is among them.
+    let tags: Value = serde_json::from_slice(
+        &registry
+            .request("GET", "/v2/flip/app/tags/list")
+            .send()
+            .body,
+    )
+    .expect("tags JSON");
+    let tags: Vec<String> = tags["tags"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, pushed) in outcomes.iter().enumerate() {
+        let tag = format!("v{}", i + 2);
+        if *pushed {
+            assert!(
+                tags.contains(&tag),
+                "{tag} acknowledged but absent: {tags:?}"
+            );
+        }
+    }
+    let expected = closure(&input, &input.image);
+    for tag in &tags {
+        let manifest = registry
+            .request("GET", &format!("/v2/flip/app/manifests/{tag}"))
+            .header("accept", OCI_MANIFEST)
+            .send();
+        manifest.expect(200, None);
+        let doc: Value = serde_json::from_slice(&manifest.body).expect("manifest JSON");
+        let digests = std::iter::once(&doc["config"])
+            .chain(doc["layers"].as_array().into_iter().flatten())
+            .filter_map(|d| d["digest"].as_str());
+        for digest in digests {
+            let blob = registry
+                .request("GET", &format!("/v2/flip/app/blobs/{digest}"))
+                .send();
+            blob.expect(200, None);
+            assert_eq!(
+                Some(&blob.body),
+                expected.get(digest),
+                "{tag}: {digest} differs"
+            );
+        }
+    }
+    let log = registry.log();
+    assert!(
+        !log.contains("status=500"),
+        "a server error while auth flipped\n{log}"
+    );
+    assert!(tags.contains(&"v1".to_owned()), "{tags:?}");
+    assert!(!tags.contains(&"v0".to_owned()), "{tags:?}");
 }

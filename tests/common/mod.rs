@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod etcd;
+pub mod skopeo;
 pub mod tokens;
 
 use std::collections::BTreeMap;
