@@ -71,6 +71,7 @@ fn token_auth(settings: &TokenConfig) -> Result<TokenAuth, String> {
     Ok(TokenAuth::new(
         settings.realm.clone(),
         fingerprint,
+        settings.autoredirect.clone(),
         TokenSettings {
             issuer: settings.issuer.clone(),
             service: settings.service.clone(),

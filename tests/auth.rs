@@ -561,3 +561,52 @@ fn keys_from_a_jwks_file() {
         .expect(401, Some("UNAUTHORIZED"));
     assert!(server.terminate());
 }
+
+/// distribution 3's `autoredirect`: the challenge's realm is `autoredirectpath` on the
+/// host the client addressed (https unless `X-Forwarded-Proto` says otherwise).
+#[test]
+fn autoredirect_builds_the_realm_from_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = common::tokens::bundle(dir.path());
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nauth:\n  token:\n    realm: {REALM}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    \
+             rootcertbundle: {}\n    autoredirect: true\n    autoredirectpath: /token/issue\n",
+            bundle.display()
+        ),
+    )
+    .expect("config");
+    let server = Registry::launch(Launch {
+        args: vec![config.display().to_string()],
+        ..Launch::default()
+    });
+    let r = server.request("GET", "/v2/").send();
+    r.expect(401, Some("UNAUTHORIZED"));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"https://{}/token/issue\",service=\"{SERVICE}\"",
+                server.addr
+            )
+            .as_str()
+        )
+    );
+    let r = server
+        .request("GET", "/v2/")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", "registry.lain.local")
+        .send();
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"http://registry.lain.local/token/issue\",service=\"{SERVICE}\""
+            )
+            .as_str()
+        )
+    );
+    assert!(server.terminate());
+}

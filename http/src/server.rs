@@ -264,8 +264,20 @@ fn admit(
         .chain(&needs.mount_source)
         .cloned()
         .collect();
+    let realm = match &auth.autoredirect {
+        Some(path) => match request_host(req.headers(), req.uri().authority()) {
+            Some(host) => {
+                let scheme = header_text(req.headers(), "x-forwarded-proto")
+                    .filter(|p| matches!(*p, "http" | "https"))
+                    .unwrap_or("https");
+                format!("{scheme}://{host}{path}")
+            }
+            None => auth.realm.clone(),
+        },
+        None => auth.realm.clone(),
+    };
     let challenge = |problem: Problem, message: String| {
-        let value = auth::bearer_challenge(&auth.realm, &auth.service, &asked, problem);
+        let value = auth::bearer_challenge(&realm, &auth.service, &asked, problem);
         ApiError::new(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
     };
     let token = req
@@ -317,34 +329,40 @@ fn location_base(
         Locations::Relative => settings.prefix.clone(),
         Locations::Absolute(base) => format!("{base}{}", settings.prefix),
         Locations::FromRequest => {
-            let text = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(',').next())
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty())
-            };
-            let scheme = text("x-forwarded-proto")
+            let scheme = header_text(headers, "x-forwarded-proto")
                 .filter(|p| matches!(*p, "http" | "https"))
                 .unwrap_or(if ctx.tls { "https" } else { "http" });
-            // HTTP/2 names the host in the request's authority, not in a Host header.
-            let host = text("x-forwarded-host")
-                .or_else(|| text("host"))
-                .or_else(|| authority.map(|a| a.as_str()));
-            match host {
-                // A host that is not plain host[:port] is not echoed back.
-                Some(host)
-                    if host
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)) =>
-                {
-                    format!("{scheme}://{host}{}", settings.prefix)
-                }
-                _ => settings.prefix.clone(),
+            match request_host(headers, authority) {
+                Some(host) => format!("{scheme}://{host}{}", settings.prefix),
+                None => settings.prefix.clone(),
             }
         }
     }
+}
+
+/// The first value of header `name`, trimmed, if it is text and not empty.
+fn header_text<'h>(headers: &'h hyper::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// The host the client addressed (`X-Forwarded-Host`, `Host`, or the HTTP/2
+/// authority), if it is a plain `host[:port]`: anything else is never echoed back.
+fn request_host<'h>(
+    headers: &'h hyper::HeaderMap,
+    authority: Option<&'h hyper::http::uri::Authority>,
+) -> Option<&'h str> {
+    header_text(headers, "x-forwarded-host")
+        .or_else(|| header_text(headers, "host"))
+        .or_else(|| authority.map(|a| a.as_str()))
+        .filter(|host| {
+            host.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
 }
 
 /// Puts `base` before the `/v2/` URLs of `Location` and `Link` headers.

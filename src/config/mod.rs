@@ -228,6 +228,9 @@ pub struct TokenConfig {
     pub jwks: Option<PathBuf>,
     /// `signingalgorithms`, names checked against the allow-list; empty: all of it.
     pub algorithms: Vec<String>,
+    /// `autoredirect`: the challenge's realm is this path on the request's own host
+    /// (`autoredirectpath`, default `/auth/token`), as distribution 3 does.
+    pub autoredirect: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -854,7 +857,15 @@ impl Config {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
+        let autoredirect = token.autoredirect.is_some_and(|a| a.0).then(|| {
+            token
+                .autoredirectpath
+                .map(|p| p.0)
+                .filter(|p| p.starts_with('/'))
+                .unwrap_or_else(|| "/auth/token".to_owned())
+        });
         Ok(TokenConfig {
+            autoredirect,
             realm,
             service: required(token.service, "auth.token.service")?,
             issuer: required(token.issuer, "auth.token.issuer")?,

@@ -28,6 +28,8 @@ pub struct TokenAuth {
     /// What the keys were built from (the wiring's digest of the key files), so that a
     /// reload can tell new keys from the same ones.
     pub fingerprint: String,
+    /// distribution 3's `autoredirect`: the realm is this path on the request's host.
+    pub autoredirect: Option<String>,
     settings: TokenSettings,
     verified: Mutex<HashMap<[u8; 32], Grant>>,
 }
@@ -36,10 +38,16 @@ pub struct TokenAuth {
 const VERIFIED_LIMIT: usize = 10_000;
 
 impl TokenAuth {
-    pub fn new(realm: String, fingerprint: String, settings: TokenSettings) -> TokenAuth {
+    pub fn new(
+        realm: String,
+        fingerprint: String,
+        autoredirect: Option<String>,
+        settings: TokenSettings,
+    ) -> TokenAuth {
         TokenAuth {
             realm,
             fingerprint,
+            autoredirect,
             service: settings.service.clone(),
             settings,
             verified: Mutex::new(HashMap::new()),
