@@ -119,16 +119,6 @@ impl Drop for Dockerd {
     }
 }
 
-/// A process killed (and reaped) when the test is done with it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The seed's workflow against `registry`, logged in as `user`.
 fn build_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: usize) {
     let local = format!("lain-test/app:{n}");
@@ -161,7 +151,6 @@ fn build_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: us
 
 #[test]
 fn docker_builds_logs_in_pushes_and_pulls() {
-    use common::tokens::fixture;
     let work = tempfile::tempdir().expect("tempdir");
     let dockerd = Dockerd::start(&work.path().join("docker"));
     // A small image of three layers, FROM scratch: no network needed.
@@ -208,45 +197,19 @@ fn docker_builds_logs_in_pushes_and_pulls() {
     drop(registry);
 
     // Token auth through the token server (LAIN Console's place).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let token_config = work.path().join("token.yml");
-    std::fs::write(
-        &token_config,
-        format!(
-            "addr: 127.0.0.1:{port}\nissuer: lain test tokens\nkey: {}\ncertificate: {}\nusers: {}\n\
-             grants:\n  - user: alice\n    repository: \"lain/*\"\n    actions: [pull, push]\n",
-            fixture("rsa.key").display(),
-            fixture("rsa.crt").display(),
-            users.display()
-        ),
-    )
-    .expect("write");
-    let _token_server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_registry"))
-            .args(["token-server", token_config.to_str().expect("utf-8")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("token server"),
+    let token_server = common::tokens::TokenServer::start(
+        work.path(),
+        "libtrust",
+        ("rsa.key", "rsa.crt"),
+        &users,
+        "  - user: alice\n    repository: \"lain/*\"\n    actions: [pull, push]\n",
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "token server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let config = work.path().join("token-registry.yml");
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nauth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: lain.local\n    \
-             issuer: lain test tokens\n    rootcertbundle: {}\n",
-            common::tokens::bundle(work.path()).display()
+            "version: 0.1\n{}",
+            token_server.registry_auth(&common::tokens::bundle(work.path()))
         ),
     )
     .expect("write");

@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -883,7 +883,6 @@ fn skopeo_logs_in_with_htpasswd_and_with_tokens() {
 /// signing key (libtrust kid, thumbprint kid, x5c chain).
 #[test]
 fn skopeo_through_the_token_server() {
-    use common::tokens::fixture;
     let work = tempfile::tempdir().expect("tempdir");
     let input_dir = work.path().join("input");
     let input = write_input(&input_dir);
@@ -903,47 +902,17 @@ fn skopeo_through_the_token_server() {
     .into_iter()
     .enumerate()
     {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let token_config = work.path().join(format!("token-{n}.yml"));
-        std::fs::write(
-            &token_config,
-            format!(
-                "addr: 127.0.0.1:{port}\nissuer: lain test tokens\nkey: {}\ncertificate: {}\nkid: {kid}\nusers: {}\n\
-                 grants:\n  - user: alice\n    repository: \"lain/*\"\n    actions: [pull, push]\n\
-                 \x20 - user: bob\n    repository: \"lain/*\"\n    actions: [pull]\n",
-                fixture(key).display(),
-                fixture(cert).display(),
-                users.display()
-            ),
-        )
-        .expect("write");
-        let _token_server = KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
-                .args(["token-server", token_config.to_str().expect("utf-8")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("token server"),
+        let token_server = common::tokens::TokenServer::start(
+            work.path(),
+            kid,
+            (key, cert),
+            &users,
+            "  - user: alice\n    repository: \"lain/*\"\n    actions: [pull, push]\n  - user: bob\n    repository: \"lain/*\"\n    actions: [pull]\n",
         );
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "token server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let config = work.path().join(format!("registry-{n}.yml"));
         std::fs::write(
             &config,
-            format!(
-                "version: 0.1\nauth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: lain.local\n    \
-                 issuer: lain test tokens\n    rootcertbundle: {}\n",
-                bundle.display()
-            ),
+            format!("version: 0.1\n{}", token_server.registry_auth(&bundle)),
         )
         .expect("write");
         let registry = common::Registry::launch(common::Launch {
@@ -1004,16 +973,6 @@ fn skopeo_through_the_token_server() {
             ],
         );
         assert_same_blobs(&closure(&input, &input.image), &out);
-    }
-}
-
-/// A process killed (and reaped) when the test is done with it, also when it fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

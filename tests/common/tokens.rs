@@ -84,3 +84,69 @@ pub fn bundle(dir: &std::path::Path) -> PathBuf {
     std::fs::write(&bundle, pem).expect("bundle");
     bundle
 }
+
+/// `registry token-server` on a free port, issuing tokens as `lain test tokens`
+/// signed with the fixture key `key` (its certificate `cert`, named by `kid`:
+/// libtrust, thumbprint or x5c), for the users of the htpasswd file `users` and the
+/// grant table `grants` (YAML list items); killed when dropped.
+pub struct TokenServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+pub const TOKEN_ISSUER: &str = "lain test tokens";
+
+impl TokenServer {
+    pub fn start(
+        dir: &std::path::Path,
+        kid: &str,
+        (key, cert): (&str, &str),
+        users: &std::path::Path,
+        grants: &str,
+    ) -> TokenServer {
+        let port = super::etcd::free_port();
+        let config = dir.join(format!("token-server-{port}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "addr: 127.0.0.1:{port}\nissuer: {TOKEN_ISSUER}\nkey: {}\ncertificate: {}\nkid: {kid}\nusers: {}\ngrants:\n{grants}",
+                fixture(key).display(),
+                fixture(cert).display(),
+                users.display()
+            ),
+        )
+        .expect("write");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args(["token-server", config.to_str().expect("utf-8")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("token server");
+        let server = TokenServer { child, port };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "token server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// The registry's `auth.token` section for tokens from this server.
+    pub fn registry_auth(&self, bundle: &std::path::Path) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: lain.local\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+            self.port,
+            bundle.display()
+        )
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
