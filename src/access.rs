@@ -1,6 +1,7 @@
-//! Who may use the API, from the configuration: token authentication's keys read from
-//! their files (`rootcertbundle`, `jwks`) and handed to the HTTP layer. Anything asked
-//! for that cannot be put in place closes the registry; it never leaves it open.
+//! Who may use the API, from the configuration: token authentication's keys
+//! (`rootcertbundle`, `jwks`) and htpasswd's users read from their files and handed to
+//! the HTTP layer, and the htpasswd file followed while serving. Anything asked for
+//! that cannot be put in place closes the registry; it never leaves it open.
 
 use std::sync::Arc;
 
