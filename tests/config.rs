@@ -6,13 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Launch, Registry, run_registry as run};
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
-}
+use common::{Launch, Registry, free_port, run_registry as run};
 
 /// A distribution-style file with the sections LAIN's has, which this registry accepts
 /// without applying them.

@@ -119,6 +119,21 @@ impl Drop for Dockerd {
     }
 }
 
+/// A wrong password refused, alice logged in, then the seed's workflow.
+fn login_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: usize) {
+    assert!(
+        !dockerd.login(registry, "alice", "wrong").status.success(),
+        "a wrong password logged in"
+    );
+    let login = dockerd.login(registry, "alice", "alice-pw");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    build_push_pull(dockerd, registry, context, n);
+}
+
 /// The seed's workflow against `registry`, logged in as `user`.
 fn build_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: usize) {
     let local = format!("lain-test/app:{n}");
@@ -182,17 +197,7 @@ fn docker_builds_logs_in_pushes_and_pulls() {
         args: vec![config.display().to_string()],
         ..Launch::default()
     });
-    assert!(
-        !dockerd.login(&registry, "alice", "wrong").status.success(),
-        "a wrong password logged in"
-    );
-    let login = dockerd.login(&registry, "alice", "alice-pw");
-    assert!(
-        login.status.success(),
-        "{}",
-        String::from_utf8_lossy(&login.stderr)
-    );
-    build_push_pull(&dockerd, &registry, &context, 0);
+    login_push_pull(&dockerd, &registry, &context, 0);
     dockerd.ok(&["logout", &registry.addr], &registry);
     drop(registry);
 
@@ -217,17 +222,7 @@ fn docker_builds_logs_in_pushes_and_pulls() {
         args: vec![config.display().to_string()],
         ..Launch::default()
     });
-    assert!(
-        !dockerd.login(&registry, "alice", "wrong").status.success(),
-        "a wrong password logged in"
-    );
-    let login = dockerd.login(&registry, "alice", "alice-pw");
-    assert!(
-        login.status.success(),
-        "{}",
-        String::from_utf8_lossy(&login.stderr)
-    );
-    build_push_pull(&dockerd, &registry, &context, 1);
+    login_push_pull(&dockerd, &registry, &context, 1);
     assert!(
         registry.log().contains("subject=alice"),
         "{}",

@@ -12,7 +12,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::etcd::{Etcd, eventually, free_port};
+use common::etcd::{Etcd, eventually};
+use common::free_port;
 use common::{Launch, Registry};
 
 const AUTH_KEY: &str = "/lain/config/auth/registry";

@@ -4,13 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::request_to;
 use super::tokens::base64_std;
-
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
-}
+use super::{free_port, request_to};
 
 /// A real etcd on loopback, killed when dropped.
 pub struct Etcd {

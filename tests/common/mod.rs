@@ -603,3 +603,9 @@ pub fn run_registry(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String
     assert!(!text.contains("panicked"), "{text}");
     (status.code(), text)
 }
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr").port()
+}

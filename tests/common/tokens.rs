@@ -104,7 +104,7 @@ impl TokenServer {
         users: &std::path::Path,
         grants: &str,
     ) -> TokenServer {
-        let port = super::etcd::free_port();
+        let port = super::free_port();
         let config = dir.join(format!("token-server-{port}.yml"));
         std::fs::write(
             &config,
