@@ -56,7 +56,7 @@ fn token_auth(settings: &TokenConfig) -> Result<TokenAuth, String> {
     };
     let keys = TokenKeys::new(&certificates, jwks.as_deref()).map_err(|e| e.to_string())?;
     let algorithms = if settings.algorithms.is_empty() {
-        token::ALGORITHMS.to_vec()
+        lain_http::auth::jose::Algorithm::ALL.to_vec()
     } else {
         settings
             .algorithms

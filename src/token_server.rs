@@ -19,8 +19,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lain_http::auth::Htpasswd;
+use lain_http::auth::jose::SigningKey;
 use serde::Deserialize;
 
 /// The token server's own configuration file (YAML).
@@ -69,9 +69,9 @@ struct GrantRule {
 
 struct Server {
     issuer: String,
-    algorithm: Algorithm,
-    key: EncodingKey,
-    header: Header,
+    key: SigningKey,
+    /// `kid` or `x5c`; the key adds `alg`.
+    header: serde_json::Map<String, serde_json::Value>,
     users: Htpasswd,
     grants: Vec<GrantRule>,
     lifetime: Duration,
@@ -119,18 +119,12 @@ impl Server {
     fn new(settings: &Settings) -> Result<Server, String> {
         let pem = std::fs::read(&settings.key)
             .map_err(|e| format!("key: {}: {e}", settings.key.display()))?;
-        let (algorithm, key) = if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
-            (Algorithm::RS256, key)
-        } else if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
-            (Algorithm::ES256, key)
-        } else if let Ok(key) = EncodingKey::from_ed_pem(&pem) {
-            (Algorithm::EdDSA, key)
-        } else {
-            return Err(format!(
-                "key: {}: not an RSA, P-256 or Ed25519 private key in PEM",
+        let key = SigningKey::from_pem(&pem).ok_or_else(|| {
+            format!(
+                "key: {}: not an RSA, P-256, P-384, P-521 or Ed25519 private key in PKCS#8 PEM",
                 settings.key.display()
-            ));
-        };
+            )
+        })?;
         let certificate = crate::tls::certificates(&settings.certificate, "certificate")?
             .into_iter()
             .next()
@@ -138,18 +132,20 @@ impl Server {
             .to_vec();
         let (libtrust, thumbprint) = lain_http::auth::keys::certificate_key_ids(&certificate)
             .ok_or("certificate: no usable public key")?;
-        let mut header = Header::new(algorithm);
+        let mut header = serde_json::Map::new();
         match settings.kid {
-            KeyNaming::Libtrust => header.kid = Some(libtrust),
-            KeyNaming::Thumbprint => {
-                header.kid = Some(thumbprint.ok_or("certificate: no thumbprint for its key")?)
-            }
-            KeyNaming::X5c => {
-                header.x5c = Some(vec![
-                    base64::engine::general_purpose::STANDARD.encode(&certificate),
-                ])
-            }
-        }
+            KeyNaming::Libtrust => header.insert("kid".into(), libtrust.into()),
+            KeyNaming::Thumbprint => header.insert(
+                "kid".into(),
+                thumbprint
+                    .ok_or("certificate: no thumbprint for its key")?
+                    .into(),
+            ),
+            KeyNaming::X5c => header.insert(
+                "x5c".into(),
+                serde_json::json!([base64::engine::general_purpose::STANDARD.encode(&certificate)]),
+            ),
+        };
         let users_text = std::fs::read_to_string(&settings.users)
             .map_err(|e| format!("users: {}: {e}", settings.users.display()))?;
         let users = Htpasswd::parse("token server".into(), &users_text)
@@ -161,7 +157,6 @@ impl Server {
         };
         Ok(Server {
             issuer: settings.issuer.clone(),
-            algorithm,
             key,
             header,
             users,
@@ -243,9 +238,9 @@ impl Server {
             "jti": format!("{now}-{}", SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())),
             "access": access,
         });
-        match jsonwebtoken::encode(&self.header, &claims, &self.key) {
+        match self.key.sign(self.header.clone(), &claims) {
             Ok(token) => {
-                tracing::info!(%peer, user = %claims["sub"], ?self.algorithm, "token issued");
+                tracing::info!(%peer, user = %claims["sub"], algorithm = %self.key.algorithm(), "token issued");
                 reply(
                     StatusCode::OK,
                     serde_json::json!({
@@ -255,7 +250,7 @@ impl Server {
                     .to_string(),
                 )
             }
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, error(&e.to_string())),
+            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, error(&e)),
         }
     }
 

@@ -187,13 +187,53 @@ fn each_endpoint_is_held_to_the_token_scopes() {
         .header("authorization", &bearer(&both))
         .send()
         .expect(201, None);
-    // And a mount without `from` never searches repositories the token cannot pull.
+    // A mount without `from` never searches repositories the token cannot pull.
     let other_mount = format!("/v2/lain/other/blobs/uploads/?mount={digest}");
     server
         .request("POST", &other_mount)
         .header("authorization", &bearer(&other))
         .send()
         .expect(202, None);
+    // It finds the blob in a repository the token may pull, and only there.
+    let third_mount = format!("/v2/lain/third/blobs/uploads/?mount={digest}");
+    let third_and_copy = token(
+        "bob",
+        &[
+            ("repository", "lain/third", &["pull", "push"]),
+            ("repository", "lain/copy", &["pull"]),
+        ],
+        300,
+    );
+    let third_and_empty = token(
+        "bob",
+        &[
+            ("repository", "lain/third", &["pull", "push"]),
+            ("repository", "lain/empty", &["pull"]),
+        ],
+        300,
+    );
+    server
+        .request("POST", &third_mount)
+        .header("authorization", &bearer(&third_and_empty))
+        .send()
+        .expect(202, None);
+    let third_blob = format!("/v2/lain/third/blobs/{digest}");
+    server
+        .request("HEAD", &third_blob)
+        .header("authorization", &bearer(&third_and_copy))
+        .send()
+        .expect(404, None);
+    let r = server
+        .request("POST", &third_mount)
+        .header("authorization", &bearer(&third_and_copy))
+        .send();
+    r.expect(201, None);
+    assert_eq!(r.header("location"), Some(third_blob.as_str()));
+    server
+        .request("HEAD", &third_blob)
+        .header("authorization", &bearer(&third_and_copy))
+        .send()
+        .expect(200, None);
 
     // The access log names who did what.
     let log = server.log();

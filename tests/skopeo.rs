@@ -880,7 +880,7 @@ fn skopeo_logs_in_with_htpasswd_and_with_tokens() {
 /// `registry token-server` in front of the registry, as LAIN Console is: skopeo with
 /// `--creds` follows the registry's challenge to the token server, logs in there and
 /// gets tokens with the scopes the grant table allows, for each way of naming the
-/// signing key (libtrust kid, thumbprint kid, x5c chain).
+/// signing key (libtrust kid, thumbprint kid, x5c chain), and with an ES512 key.
 #[test]
 fn skopeo_through_the_token_server() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -898,6 +898,8 @@ fn skopeo_through_the_token_server() {
         ("libtrust", "rsa.key", "rsa.crt"),
         ("thumbprint", "rsa.key", "rsa.crt"),
         ("x5c", "leaf-ec.key", "leaf-ec.crt"),
+        // ES512: P-521, which jsonwebtoken lacks.
+        ("libtrust", "ec521.key", "ec521.crt"),
     ]
     .into_iter()
     .enumerate()

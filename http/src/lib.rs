@@ -143,7 +143,7 @@ pub mod fuzzing {
             issuer: "fuzz".into(),
             service: "fuzz".into(),
             keys: crate::auth::TokenKeys::new(&certificates, None).ok()?,
-            algorithms: crate::auth::token::ALGORITHMS.to_vec(),
+            algorithms: crate::auth::jose::Algorithm::ALL.to_vec(),
         })
     }
 

@@ -303,9 +303,10 @@ fn admit(
             format!("the token does not grant {missing}"),
         ));
     }
-    let mounts = match &needs.mount_source {
-        Some(source) if auth::allows(&grant.access, source) => Mounts::FromOnly,
-        _ => Mounts::Nowhere,
+    // Only a POST that starts an upload can mount.
+    let mounts = match route {
+        Route::UploadStart { .. } => Mounts::Among(auth::pullable(&grant.access)),
+        _ => Mounts::Among(Vec::new()),
     };
     Ok((route, mounts, Some(grant.subject)))
 }

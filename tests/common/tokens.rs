@@ -10,10 +10,14 @@ use serde_json::json;
 pub const SERVICE: &str = "lain.local";
 pub const ISSUER: &str = "lain auth server";
 
+/// Read at run time: a test binary built in another checkout that shares the target
+/// directory would otherwise look in that checkout.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("http/src/auth/fixtures")
-        .join(name)
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("http/src/auth/fixtures")
+    .join(name)
 }
 
 fn now() -> u64 {
@@ -81,6 +85,7 @@ pub fn bundle(dir: &std::path::Path) -> PathBuf {
     let bundle = dir.join("bundle.pem");
     let mut pem = std::fs::read(fixture("root.crt")).expect("root");
     pem.extend(std::fs::read(fixture("rsa.crt")).expect("rsa"));
+    pem.extend(std::fs::read(fixture("ec521.crt")).expect("ec521"));
     std::fs::write(&bundle, pem).expect("bundle");
     bundle
 }

@@ -63,16 +63,15 @@ pub struct Call {
     pub mounts: Mounts,
 }
 
-/// What the caller's credentials let a mount (`POST ...?mount=&from=`) reach. Without
-/// them the mount becomes an upload session, as distribution does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the caller's credentials let a mount (`POST ...?mount=[&from=]`) reach. A mount
+/// that cannot reach the blob becomes an upload session, as distribution does.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mounts {
-    /// No authentication: any repository, and without `from`, any that has the blob.
+    /// No authentication: `from`, or without it any repository that has the blob.
     Anywhere,
-    /// The token may pull `from`: only from there.
-    FromOnly,
-    /// The token may not pull `from` (or names none): no mount.
-    Nowhere,
+    /// Token auth: the repositories the token may pull. `from` must be one of them;
+    /// without `from` the blob is looked for in them alone.
+    Among(Vec<String>),
 }
 
 impl Call {

@@ -22,7 +22,9 @@ use hyper::header;
 use lain_engine::{Algorithm, Digest, Engine};
 use tokio::task::JoinHandle;
 
-use super::{Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Reply, blocking, next_data};
+use super::{
+    Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Mounts, Reply, blocking, next_data,
+};
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::{check_repository, parse_digest};
 use crate::ranges::{content_range, upload_range};
@@ -95,33 +97,37 @@ pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply,
     upload.commit(digest).await
 }
 
-/// `?mount=<digest>[&from=<repo>]`: links the blob into `name` when `from` (or, without
-/// `from`, the registry) has it. A mount that cannot happen, also for a malformed digest
-/// or name, is not an error: the client gets an upload session instead, as the spec
-/// asks.
+/// `?mount=<digest>[&from=<repo>]`: links the blob into `name` when a repository the
+/// caller may take it from has it: `from`, or without `from` any (see [`Mounts`]). A
+/// mount that cannot happen, also for a malformed digest or name, is not an error: the
+/// client gets an upload session instead, as the spec asks.
 async fn mount(ctx: &Context, name: &str, call: &Call) -> Result<Option<Digest>, ApiError> {
     let Some(digest) = call.query("mount").and_then(|d| parse_digest(d).ok()) else {
         return Ok(None);
     };
     let from = call.query("from").map(str::to_owned);
-    let allowed = match call.mounts {
-        super::Mounts::Anywhere => true,
-        super::Mounts::FromOnly => from.is_some(),
-        super::Mounts::Nowhere => false,
+    // The repositories to look in; `None`: the blob may come from anywhere.
+    let sources = match (&call.mounts, from) {
+        (_, Some(from)) if check_repository(&from).is_err() => return Ok(None),
+        (Mounts::Anywhere, None) => None,
+        (Mounts::Anywhere, Some(from)) => Some(vec![from]),
+        (Mounts::Among(pullable), Some(from)) if pullable.contains(&from) => Some(vec![from]),
+        (Mounts::Among(_), Some(_)) => return Ok(None),
+        (Mounts::Among(pullable), None) => Some(pullable.clone()),
     };
-    if !allowed
-        || from
-            .as_deref()
-            .is_some_and(|f| check_repository(f).is_err())
-    {
-        return Ok(None);
-    }
     let (repo, wanted) = (name.to_owned(), digest.clone());
     let mounted = blocking(ctx, move |e| {
-        if let Some(from) = &from
-            && e.repo_blob(from, &wanted)?.is_none()
-        {
-            return Ok(None);
+        if let Some(sources) = &sources {
+            let mut found = false;
+            for source in sources.iter().filter(|s| check_repository(s).is_ok()) {
+                if e.repo_blob(source, &wanted)?.is_some() {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Ok(None);
+            }
         }
         Ok(e.link_blob(&repo, &wanted)?)
     })

@@ -226,4 +226,21 @@ mod tests {
             Ok("alice".into())
         );
     }
+
+    proptest::proptest! {
+        /// The property of the `auth_header` fuzz target, on every run: no header but
+        /// alice's real credentials logs in, and none panics the check.
+        #[test]
+        fn arbitrary_authorization_headers_are_refused(
+            text in "\\PC{0,120}",
+            user in "\\PC{0,20}",
+            password in "\\PC{0,20}",
+        ) {
+            let users = file();
+            let peer = IpAddr::from([127, 0, 0, 1]);
+            proptest::prop_assert!(users.check(Some(&text), peer).is_err());
+            proptest::prop_assume!(password != "s3cret");
+            proptest::prop_assert!(users.check(Some(&basic(&user, &password)), peer).is_err());
+        }
+    }
 }

@@ -7,17 +7,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
+use jsonwebtoken::jwk::{JwkSet, ThumbprintHash};
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 use sha2::{Digest, Sha256};
 
-use super::der::{self, PublicKey};
-
-/// A key a token can be checked with.
-pub struct Key {
-    pub decoding: DecodingKey,
-}
+use super::der;
+use super::jose::VerifyingKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -32,7 +27,7 @@ pub enum KeyError {
 pub struct TokenKeys {
     /// The bundle's certificates as roots for `x5c` chains.
     pub roots: Vec<TrustAnchor<'static>>,
-    by_kid: HashMap<String, Arc<Key>>,
+    by_kid: HashMap<String, Arc<VerifyingKey>>,
 }
 
 impl TokenKeys {
@@ -49,12 +44,13 @@ impl TokenKeys {
             let spki = der::certificate_spki(certificate)
                 .ok_or_else(|| bad("no public key found".into()))?;
             // A key of a kind no token algorithm uses still anchors chains.
-            let Some(key) = der::spki_key(spki).and_then(|k| decoding_key(&k)) else {
+            let Some(key) = der::spki_key(spki).and_then(|k| VerifyingKey::from_public_key(&k))
+            else {
                 continue;
             };
-            let key = Arc::new(Key { decoding: key });
+            let key = Arc::new(key);
             by_kid.insert(libtrust_key_id(spki), key.clone());
-            if let Some(thumbprint) = thumbprint(&key.decoding) {
+            if let Some(thumbprint) = key.thumbprint() {
                 by_kid.insert(thumbprint, key);
             }
         }
@@ -62,8 +58,7 @@ impl TokenKeys {
             let set: JwkSet =
                 serde_json::from_str(text).map_err(|e| KeyError::Jwks(e.to_string()))?;
             for jwk in &set.keys {
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError::Jwks(e.to_string()))?;
-                let key = Arc::new(Key { decoding: key });
+                let key = Arc::new(VerifyingKey::from_jwk(jwk).map_err(KeyError::Jwks)?);
                 if let Some(kid) = &jwk.common.key_id {
                     by_kid.insert(kid.clone(), key.clone());
                 }
@@ -78,27 +73,9 @@ impl TokenKeys {
         Ok(TokenKeys { roots, by_kid })
     }
 
-    pub fn by_kid(&self, kid: &str) -> Option<&Arc<Key>> {
+    pub fn by_kid(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.by_kid.get(kid)
     }
-}
-
-/// The form jsonwebtoken checks signatures with. P-521 (ES512) has no verifier there.
-pub fn decoding_key(key: &PublicKey) -> Option<DecodingKey> {
-    match key {
-        PublicKey::Rsa(pkcs1) => Some(DecodingKey::from_rsa_der(pkcs1)),
-        PublicKey::P256(point) | PublicKey::P384(point) => Some(DecodingKey::from_ec_der(point)),
-        PublicKey::Ed25519(raw) => Some(DecodingKey::from_ed_der(raw)),
-        PublicKey::P521(_) => None,
-    }
-}
-
-/// RFC 7638: the SHA-256 thumbprint of the key's JWK, base64url.
-fn thumbprint(key: &DecodingKey) -> Option<String> {
-    Jwk::from_decoding_key(key, None)
-        .ok()?
-        .thumbprint(ThumbprintHash::SHA256)
-        .ok()
 }
 
 /// libtrust's key id (docker/libtrust `keyIDFromCryptoKey`): the SHA-256 of the DER
@@ -127,7 +104,7 @@ pub fn libtrust_key_id(spki: &[u8]) -> String {
 pub fn certificate_key_ids(certificate: &[u8]) -> Option<(String, Option<String>)> {
     let spki = der::certificate_spki(certificate)?;
     let thumbprint = der::spki_key(spki)
-        .and_then(|k| decoding_key(&k))
-        .and_then(|k| thumbprint(&k));
+        .and_then(|k| VerifyingKey::from_public_key(&k))
+        .and_then(|k| k.thumbprint());
     Some((libtrust_key_id(spki), thumbprint))
 }

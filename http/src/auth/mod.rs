@@ -4,13 +4,14 @@
 
 mod der;
 pub mod htpasswd;
+pub mod jose;
 pub mod keys;
 pub mod scope;
 pub mod token;
 
 pub use htpasswd::{Htpasswd, HtpasswdError, Refusal};
 pub use keys::{KeyError, TokenKeys};
-pub use scope::{Needs, Problem, Scope, allows, bearer_challenge, needs};
+pub use scope::{Needs, Problem, Scope, allows, bearer_challenge, needs, pullable};
 pub use token::{Access, Grant, TokenError, TokenSettings};
 
 use std::collections::HashMap;

@@ -93,6 +93,15 @@ pub fn allows(access: &[Access], scope: &Scope) -> bool {
     })
 }
 
+/// The repositories `access` lets its bearer pull: where a mount may take blobs from.
+pub fn pullable(access: &[Access]) -> Vec<String> {
+    access
+        .iter()
+        .filter(|e| e.kind == "repository" && e.actions.iter().any(|a| a == "pull" || a == "*"))
+        .map(|e| e.name.clone())
+        .collect()
+}
+
 /// Why a challenge is sent: no token, a token that failed its checks, or a valid one
 /// that does not reach far enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,12 +5,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, Validation};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Deserialize;
 
 use super::der;
-use super::keys::{self, TokenKeys};
+use super::jose::{self, Algorithm, MalformedError, VerifyingKey};
+use super::keys::TokenKeys;
 
 /// What a valid token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,30 +33,65 @@ pub struct Access {
     pub actions: Vec<String>,
 }
 
+/// The claims read; others (`iat`, `jti`, ...) are ignored, as distribution does.
 #[derive(Debug, Deserialize)]
 struct Claims {
     #[serde(default)]
-    sub: String,
+    iss: Option<String>,
     #[serde(default)]
-    access: Vec<Access>,
-    exp: u64,
+    aud: Option<Audience>,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    nbf: Option<f64>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    access: Option<Vec<Access>>,
+}
+
+/// `aud`: RFC 7519 allows one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, service: &str) -> bool {
+        match self {
+            Audience::One(one) => one == service,
+            Audience::Many(many) => many.iter().any(|a| a == service),
+        }
+    }
 }
 
 /// Why a token is refused; every one is `invalid_token` to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error("malformed token: {0}")]
-    Malformed(String),
+    Malformed(#[from] MalformedError),
+    #[error("the claims are not what a token holds: {0}")]
+    Claims(String),
     #[error("the algorithm {0:?} is not allowed")]
-    Algorithm(Algorithm),
+    Algorithm(String),
     #[error("the x5c chain does not lead to the root bundle: {0}")]
     Chain(String),
     #[error("no key with the id {0:?}")]
     UnknownKid(String),
     #[error("the token names neither an x5c chain nor a key id")]
     NoKey,
-    #[error("{0}")]
-    Invalid(String),
+    #[error("the signature is not the key's")]
+    Signature,
+    #[error("issued by {0:?}, not by the configured issuer")]
+    Issuer(Option<String>),
+    #[error("not meant for this service (aud)")]
+    Audience,
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet")]
+    NotYetValid,
 }
 
 /// What a token is checked against (`auth.token`).
@@ -74,88 +109,83 @@ const MAX_CHAIN: usize = 4;
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY: u64 = 60;
 
-/// The asymmetric algorithms this registry verifies, the default allow-list.
-pub const ALGORITHMS: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-
 /// The algorithm `name` stands for, if this registry verifies it.
 pub fn algorithm(name: &str) -> Result<Algorithm, String> {
-    let algorithm: Algorithm = name
-        .parse()
-        .map_err(|_| format!("{name:?} is not a JOSE algorithm"))?;
-    if ALGORITHMS.contains(&algorithm) {
-        Ok(algorithm)
-    } else if name.starts_with("HS") {
-        Err(format!(
-            "{name}: HMAC algorithms are never accepted (a public key would sign tokens)"
-        ))
-    } else {
-        Err(format!(
-            "{name} is not supported; these are: RS256, RS384, RS512, PS256, PS384, PS512, \
-             ES256, ES384, EdDSA"
-        ))
-    }
+    name.parse()
+        .map_err(|e: jose::AlgorithmError| e.to_string())
 }
 
 impl TokenSettings {
     /// Checks `token` now.
     pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
-        if !self.algorithms.contains(&header.alg) || !ALGORITHMS.contains(&header.alg) {
-            return Err(TokenError::Algorithm(header.alg));
-        }
+        let token = jose::parse(token)?;
+        let algorithm = token
+            .header
+            .alg
+            .parse::<Algorithm>()
+            .ok()
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or_else(|| TokenError::Algorithm(token.header.alg.clone()))?;
         let chain_key;
-        let key = match (header.x5c_der(), &header.kid) {
+        let key = match (&token.header.x5c, &token.header.kid) {
             // Token servers send a leaf and perhaps an intermediate; a long list of
             // certificates would only make the chain search expensive.
-            (Ok(Some(chain)), _) if chain.len() > MAX_CHAIN => {
+            (Some(chain), _) if chain.len() > MAX_CHAIN => {
                 return Err(TokenError::Chain(format!(
                     "{} certificates in x5c; at most {MAX_CHAIN} are taken",
                     chain.len()
                 )));
             }
-            (Ok(Some(chain)), _) if !chain.is_empty() => {
-                chain_key = self.chain_key(&chain)?;
+            (Some(chain), _) if !chain.is_empty() => {
+                chain_key = self.chain_key(chain)?;
                 &chain_key
             }
-            (Err(e), _) => return Err(TokenError::Malformed(format!("x5c: {e}"))),
-            (_, Some(kid)) => {
-                &self
-                    .keys
-                    .by_kid(kid)
-                    .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?
-                    .decoding
-            }
+            (_, Some(kid)) => &**self
+                .keys
+                .by_kid(kid)
+                .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?,
             (_, None) => return Err(TokenError::NoKey),
         };
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = vec![header.alg];
-        validation.leeway = LEEWAY;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.service]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        if !key.verify(algorithm, token.signing_input.as_bytes(), &token.signature) {
+            return Err(TokenError::Signature);
+        }
+        let claims: Claims = serde_json::from_slice(&token.payload)
+            .map_err(|e| TokenError::Claims(e.to_string()))?;
+        self.check_claims(claims, now()?)
+    }
+
+    /// `iss`, `aud`, `exp` and `nbf` (with [`LEEWAY`]) at `now`, seconds since the epoch.
+    fn check_claims(&self, claims: Claims, now: f64) -> Result<Grant, TokenError> {
+        if claims.iss.as_deref() != Some(self.issuer.as_str()) {
+            return Err(TokenError::Issuer(claims.iss));
+        }
+        if !claims.aud.is_some_and(|aud| aud.contains(&self.service)) {
+            return Err(TokenError::Audience);
+        }
+        let leeway = LEEWAY as f64;
+        let exp = claims
+            .exp
+            .filter(|exp| exp.is_finite())
+            .ok_or_else(|| TokenError::Claims("no exp".into()))?;
+        if exp + leeway < now {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| !nbf.is_finite() || nbf > now + leeway)
+        {
+            return Err(TokenError::NotYetValid);
+        }
         Ok(Grant {
-            subject: data.claims.sub,
-            access: data.claims.access,
-            expires: data.claims.exp,
+            subject: claims.sub.unwrap_or_default(),
+            access: claims.access.unwrap_or_default(),
+            // Saturating: a far-future or negative exp is still an ordering.
+            expires: exp as u64,
         })
     }
 
     /// The leaf's key, once the chain (leaf first) verifies against the bundle.
-    fn chain_key(&self, chain: &[Vec<u8>]) -> Result<jsonwebtoken::DecodingKey, TokenError> {
+    fn chain_key(&self, chain: &[Vec<u8>]) -> Result<VerifyingKey, TokenError> {
         let (leaf, intermediates) = chain.split_first().ok_or(TokenError::NoKey)?;
         let leaf_der = CertificateDer::from(leaf.as_slice());
         let end_entity = webpki::EndEntityCert::try_from(&leaf_der)
@@ -181,9 +211,17 @@ impl TokenSettings {
             .map_err(|e| TokenError::Chain(format!("{e:?}")))?;
         der::certificate_spki(leaf)
             .and_then(der::spki_key)
-            .and_then(|key| keys::decoding_key(&key))
+            .and_then(|key| VerifyingKey::from_public_key(&key))
             .ok_or_else(|| TokenError::Chain("the leaf's key is of no supported kind".into()))
     }
+}
+
+/// Seconds since the epoch; a clock before 1970 refuses every token.
+fn now() -> Result<f64, TokenError> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .map_err(|_| TokenError::Expired)
 }
 
 #[cfg(test)]
