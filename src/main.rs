@@ -168,6 +168,8 @@ enum Order {
     Name,
 }
 
+/// The blocking pool's size (see `serve`).
+const BLOCKING_THREADS: usize = 64;
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     config::parse_go_duration(text).map_err(|e| e.to_string())
 }
@@ -443,6 +445,28 @@ fn init_server_log(log: &config::Log) {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as Go's runtime does for
+/// distribution: every connection is a descriptor, and so is every pack an upload
+/// writes, so a thousand concurrent pushes need more than the usual soft 1024.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(from = before, to = limit.rlim_max, "open file limit raised");
+        }
+    }
+}
+
 fn serve(file: Option<&Path>) -> Result<(), String> {
     let Resolved {
         base,
@@ -463,6 +487,7 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
         tracing::warn!("environment variable {name} names no configuration key; ignored");
     }
     config.log_not_applied();
+    raise_file_limit();
     let tls = match &config.tls {
         Some(settings) => Some(tls::acceptor(settings, config.http.http2)?),
         None => None,
@@ -472,7 +497,15 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
     if let lain_http::Access::Closed { reason } = &live_settings.access {
         return Err(reason.clone());
     }
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    // Engine calls run on the blocking pool. More threads than this add no speed on a
+    // few cores (hashing and writing are CPU- and disk-bound), only memory: each thread
+    // has its stack and allocator caches, and a thousand concurrent uploads would
+    // otherwise grow the pool to tokio's default of 512.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .map_err(|e| e.to_string())?;
     let engine = Engine::open(&config.root, config.engine.options())
         .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
     // The directory exists now; print where the data really is.

@@ -606,10 +606,14 @@ fn chunked_body_must_match_its_content_range() {
 }
 
 /// A flood of new sessions never ends an upload in progress: at the session limit, new
-/// sessions are refused with 429 until one has been idle long enough to end.
+/// sessions are refused with 429 (saying when to retry) until one has been idle long
+/// enough to end.
 #[test]
 fn session_flood_never_ends_live_uploads() {
-    let reg = Registry::start();
+    let reg = Registry::launch(common::Launch {
+        env: vec![("REGISTRY_STORAGE_ENGINE_UPLOADSESSIONS", "256".into())],
+        ..common::Launch::default()
+    });
     let data = pseudo_random(41, 3 << 20);
     let d = sha256(&data);
     let up = start_upload(&reg, "flood/live");
@@ -626,6 +630,7 @@ fn session_flood_never_ends_live_uploads() {
         match r.status {
             202 => {}
             429 => {
+                assert_eq!(r.header("retry-after"), Some("10"));
                 r.expect(429, Some("TOOMANYREQUESTS"));
                 refused += 1;
             }
@@ -640,6 +645,76 @@ fn session_flood_never_ends_live_uploads() {
     r.expect(202, None);
     check_session(&r, "flood/live", data.len());
     up.finish(&reg, &d, None);
+}
+
+/// Upload bodies share one memory budget (`storage.engine.uploadmemory`, here its
+/// minimum of 1 MiB): 48 clients pushing 3 MiB each in 1 MiB chunks at once all
+/// succeed, byte for byte, while a client trickling its body a few bytes at a time
+/// holds up none of them.
+#[test]
+fn many_uploads_share_the_body_budget() {
+    let reg = Registry::launch(common::Launch {
+        env: vec![("REGISTRY_STORAGE_ENGINE_UPLOADMEMORY", "1MiB".into())],
+        ..common::Launch::default()
+    });
+    // The trickler: a PATCH announcing 64 KiB and sending 16 bytes every 20 ms.
+    let slow = start_upload(&reg, "budget/slow");
+    let mut trickle = reg.send_head(
+        "PATCH",
+        &slow.location,
+        &[format!("Content-Length: {}", 64 << 10)],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < (64 << 10) {
+                trickle.write_all(&[7u8; 16]).expect("trickle");
+                sent += 16;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            trickle
+        })
+    };
+    let pushes: Vec<_> = (0..48u64)
+        .map(|i| {
+            let addr = reg.addr.clone();
+            std::thread::spawn(move || {
+                let data = pseudo_random(1000 + i, 3 << 20);
+                let name = format!("budget/app{}", i % 4);
+                let r =
+                    common::request_to(&addr, "POST", &format!("/v2/{name}/blobs/uploads/")).send();
+                r.expect(202, None);
+                let mut location = location(&r);
+                for chunk in 0..3 {
+                    let (start, end) = (chunk << 20, (chunk + 1) << 20);
+                    let r = common::request_to(&addr, "PATCH", &location)
+                        .header("Content-Type", "application/octet-stream")
+                        .header("Content-Range", &format!("{start}-{}", end - 1))
+                        .body(data[start..end].to_vec())
+                        .send();
+                    r.expect(202, None);
+                    location = self::location(&r);
+                }
+                let d = sha256(&data);
+                common::request_to(&addr, "PUT", &with_query(&location, &format!("digest={d}")))
+                    .send()
+                    .expect(201, None);
+                (name, data)
+            })
+        })
+        .collect();
+    for push in pushes {
+        let (name, data) = push.join().expect("push");
+        assert_blob(&reg, &name, &data);
+    }
+    // The trickler was never refused; its session still takes its bytes.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let trickle = trickler.join().expect("trickler");
+    drop(trickle);
+    let status = slow.status(&reg);
+    status.expect(204, None);
 }
 
 #[test]

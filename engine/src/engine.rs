@@ -42,9 +42,10 @@ pub struct Options {
     /// At most this many upload sessions are kept. Starting one more ends the session
     /// that has received nothing for the longest, if it has been idle for at least
     /// `upload_evict_idle`; otherwise the start is refused ([`Error::TooManyUploads`]).
-    /// Each session may hold up to twice `upload_flush_bytes` in memory (what is
-    /// gathering and what is being written), so this bounds what idle or abandoned
-    /// sessions cost, and a live upload is never ended for a new one.
+    /// A session between chunks holds no buffer ([`Engine::upload_pause`]), only its
+    /// hash state and, once it has bytes, a leased pack (an open file): this bounds
+    /// what abandoned sessions cost, and a live upload is never ended for a new one.
+    /// Memory for bytes in flight is the caller's to bound (the HTTP layer's budget).
     pub max_upload_sessions: usize,
     /// See `max_upload_sessions`.
     pub upload_evict_idle: Duration,
@@ -64,7 +65,7 @@ impl Default for Options {
             write_buffer_bytes: 16 << 20,
             upload_flush_bytes: 1 << 20,
             read_piece_bytes: 256 << 10,
-            max_upload_sessions: 256,
+            max_upload_sessions: 4096,
             upload_evict_idle: Duration::from_secs(120),
             compaction_busy_rate: 16 << 20,
             storage: Arc::new(OsStorage),
@@ -435,6 +436,13 @@ impl Engine {
     /// the write fails the session is cancelled.
     pub fn upload_append(&self, repo: &str, id: &str, piece: Bytes) -> Result<u64> {
         self.in_session(repo, id, |session| self.core.append(session, piece))
+    }
+
+    /// The client has stopped sending to upload `id` for now (its request ended): the
+    /// pieces still gathering are written, so that a session waiting for its next chunk
+    /// holds no buffer, however long the wait. Returns the bytes received so far.
+    pub fn upload_pause(&self, repo: &str, id: &str) -> Result<u64> {
+        self.in_session(repo, id, |session| self.core.pause(session))
     }
 
     /// The bytes upload `id` has received, once its last write has landed; if that

@@ -265,6 +265,15 @@ impl Core {
         Ok(session.received)
     }
 
+    /// Writes what is pending (see [`crate::Engine::upload_pause`]). The write runs on
+    /// its own thread as in [`Core::append`]; the pieces are freed when it lands.
+    pub(crate) fn pause(&self, session: &mut Session) -> Result<u64> {
+        if !session.pending.is_empty() {
+            self.write_pending(session, &[])?;
+        }
+        Ok(session.received)
+    }
+
     /// Writes the pending pieces, then `trailer`. A session's first write leases a
     /// pack and starts its record with a zeroed header placeholder, which
     /// [`Core::finish_record`] fills in.

@@ -119,6 +119,14 @@ impl ApiError {
         self
     }
 
+    /// 429 `TOOMANYREQUESTS`, with `Retry-After` saying in how many seconds to retry.
+    pub fn too_many(message: impl Into<String>, retry_after: std::time::Duration) -> ApiError {
+        ApiError::new(ErrorCode::TooManyRequests, message).with_header(
+            hyper::header::RETRY_AFTER,
+            retry_after.as_secs().max(1).to_string(),
+        )
+    }
+
     /// 416 for a read range outside a blob of `size` bytes.
     pub fn range_outside(size: u64) -> ApiError {
         ApiError::new(
@@ -169,6 +177,10 @@ impl From<EngineError> for ApiError {
         };
         match e {
             EngineError::RangeNotSatisfiable { size, .. } => ApiError::range_outside(size),
+            // Sessions end all the time (commits, cancels, idle ones evicted): soon.
+            EngineError::TooManyUploads { .. } => {
+                ApiError::too_many(e.to_string(), std::time::Duration::from_secs(10))
+            }
             EngineError::ReferenceUnknown { ref digest, .. } => {
                 let detail = serde_json::json!({ "digest": digest.to_string() });
                 ApiError::new(code, e.to_string()).with_detail(detail)
@@ -181,6 +193,17 @@ impl From<EngineError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_429_says_when_to_retry() {
+        let e = ApiError::from(EngineError::TooManyUploads { limit: 4 });
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        let retry = e
+            .headers
+            .iter()
+            .find(|(n, _)| n == hyper::header::RETRY_AFTER);
+        assert_eq!(retry.map(|(_, v)| v.to_str().ok()), Some(Some("10")));
+    }
 
     #[test]
     fn body_is_the_spec_shape_and_escapes() {

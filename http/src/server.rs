@@ -33,6 +33,11 @@ const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/
 /// keep-alive ping).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most an HTTP/1 connection buffers of what it reads (hyper's default is about
+/// 400 KiB): with a thousand uploading connections, their read buffers would otherwise
+/// outgrow the body budget. It also bounds a request's header block.
+const HTTP1_BUFFER: usize = 16 << 10;
+
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -72,7 +77,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(HTTP1_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -246,9 +252,9 @@ fn admit(
                     "authentication required",
                 )
                 .with_header(header::WWW_AUTHENTICATE, users.challenge())),
-                Err(auth::Refusal::TooMany) => Err(ApiError::new(
-                    ErrorCode::TooManyRequests,
+                Err(auth::Refusal::TooMany) => Err(ApiError::too_many(
                     "too many failed logins from this address; try again in a minute",
+                    Duration::from_secs(60),
                 )),
             };
         }

@@ -108,6 +108,10 @@ pub fn rows(config: &Config) -> Vec<Row> {
         options.max_upload_sessions.to_string(),
     );
     row(
+        "storage.engine.uploadmemory",
+        config.http.upload_memory.to_string(),
+    );
+    row(
         "storage.engine.compactionrate",
         options.compaction_busy_rate.to_string(),
     );

@@ -577,6 +577,15 @@ impl Config {
                 format!("{} bytes is below the minimum of 1MiB", size.0),
             ));
         }
+        const MIN_UPLOAD_MEMORY: u64 = 1 << 20;
+        if let Some(size) = engine_section.uploadmemory
+            && size.0 < MIN_UPLOAD_MEMORY
+        {
+            return Err(invalid(
+                "storage.engine.uploadmemory",
+                format!("{} bytes is below the minimum of 1MiB", size.0),
+            ));
+        }
         if engine_section.uploadsessions == Some(0) {
             return Err(invalid(
                 "storage.engine.uploadsessions",
@@ -737,6 +746,11 @@ impl Config {
                 headers,
                 drain_timeout: http.draintimeout.map_or(DEFAULT_DRAIN, |d| d.0),
                 http2: !http.http2.and_then(|h| h.disabled).is_some_and(|d| d.0),
+                upload_memory: engine_section
+                    .uploadmemory
+                    .map_or(lain_http::DEFAULT_UPLOAD_MEMORY, |s| {
+                        usize::try_from(s.0).unwrap_or(usize::MAX)
+                    }),
             },
             live: lain_http::Live {
                 read_only: maintenance

@@ -134,6 +134,8 @@ pub struct EngineSection {
     pub memtable: Option<Size>,
     /// At most this many upload sessions at once.
     pub uploadsessions: Option<u64>,
+    /// Memory for upload bodies in flight, all requests together.
+    pub uploadmemory: Option<Size>,
     /// While clients commit, compaction copies at most this many bytes a second.
     pub compactionrate: Option<Size>,
     pub collection: Option<Collection>,

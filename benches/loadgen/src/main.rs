@@ -12,6 +12,7 @@ mod scale;
 mod scenarios;
 mod servers;
 mod sink;
+mod uploads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections 
        loadgen gc-online ADDR REGISTRY DATA_DIR SECONDS
        loadgen auth-cost OPEN_ADDR TOKEN_ADDR TOKEN SECONDS
        loadgen sign-token KEY_PEM KID ISSUER SERVICE
+       loadgen many-uploads CLIENTS CHUNKS CHUNK_KIB PAUSE_MS [--servers lain,reference]
+                       [--registry PATH] [--reference PATH] [--scratch DIR]
        loadgen sha256
        loadgen sink ADDR
 
@@ -60,6 +63,10 @@ gc-*     garbage collection at scale (benches/gc): a store built through the eng
          online collection.
 auth-*   what token auth costs (benches/auth): GET rates without and with a token,
          side by side; sign-token makes the token.
+many-uploads  CLIENTS clients at once each open an upload session and send their
+         blob in CHUNKS PATCHes of CHUNK_KIB KiB, PAUSE_MS apart, then PUT; for each
+         server in turn: pushes accepted, refused (429) and failed, the aggregate
+         rate, the server's peak RssAnon and CPU.
 sha256   prints this machine's sha256 rate on one core (the registry's own code).
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
@@ -199,6 +206,7 @@ fn main() -> ExitCode {
                 )
             })
         }
+        Some("many-uploads") if args.len() >= 5 => many_uploads(&args[1..]),
         Some("sha256") if args.len() == 1 => {
             let seconds = data::sha256_cpu_per_gib(&data::pseudo_random(9, 64 << 20), 16);
             println!("sha256 on one core: {:.0} MiB/s", 1024.0 / seconds);
@@ -216,6 +224,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn many_uploads(args: &[String]) -> Result<(), String> {
+    let number = |s: &String| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{s}: not a number\n{USAGE}"))
+    };
+    let load = uploads::Load {
+        clients: number(&args[0])? as usize,
+        chunks: number(&args[1])? as usize,
+        chunk_bytes: number(&args[2])? as usize * 1024,
+        pause: std::time::Duration::from_millis(number(&args[3])?),
+    };
+    if load.clients == 0 || load.chunks == 0 {
+        return Err("CLIENTS and CHUNKS must be at least 1".into());
+    }
+    let mut parsed = parse(&args[4..])?;
+    parsed.kinds.retain(|k| *k != Kind::Sink);
+    let scratch = match &parsed.scratch {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("lain-uploads-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let outcome = uploads::run(&load, &parsed.kinds, &parsed.programs, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    print!("{}", outcome?);
+    Ok(())
 }
 
 fn populate(args: &[String]) -> Result<(), String> {

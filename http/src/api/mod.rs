@@ -19,6 +19,7 @@ use lain_engine::Engine;
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
+use crate::budget::BodyBudget;
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::check_repository;
 use crate::route::{Route, query_pairs};
@@ -34,6 +35,8 @@ pub struct Context {
     /// Whether connections arrive over TLS (for URLs built from the request).
     pub tls: bool,
     pub writers: uploads::Writers,
+    /// What upload bodies in flight may hold, all requests together.
+    pub upload_memory: BodyBudget,
 }
 
 impl Context {
@@ -45,6 +48,7 @@ impl Context {
     ) -> Context {
         Context {
             engine,
+            upload_memory: BodyBudget::new(settings.upload_memory),
             settings: Arc::new(settings),
             live,
             tls,

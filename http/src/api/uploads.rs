@@ -15,7 +15,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{Bytes, BytesMut};
+use std::time::{Duration, Instant};
+
 use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header;
@@ -25,12 +26,21 @@ use tokio::task::JoinHandle;
 use super::{
     Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Mounts, Reply, blocking, next_data,
 };
+use crate::budget::Buffer;
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::{check_repository, parse_digest};
 use crate::ranges::{content_range, upload_range};
 
-/// How many body bytes gather before they go to the engine in one blocking call.
+/// How many body bytes gather, at most, before they go to the engine in one blocking
+/// call.
 const APPEND_BATCH: usize = 1 << 20;
+
+/// A body's first batch; each full one doubles the next, up to [`APPEND_BATCH`]. A
+/// client trickling bytes holds this much of the budget, not a whole batch.
+const FIRST_BATCH: usize = 64 << 10;
+
+/// The longest a batch gathers before what it holds is written (see `Upload::stream`).
+const BATCH_QUIET: Duration = Duration::from_millis(50);
 
 /// The upload sessions a request is writing right now.
 #[derive(Clone, Default)]
@@ -142,7 +152,11 @@ pub async fn patch(
     mut call: Call,
 ) -> Result<Reply, ApiError> {
     let upload = Upload::claim(ctx, &name, &id).await?;
-    let received = upload.stream_chunk(&mut call).await?;
+    let streamed = upload.stream_chunk(&mut call).await;
+    // The session now waits for the client's next chunk, holding no buffer.
+    let paused = upload.pause().await;
+    let received = streamed?;
+    paused?;
     Ok(session_reply(StatusCode::ACCEPTED, &name, &id, received))
 }
 
@@ -169,7 +183,11 @@ pub async fn finish(
             ));
         }
     };
-    upload.stream_chunk(&mut call).await?;
+    if let Err(e) = upload.stream_chunk(&mut call).await {
+        // The session stays for a retry, holding no buffer.
+        let _ = upload.pause().await;
+        return Err(e);
+    }
     upload.commit(digest).await
 }
 
@@ -282,55 +300,87 @@ impl<'a> Upload<'a> {
     /// Streams `body` into the session; returns its size after the last byte. With
     /// `limit`, a body longer than that many bytes is refused before any byte past the
     /// limit reaches the session.
+    ///
+    /// Batches come from the server's body budget: while it is spent, no more of the
+    /// body is read. A batch starts small and doubles up to [`APPEND_BATCH`] while the
+    /// body keeps coming. A batch not full within [`BATCH_QUIET`] of its start is sent
+    /// as it is and written, and so is what the session gathers when the request must
+    /// wait for the budget: a slow, silent or waiting client holds no budget for long.
     async fn stream(&self, body: &mut Incoming, limit: Option<u64>) -> Result<u64, ApiError> {
-        let mut batch = BytesMut::new();
+        let mut batch: Option<Buffer> = None;
+        // When the batch gathering now must be sent, full or not.
+        let mut send_by = Instant::now();
+        let mut capacity = FIRST_BATCH;
         let mut in_flight: Option<JoinHandle<Result<u64, ApiError>>> = None;
         let mut received = self.received;
         let mut sent: u64 = 0;
         loop {
-            let data = match next_data(body, ErrorCode::BlobUploadInvalid).await {
+            let next = next_data(body, ErrorCode::BlobUploadInvalid);
+            let data = match &batch {
+                None => next.await,
+                Some(_) => match tokio::time::timeout_at(send_by.into(), next).await {
+                    Ok(data) => data,
+                    Err(_quiet) => {
+                        if let Some(quiet) = batch.take() {
+                            in_flight = Some(self.send(quiet, in_flight, &mut received).await?);
+                        }
+                        if let Some(task) = in_flight.take() {
+                            received = join(task).await?;
+                        }
+                        self.pause().await?;
+                        capacity = FIRST_BATCH;
+                        continue;
+                    }
+                },
+            };
+            let data = match data {
                 Ok(data) => data,
                 // What is in flight lands; the batch not yet sent is dropped. The
                 // session's `Range` tells the client where to resume.
                 Err(e) => return Err(finish_in_flight(in_flight, e).await),
             };
             let end = data.is_none();
-            if let Some(data) = data {
-                sent += data.len() as u64;
-                if let Some(limit) = limit
-                    && sent > limit
-                {
-                    let long = ApiError::new(
-                        ErrorCode::BlobUploadInvalid,
-                        format!("the body is longer than its Content-Range ({limit} bytes)"),
-                    );
-                    return Err(finish_in_flight(in_flight, long).await);
-                }
-                if batch.capacity() == 0 {
-                    batch.reserve(APPEND_BATCH);
-                }
-                batch.extend_from_slice(&data);
+            let mut rest: &[u8] = data.as_deref().unwrap_or_default();
+            sent += rest.len() as u64;
+            if let Some(limit) = limit
+                && sent > limit
+            {
+                let long = ApiError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("the body is longer than its Content-Range ({limit} bytes)"),
+                );
+                return Err(finish_in_flight(in_flight, long).await);
             }
-            if batch.len() >= APPEND_BATCH || (end && !batch.is_empty()) {
-                // One batch at a time in the engine, so pieces stay in order.
-                if let Some(task) = in_flight.take() {
-                    received = join(task).await?;
+            loop {
+                if let Some(full) = batch.take_if(|b| b.room() == 0 || (end && !b.is_empty())) {
+                    in_flight = Some(self.send(full, in_flight, &mut received).await?);
+                    capacity = (capacity * 2).min(APPEND_BATCH);
                 }
-                let piece = if batch.len() < APPEND_BATCH / 2 {
-                    // A short tail: copied out, so it does not pin a whole batch buffer
-                    // while the session waits for its next chunk.
-                    let piece = Bytes::copy_from_slice(&batch);
-                    batch.clear();
-                    piece
-                } else {
-                    batch.split().freeze()
+                if rest.is_empty() {
+                    break;
+                }
+                let buffer = match &mut batch {
+                    Some(buffer) => buffer,
+                    None => match self.ctx.upload_memory.try_buffer(capacity) {
+                        Some(buffer) => {
+                            send_by = Instant::now() + BATCH_QUIET;
+                            batch.insert(buffer)
+                        }
+                        None => {
+                            // The budget is spent. What this session holds goes back
+                            // first (its pieces are written), so that no request waits
+                            // holding budget that others wait for: every wait ends.
+                            if let Some(task) = in_flight.take() {
+                                received = join(task).await?;
+                            }
+                            self.pause().await?;
+                            let buffer = self.ctx.upload_memory.buffer(capacity).await;
+                            send_by = Instant::now() + BATCH_QUIET;
+                            batch.insert(buffer)
+                        }
+                    },
                 };
-                let (engine, claim) = (self.ctx.engine.clone(), self.claim.clone());
-                let (repo, id) = (self.name.to_owned(), self.id.to_owned());
-                in_flight = Some(tokio::task::spawn_blocking(move || {
-                    let _claim = claim;
-                    Ok(engine.upload_append(&repo, &id, piece)?)
-                }));
+                rest = &rest[buffer.fill(rest)..];
             }
             if end {
                 break;
@@ -340,6 +390,31 @@ impl<'a> Upload<'a> {
             received = join(task).await?;
         }
         Ok(received)
+    }
+
+    /// Hands `batch` to the engine on the blocking pool, after the batch before it
+    /// (`in_flight`) has landed, so pieces stay in order; returns the new task.
+    async fn send(
+        &self,
+        batch: Buffer,
+        in_flight: Option<JoinHandle<Result<u64, ApiError>>>,
+        received: &mut u64,
+    ) -> Result<JoinHandle<Result<u64, ApiError>>, ApiError> {
+        if let Some(task) = in_flight {
+            *received = join(task).await?;
+        }
+        let piece = batch.freeze();
+        let (engine, claim) = (self.ctx.engine.clone(), self.claim.clone());
+        let (repo, id) = (self.name.to_owned(), self.id.to_owned());
+        Ok(tokio::task::spawn_blocking(move || {
+            let _claim = claim;
+            Ok(engine.upload_append(&repo, &id, piece)?)
+        }))
+    }
+
+    /// Writes what the session still gathers (see `Engine::upload_pause`).
+    async fn pause(&self) -> Result<u64, ApiError> {
+        self.engine(|e, repo, id| e.upload_pause(repo, id)).await
     }
 }
 
