@@ -98,16 +98,7 @@ impl Session {
     /// Waits for the write in flight, if any, and returns its outcome. A failed write
     /// ends the session (its caller drops it).
     fn settle_write(&mut self) -> Result<()> {
-        match self.writing.take() {
-            None => Ok(()),
-            Some(handle) => handle.join().unwrap_or_else(|_| {
-                Err(Error::Io {
-                    op: "append (the writing thread panicked) to",
-                    path: "an upload's pack".into(),
-                    source: std::io::Error::other("panic"),
-                })
-            }),
-        }
+        self.writing.take().map_or(Ok(()), land)
     }
 
     /// What the session holds, once the write in flight has landed: a write that
@@ -120,6 +111,17 @@ impl Session {
             started: self.started,
         })
     }
+}
+
+/// Waits for a write thread and returns its outcome.
+fn land(handle: JoinHandle<Result<()>>) -> Result<()> {
+    handle.join().unwrap_or_else(|_| {
+        Err(Error::Io {
+            op: "append (the writing thread panicked) to",
+            path: "an upload's pack".into(),
+            source: std::io::Error::other("panic"),
+        })
+    })
 }
 
 /// The sessions that clients can resume by id.
@@ -260,7 +262,7 @@ impl Core {
         if session.pending_len >= self.options.upload_flush_bytes
             || session.pending.len() >= MAX_PENDING_PIECES
         {
-            self.write_pending(session, &[])?;
+            self.write_pending(session, &[], Queue::AfterLanding)?;
         }
         Ok(session.received)
     }
@@ -269,7 +271,9 @@ impl Core {
     /// its own thread as in [`Core::append`]; the pieces are freed when it lands.
     pub(crate) fn pause(&self, session: &mut Session) -> Result<u64> {
         if !session.pending.is_empty() {
-            self.write_pending(session, &[])?;
+            // Queued behind the write in flight rather than after waiting for it: the
+            // client gets its answer (and sends its next chunk) meanwhile.
+            self.write_pending(session, &[], Queue::Behind)?;
         }
         Ok(session.received)
     }
@@ -282,8 +286,20 @@ impl Core {
     /// thread while the caller goes on hashing the next pieces, and the next call (or
     /// the commit, or dropping the session) waits for it first. With a trailer it is
     /// the record's last write and done before returning.
-    fn write_pending<'s>(&self, session: &'s mut Session, trailer: &[u8]) -> Result<&'s mut Lease> {
-        session.settle_write()?;
+    fn write_pending<'s>(
+        &self,
+        session: &'s mut Session,
+        trailer: &[u8],
+        queue: Queue,
+    ) -> Result<&'s mut Lease> {
+        // The write in flight lands before this one starts, here or on this one's thread.
+        let previous = match queue {
+            Queue::Behind if trailer.is_empty() => session.writing.take(),
+            _ => {
+                session.settle_write()?;
+                None
+            }
+        };
         let first = session.lease.is_none();
         let Session {
             lease,
@@ -323,9 +339,19 @@ impl Core {
         }
         let appender = Arc::new(lease.writer.appender());
         let pieces = Arc::new(pieces);
+        let previous = Arc::new(Mutex::new(previous));
         let write = {
-            let (appender, pieces) = (Arc::clone(&appender), Arc::clone(&pieces));
-            move || write_and_start_writeback(&appender, &pieces, offset)
+            let (appender, pieces, previous) = (
+                Arc::clone(&appender),
+                Arc::clone(&pieces),
+                Arc::clone(&previous),
+            );
+            move || {
+                if let Some(previous) = lock(&previous).take() {
+                    land(previous)?;
+                }
+                write_and_start_writeback(&appender, &pieces, offset)
+            }
         };
         match std::thread::Builder::new()
             .name("lain-upload-write".into())
@@ -336,6 +362,9 @@ impl Core {
             Err(e) => {
                 // No thread to be had (a thread limit): write here instead.
                 tracing::debug!("writing an upload's pieces inline: {e}");
+                if let Some(previous) = lock(&previous).take() {
+                    land(previous)?;
+                }
                 write_and_start_writeback(&appender, &pieces, offset)?;
             }
         }
@@ -497,7 +526,7 @@ impl Core {
         }
         .encode();
         let length = session.received;
-        let lease = self.write_pending(session, &crc.to_le_bytes())?;
+        let lease = self.write_pending(session, &crc.to_le_bytes(), Queue::AfterLanding)?;
         lease.writer.write_at(&header, lease.record_start)?;
         lease.writer.sync()?;
         self.stats.pack_syncs.fetch_add(1, Ordering::Relaxed);
@@ -511,15 +540,32 @@ impl Core {
     }
 }
 
+/// When a session's write may start, relative to the one in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    /// After it has landed, waiting for it here: the next pieces are not taken in
+    /// before the disk has the ones before them.
+    AfterLanding,
+    /// On its own thread, right behind it: the caller does not wait.
+    Behind,
+}
+
 /// Appends `pieces` at `offset` of the leased pack and gets them moving to the disk now
 /// rather than all at the commit's fdatasync, which the client waits for. The
 /// writeback is best effort: a file system without sync_file_range still gets every
 /// byte synced at commit.
+///
+/// Writeback starts for whole pages only: the next write continues in the last, partial
+/// page, and a page under writeback makes that write wait for the disk.
 fn write_and_start_writeback(appender: &Appender, pieces: &[Bytes], offset: u64) -> Result<()> {
+    const PAGE: u64 = 4096;
     let bufs: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
     appender.append(&bufs)?;
-    let len = bufs.iter().map(|b| b.len() as u64).sum();
-    if let Err(e) = appender.start_writeback(offset, len) {
+    let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+    let whole_pages_end = (offset + len) / PAGE * PAGE;
+    if whole_pages_end > offset
+        && let Err(e) = appender.start_writeback(offset, whole_pages_end - offset)
+    {
         tracing::debug!("early writeback not started: {e}");
     }
     Ok(())

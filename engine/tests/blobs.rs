@@ -399,3 +399,51 @@ fn session_limit_ends_the_least_active_idle_session() {
     engine.commit_upload("r", &a, &digest).unwrap();
     assert_eq!(engine.read_blob(&digest, None).unwrap().into_bytes(), data);
 }
+
+/// A session the client has paused (its request ended) holds no bytes in memory: what
+/// it gathered is in its pack, and the upload goes on from there to the same blob.
+#[test]
+fn a_paused_session_has_its_bytes_in_its_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(
+        dir.path(),
+        Options {
+            upload_flush_bytes: 1 << 20,
+            ..small_options()
+        },
+    );
+    let mut r = rng(77);
+    let data = random_bytes(&mut r, 3000);
+    let id = engine
+        .start_upload("lib/paused", Algorithm::Sha256)
+        .unwrap();
+    let before = pack_file_bytes(dir.path());
+    engine
+        .upload_append("lib/paused", &id, Bytes::copy_from_slice(&data[..1000]))
+        .unwrap();
+    // Below the flush size: gathered, not written.
+    assert_eq!(pack_file_bytes(dir.path()), before);
+    assert_eq!(engine.upload_pause("lib/paused", &id).unwrap(), 1000);
+    // The write runs on its own thread; the status waits for it to land.
+    assert_eq!(
+        engine.upload_status("lib/paused", &id).unwrap().received,
+        1000
+    );
+    assert!(
+        pack_file_bytes(dir.path()) >= before + 1000,
+        "the paused session's bytes are not in a pack"
+    );
+    // Paused twice, and with nothing gathered: no change, no error.
+    engine.upload_pause("lib/paused", &id).unwrap();
+    engine
+        .upload_append("lib/paused", &id, Bytes::copy_from_slice(&data[1000..]))
+        .unwrap();
+    engine.upload_pause("lib/paused", &id).unwrap();
+    let digest = sha256(&data);
+    engine.commit_upload("lib/paused", &id, &digest).unwrap();
+    assert_eq!(read_all(&engine, &digest), data);
+    assert!(matches!(
+        engine.upload_pause("lib/paused", &id),
+        Err(Error::UploadUnknown(_))
+    ));
+}

@@ -57,10 +57,10 @@ pub enum Locations {
     FromRequest,
 }
 
-/// 16 MiB: room for several uploads at full speed (each holds a batch being received
-/// and one being written), which is what a disk and a few cores take; more only grows
-/// memory (`benches/UPLOADS.md`: a thousand concurrent uploads in about 110 MiB).
-pub const DEFAULT_UPLOAD_MEMORY: usize = 16 << 20;
+/// 8 MiB: room for a few uploads at full speed (each holds a batch being received and
+/// one being written), which is what a disk and two cores take; more only grows memory
+/// (`benches/UPLOADS.md`: a thousand concurrent uploads peak at about 100 MiB).
+pub const DEFAULT_UPLOAD_MEMORY: usize = 8 << 20;
 
 impl Default for Settings {
     /// The embedded default: deletes enabled (LAIN's weekly clean-up needs them), idle

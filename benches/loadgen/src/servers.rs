@@ -220,6 +220,10 @@ impl Server {
         }));
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU seconds (user + system) the server has used so far.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.child.id()).unwrap_or(0.0)

@@ -15,7 +15,7 @@ use lain_engine::Algorithm;
 
 use crate::client::{Conn, Request};
 use crate::data::pseudo_random;
-use crate::servers::{Kind, Programs, Server};
+use crate::servers::{Kind, Programs, Server, memory_kib};
 
 /// The shape of the load.
 pub struct Load {
@@ -35,6 +35,8 @@ struct Outcome {
     seconds: f64,
     bytes: u64,
     peak_anon_kib: u64,
+    /// RssAnon before the load, and 5 s after it.
+    idle_anon_kib: (u64, u64),
     cpu: f64,
 }
 
@@ -85,6 +87,8 @@ pub fn run(
         let failure = Arc::new(std::sync::Mutex::new(None::<String>));
         let barrier = Arc::new(Barrier::new(load.clients + 1));
         let cpu_before = server.cpu_seconds();
+        let anon = || memory_kib(server.pid()).map_or(0, |(anon, _)| anon);
+        let idle_before = anon();
         let threads: Vec<_> = (0..load.clients)
             .map(|i| {
                 let (shared, digests) = (Arc::clone(&shared), Arc::clone(&digests));
@@ -119,6 +123,10 @@ pub fn run(
             let _ = thread.join();
         }
         let seconds = started.elapsed().as_secs_f64();
+        let cpu = server.cpu_seconds() - cpu_before;
+        // Whether memory goes back once the spike is over.
+        std::thread::sleep(Duration::from_secs(5));
+        let idle_after = anon();
         let ok = counts.ok.load(Ordering::Relaxed);
         outcomes.push(Outcome {
             kind,
@@ -129,7 +137,8 @@ pub fn run(
             seconds,
             bytes: ok * size as u64,
             peak_anon_kib: server.peaks.rss_anon.load(Ordering::Relaxed),
-            cpu: server.cpu_seconds() - cpu_before,
+            idle_anon_kib: (idle_before, idle_after),
+            cpu,
         });
         server.stop();
     }
@@ -234,7 +243,7 @@ fn path_of(location: &str) -> String {
 fn render(load: &Load, programs: &Programs, outcomes: &[Outcome]) -> String {
     let mut out = format!(
         "{} clients at once, each: POST, {} PATCHes of {} KiB {} ms apart, PUT\n\n\
-         | server | pushed | refused (429) | failed | seconds | MiB/s | peak RssAnon MiB | server CPU s |\n\
+         | server | pushed | refused (429) | failed | seconds | MiB/s | server CPU s | RssAnon MiB: before, peak, 5 s after |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         load.clients,
         load.chunks,
@@ -247,14 +256,16 @@ fn render(load: &Load, programs: &Programs, outcomes: &[Outcome]) -> String {
             kind => kind.label(),
         };
         out.push_str(&format!(
-            "| {label} | {} | {} | {} | {:.1} | {:.0} | {:.0} | {:.1} |\n",
+            "| {label} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.0}, {:.0}, {:.0} |\n",
             o.ok,
             o.refused,
             o.failed,
             o.seconds,
             o.bytes as f64 / o.seconds / (1 << 20) as f64,
-            o.peak_anon_kib as f64 / 1024.0,
             o.cpu,
+            o.idle_anon_kib.0 as f64 / 1024.0,
+            o.peak_anon_kib as f64 / 1024.0,
+            o.idle_anon_kib.1 as f64 / 1024.0,
         ));
     }
     for o in outcomes.iter().filter(|o| o.first_failure.is_some()) {
