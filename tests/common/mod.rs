@@ -292,13 +292,17 @@ impl Request<'_> {
     }
 
     pub fn send(self) -> Response {
+        self.try_send().expect("request")
+    }
+
+    /// The request, or why it got no whole response (the server went away: the crash
+    /// tests kill it mid-request on purpose).
+    pub fn try_send(self) -> std::io::Result<Response> {
         let head_only = self.method == "HEAD";
-        let mut stream = TcpStream::connect(self.addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("timeout");
-        stream.write_all(&self.encode()).expect("send request");
-        read_response(&mut BufReader::new(stream), head_only)
+        let mut stream = TcpStream::connect(self.addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.write_all(&self.encode())?;
+        try_read_response(&mut BufReader::new(stream), head_only)
     }
 }
 
@@ -365,22 +369,35 @@ impl Response {
 /// Reads one response (status line, headers, body framed by `Content-Length` or
 /// chunked, or nothing for HEAD / 204 / 304).
 pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
+    try_read_response(reader, head_only).expect("response")
+}
+
+/// [`read_response`], failing instead of panicking on a broken or malformed response.
+pub fn try_read_response(reader: &mut impl BufRead, head_only: bool) -> std::io::Result<Response> {
+    use std::io::{Error, ErrorKind};
+    let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
     let mut line = String::new();
-    reader.read_line(&mut line).expect("status line");
+    if reader.read_line(&mut line)? == 0 {
+        return Err(Error::new(ErrorKind::UnexpectedEof, "no response"));
+    }
     let status: u16 = line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
     let mut headers = Vec::new();
     loop {
         line.clear();
-        reader.read_line(&mut line).expect("header line");
+        if reader.read_line(&mut line)? == 0 {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "headers cut off"));
+        }
         let trimmed = line.trim_end();
         if trimmed.is_empty() {
             break;
         }
-        let (name, value) = trimmed.split_once(':').expect("header");
+        let (name, value) = trimmed
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header {trimmed:?}")))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
     }
     let find = |name: &str| {
@@ -392,34 +409,37 @@ pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> Response {
     let mut body = Vec::new();
     if !head_only && status != 204 && status != 304 {
         if let Some(len) = find("content-length") {
-            let len: usize = len.parse().expect("content-length");
+            let len: usize = len
+                .parse()
+                .map_err(|_| bad(format!("content-length {len}")))?;
             body.resize(len, 0);
-            reader.read_exact(&mut body).expect("body");
+            reader.read_exact(&mut body)?;
         } else if find("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
             loop {
                 line.clear();
-                reader.read_line(&mut line).expect("chunk size");
-                let size = usize::from_str_radix(line.trim(), 16).expect("chunk size");
+                reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim(), 16)
+                    .map_err(|_| bad(format!("chunk size {line:?}")))?;
                 if size == 0 {
                     line.clear();
-                    reader.read_line(&mut line).expect("trailer end");
+                    reader.read_line(&mut line)?;
                     break;
                 }
                 let start = body.len();
                 body.resize(start + size, 0);
-                reader.read_exact(&mut body[start..]).expect("chunk");
+                reader.read_exact(&mut body[start..])?;
                 line.clear();
-                reader.read_line(&mut line).expect("chunk end");
+                reader.read_line(&mut line)?;
             }
         } else {
-            reader.read_to_end(&mut body).expect("body");
+            reader.read_to_end(&mut body)?;
         }
     }
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// `sha256:<hex>` of `bytes`, computed by the engine's digest code.
