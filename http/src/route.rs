@@ -26,13 +26,17 @@ impl Route {
         if rest == "_catalog" {
             return Some(Route::Catalog);
         }
-        // Split first, then decode: an escaped '/' stays inside its segment (and so
-        // makes an invalid tag or digest, not another path component).
-        let segments: Vec<String> = rest.split('/').map(percent_decode).collect::<Option<_>>()?;
+        // Split first, then decode: an escaped '/' stays inside its segment. The last
+        // segment (a reference, digest or session id) is decoded whole, so `x%2Fy` is
+        // an invalid tag. A name's segments are decoded only where RFC 3986 says an
+        // escape is the same URI as the character (letters, digits, `-._~`): `%61`
+        // is `a`, while `lib%2Fapp` stays an invalid name, never `lib/app`.
+        let raw: Vec<&str> = rest.split('/').collect();
+        let n = raw.len();
+        let last = percent_decode(raw[n - 1])?;
+        let segments: Vec<String> = raw.iter().map(|s| decode_unreserved(s)).collect();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let n = segments.len();
         let name = |end: usize| (end > 0).then(|| segments[..end].join("/"));
-        let last = segments[n - 1].to_owned();
         if n >= 4 && segments[n - 3] == "blobs" && segments[n - 2] == "uploads" {
             let name = name(n - 3)?;
             return Some(if last.is_empty() {
@@ -80,6 +84,38 @@ pub fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Decodes the `%XX` escapes of unreserved characters (RFC 3986 2.3) and keeps every
+/// other escape as it is.
+fn decode_unreserved(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match escaped {
+            Some(byte) => {
+                out.push(char::from(byte));
+                i += 3;
+            }
+            None => {
+                // Whole characters: a name is ASCII if it is valid at all.
+                let ch = text[i..].chars().next().unwrap_or('\u{fffd}');
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
 }
 
 /// The query string as decoded `(key, value)` pairs (`+` is a space, as in forms).
@@ -195,7 +231,10 @@ mod tests {
                     reference: s("x/y"),
                 }),
             ),
-            ("/v2/a%2Fb/tags/list", Some(Tags { name: s("a/b") })),
+            // An escaped '/' is not decoded in a name: it fails the grammar later.
+            ("/v2/a%2Fb/tags/list", Some(Tags { name: s("a%2Fb") })),
+            ("/v2/%61/%2e%2e/tags/list", Some(Tags { name: s("a/..") })),
+            ("/v2/%c3%a9/tags/list", Some(Tags { name: s("%c3%a9") })),
         ];
         for (path, expected) in cases {
             assert_eq!(Route::parse(path), expected, "{path}");

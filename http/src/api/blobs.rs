@@ -21,7 +21,7 @@ pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply
         (reader.as_ref().map(BlobReader::remaining), reader)
     };
     let size = size.ok_or_else(|| blob_unknown(&digest.to_string()))?;
-    let (status, range) = match read_range(call.header(header::RANGE), size) {
+    let (status, range) = match read_range(call.header(header::RANGE)?, size) {
         ReadRange::Whole => (StatusCode::OK, 0..size),
         ReadRange::Part(range) => (StatusCode::PARTIAL_CONTENT, range),
         ReadRange::Unsatisfiable => return Err(ApiError::range_outside(size)),

@@ -19,7 +19,7 @@ pub async fn put(
 ) -> Result<Reply, ApiError> {
     let reference = parse_reference(reference)?;
     let bytes = read_manifest_body(&mut call, MAX_MANIFEST_BYTES).await?;
-    let parsed = manifest::parse(&bytes, call.header(header::CONTENT_TYPE))?;
+    let parsed = manifest::parse(&bytes, call.header(header::CONTENT_TYPE)?)?;
     let subject = parsed.meta.subject.clone();
     let repo = name.clone();
     let record = blocking(ctx, move |e| {
@@ -68,12 +68,8 @@ pub fn get(ctx: &Context, name: &str, reference: &str, call: &Call) -> Result<Re
     };
     // By digest the client asks for exact bytes; by tag it says what it can read.
     if let Reference::Tag(_) = reference {
-        let accept = call
-            .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok());
-        if !manifest::accepts(accept, &record.meta.media_type) {
+        let accept = call.header_values(header::ACCEPT)?;
+        if !manifest::accepts(accept.into_iter(), &record.meta.media_type) {
             return Err(ApiError::new(
                 ErrorCode::ManifestUnknown,
                 format!(

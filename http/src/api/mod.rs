@@ -79,8 +79,23 @@ pub enum Mounts {
 }
 
 impl Call {
-    pub fn header(&self, name: HeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+    /// The value of header `name`, if the request has it. A value that is not visible
+    /// ASCII is a 400: taken as absent, it would have the request do what the client
+    /// did not ask (a chunk without its range, a manifest without its type).
+    pub fn header(&self, name: HeaderName) -> Result<Option<&str>, ApiError> {
+        match self.headers.get(&name) {
+            None => Ok(None),
+            Some(value) => value.to_str().map(Some).map_err(|_| unreadable(&name)),
+        }
+    }
+
+    /// Every value of header `name`, each as [`Call::header`] takes it.
+    pub fn header_values(&self, name: HeaderName) -> Result<Vec<&str>, ApiError> {
+        self.headers
+            .get_all(&name)
+            .iter()
+            .map(|v| v.to_str().map_err(|_| unreadable(&name)))
+            .collect()
     }
 
     pub fn query(&self, key: &str) -> Option<&str> {
@@ -88,9 +103,23 @@ impl Call {
     }
 
     /// The declared body length, if the client sent a valid `Content-Length`.
+    /// hyper has checked `Content-Length` before the request got here.
     pub fn content_length(&self) -> Option<u64> {
-        self.header(header::CONTENT_LENGTH)?.trim().parse().ok()
+        self.header(header::CONTENT_LENGTH)
+            .ok()
+            .flatten()?
+            .trim()
+            .parse()
+            .ok()
     }
+}
+
+fn unreadable(name: &HeaderName) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!("the {name} header is not visible ASCII"),
+    )
+    .with_status(StatusCode::BAD_REQUEST)
 }
 
 /// A successful response being built. Header values that are not valid header text

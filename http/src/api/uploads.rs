@@ -438,7 +438,7 @@ async fn join(task: JoinHandle<Result<u64, ApiError>>) -> Result<u64, ApiError> 
 
 /// The request's `Content-Range` as `(start, end)`, if it has one.
 fn chunk_range(call: &Call) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(text) = call.header(header::CONTENT_RANGE) else {
+    let Some(text) = call.header(header::CONTENT_RANGE)? else {
         return Ok(None);
     };
     match content_range(text) {

@@ -1,0 +1,194 @@
+//! What clients send that they should not: header values that are not ASCII, path
+//! tricks in names and references, pagination at the limits of u64, and pushes that
+//! are refused. Each gets a 4xx with the spec's JSON error body and the API version
+//! header, never a 500, and a refused push leaves nothing behind.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+
+use common::{Registry, Response};
+
+/// Asserts a 4xx carrying the spec's error body and the API version header.
+#[track_caller]
+fn assert_client_error(r: &Response, what: &str) {
+    assert!(
+        (400..500).contains(&r.status),
+        "{what}: status {} ({})",
+        r.status,
+        r.text()
+    );
+    assert_eq!(
+        r.header("docker-distribution-api-version"),
+        Some("registry/2.0"),
+        "{what}"
+    );
+    if r.status != 405 || !r.body.is_empty() {
+        let body = r.json();
+        let code = body["errors"][0]["code"].as_str();
+        assert!(
+            code.is_some_and(|c| !c.is_empty()),
+            "{what}: no error code in {}",
+            r.text()
+        );
+    }
+}
+
+/// Sends `head` (request line and headers, raw bytes) and an empty body.
+fn raw(reg: &Registry, head: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(&reg.addr).expect("connect");
+    stream.write_all(head).expect("send");
+    common::read_response(&mut BufReader::new(stream), false)
+}
+
+#[test]
+fn header_values_that_are_not_ascii_are_a_400() {
+    let reg = Registry::start();
+    common::push_image(&reg, "hostile/app", "v1", 1);
+    let digest = common::put_blob(&reg, "hostile/app", b"0123456789");
+    let session = reg.request("POST", "/v2/hostile/app/blobs/uploads/").send();
+    session.expect(202, None);
+    let location = session.header("location").expect("location").to_owned();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "Range on a blob GET",
+            format!(
+                "GET /v2/hostile/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-é\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes(),
+        ),
+        (
+            "Content-Range on a PATCH",
+            format!(
+                "PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Range: 0-é\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .into_bytes(),
+        ),
+        (
+            "Content-Type on a manifest PUT",
+            b"PUT /v2/hostile/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\xff\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_vec(),
+        ),
+        (
+            "Accept on a manifest GET",
+            b"GET /v2/hostile/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nAccept: \xfe\xff\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (what, head) in cases {
+        let r = raw(&reg, &head);
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_client_error(&r, what);
+    }
+    // The session is untouched by the refused PATCH.
+    let status = reg.request("GET", &location).send();
+    status.expect(204, None);
+    assert_eq!(status.header("range"), Some("0-0"));
+}
+
+#[test]
+fn path_tricks_in_names_and_references_are_refused() {
+    let reg = Registry::start();
+    common::push_image(&reg, "hostile/app", "v1", 1);
+    for path in [
+        "/v2/../etc/passwd/manifests/latest",
+        "/v2/%2e%2e/%2e%2e/etc/manifests/latest",
+        "/v2/hostile/%2e%2e/app/manifests/v1",
+        "/v2/hostile%2Fapp/manifests/v1",
+        "/v2/hostile/app/manifests/..%2Fv1",
+        "/v2/hostile/app%00/tags/list",
+        "/v2/hostile/app/manifests/v1%00",
+        "/v2/%c0%ae%c0%ae/app/manifests/v1",
+        "/v2/hostile/%ff%fe/tags/list",
+        "/v2//etc/passwd/manifests/v1",
+        "/v2/hostile/app/blobs/sha256:..%2F..%2Fetc",
+        "/v2/hostile/app/blobs/sha256:00000000000000000000000000000000000000000000000000000000000000zz",
+        "/v2/hostile/app/manifests/sha256:%2e%2e",
+        "/v2/HOSTILE/app/tags/list",
+    ] {
+        for method in ["GET", "HEAD", "PUT", "DELETE"] {
+            let r = reg
+                .request(method, path)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .body("{}")
+                .send();
+            assert!(
+                r.status < 500,
+                "{method} {path}: {} ({})",
+                r.status,
+                r.text()
+            );
+            assert!(r.status >= 400, "{method} {path}: {}", r.status);
+            if method != "HEAD" {
+                assert_client_error(&r, &format!("{method} {path}"));
+            }
+        }
+    }
+    // The real image is still there, and nothing else appeared.
+    reg.request("GET", "/v2/hostile/app/manifests/v1")
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .expect(200, None);
+    let catalog = reg.request("GET", "/v2/_catalog").send().json();
+    assert_eq!(catalog["repositories"], serde_json::json!(["hostile/app"]));
+}
+
+#[test]
+fn pagination_values_at_the_limits_of_u64() {
+    let reg = Registry::start();
+    common::push_image(&reg, "hostile/app", "v1", 1);
+    for query in [
+        "n=18446744073709551615",
+        "n=18446744073709551616",
+        "n=99999999999999999999999999999",
+        "n=-1",
+        "n=0",
+        "n=1e3",
+        "n=",
+        "last=%ff%ff",
+        &format!("last={}", "z".repeat(5000)),
+        "n=1&last=v1&n=2",
+    ] {
+        for path in ["/v2/_catalog", "/v2/hostile/app/tags/list"] {
+            let r = reg.request("GET", &format!("{path}?{query}")).send();
+            assert!(
+                r.status == 200 || (400..500).contains(&r.status),
+                "{path}?{query}: {} ({})",
+                r.status,
+                r.text()
+            );
+            if r.status != 200 {
+                assert_client_error(&r, &format!("{path}?{query}"));
+            }
+        }
+    }
+}
+
+/// A manifest that fails validation creates no repository, links nothing and adds
+/// nothing to the catalog.
+#[test]
+fn a_refused_push_leaves_no_trace() {
+    let reg = Registry::start();
+    let unknown = format!("sha256:{}", "ab".repeat(32));
+    let refused = [
+        "not json".to_owned(),
+        r#"{"schemaVersion":2}"#.to_owned(),
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{unknown}","size":2}},"layers":[]}}"#
+        ),
+        "[".repeat(100_000),
+    ];
+    for body in &refused {
+        let r = reg
+            .request("PUT", "/v2/ghost/repo/manifests/v1")
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body.clone())
+            .send();
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_client_error(&r, "refused manifest");
+    }
+    let catalog = reg.request("GET", "/v2/_catalog").send();
+    catalog.expect(200, None);
+    assert_eq!(catalog.json()["repositories"], serde_json::json!([]));
+    let tags = reg.request("GET", "/v2/ghost/repo/tags/list").send();
+    tags.expect(404, Some("NAME_UNKNOWN"));
+}
