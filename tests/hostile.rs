@@ -192,3 +192,54 @@ fn a_refused_push_leaves_no_trace() {
     let tags = reg.request("GET", "/v2/ghost/repo/tags/list").send();
     tags.expect(404, Some("NAME_UNKNOWN"));
 }
+
+/// `http.connections.perclient`: idle connections past a client's share do not lock
+/// the server up; the next one is answered 429 with `Retry-After` and the spec's body,
+/// and once one closes the client is served again.
+#[test]
+fn a_client_past_its_share_of_connections_is_told_to_retry() {
+    let reg = Registry::launch(common::Launch {
+        env: vec![("REGISTRY_HTTP_CONNECTIONS_PERCLIENT", "4".into())],
+        ..common::Launch::default()
+    });
+    // Four idle connections: the whole share.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(&reg.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = reg.request("GET", "/v2/").send();
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_client_error(&r, "past the share");
+    drop(idle);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = reg.request("GET", "/v2/").send();
+        if r.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {}", r.status);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `http.connections.max`: past the total, a new connection waits (it is not
+/// accepted) until one closes, then is served.
+#[test]
+fn past_the_total_a_connection_waits_for_a_place() {
+    let reg = Registry::launch(common::Launch {
+        env: vec![("REGISTRY_HTTP_CONNECTIONS_MAX", "3".into())],
+        ..common::Launch::default()
+    });
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&reg.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let addr = reg.addr.clone();
+    let waiting = std::thread::spawn(move || common::request_to(&addr, "GET", "/v2/").send());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!waiting.is_finished(), "served past the total");
+    drop(idle);
+    let r = waiting.join().expect("request");
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -5,6 +5,7 @@ mod api;
 pub mod auth;
 mod body;
 mod budget;
+mod connections;
 mod errors;
 mod manifest;
 mod names;
@@ -43,6 +44,11 @@ pub struct Settings {
     /// Memory for upload bodies in flight, all requests together
     /// (`storage.engine.uploadmemory`); see `budget.rs`.
     pub upload_memory: usize,
+    /// Connections open at once, all clients together (`http.connections.max`); see
+    /// `connections.rs`.
+    pub max_connections: usize,
+    /// Connections one client address may have open (`http.connections.perclient`).
+    pub max_connections_per_client: usize,
 }
 
 /// How `Location` (and `Link`) headers name this registry.
@@ -62,6 +68,14 @@ pub enum Locations {
 /// (`benches/UPLOADS.md`: a thousand concurrent uploads peak at about 100 MiB).
 pub const DEFAULT_UPLOAD_MEMORY: usize = 8 << 20;
 
+/// Connections open at once: each is a file descriptor and about 30 KiB of memory
+/// (`benches/UPLOADS.md`), so 8,192 fit a 256 MiB container with room for bodies.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+
+/// A client address's share: a node's Docker daemon pushing many layers of many images
+/// at once stays far below it; a client opening connections without end does not.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 2048;
+
 impl Default for Settings {
     /// The embedded default: deletes enabled (LAIN's weekly clean-up needs them), idle
     /// sessions purged after a day, checked every ten minutes.
@@ -76,6 +90,8 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(30),
             http2: true,
             upload_memory: DEFAULT_UPLOAD_MEMORY,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 }

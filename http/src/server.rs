@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::api::{self, Context, Mounts};
 use crate::auth::{self, Problem};
 use crate::body::ResponseBody;
+use crate::connections::Connections;
 use crate::errors::{ApiError, ErrorCode};
 use crate::route::{Route, query_pairs, query_value};
 use crate::{Access, Live, Locations, Settings};
@@ -65,6 +66,10 @@ pub async fn serve(
         ))
     });
     let drain_timeout = settings.drain_timeout;
+    let connections = Connections::new(
+        settings.max_connections,
+        settings.max_connections_per_client,
+    );
     let http2 = settings.http2;
     let ctx = Context::new(engine, settings, live, tls.is_some());
     let graceful = GracefulShutdown::new();
@@ -86,6 +91,11 @@ pub async fn serve(
         .keep_alive_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
+        // Past the total, nothing is accepted until a connection closes.
+        let room = tokio::select! {
+            room = connections.room() => room,
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -97,6 +107,13 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Some(slot) = connections.admit(room, peer.ip()) else {
+            tracing::info!(%peer, "connection refused: the client has its share open");
+            if tls.is_none() {
+                tokio::spawn(refuse(stream));
+            }
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
@@ -111,6 +128,7 @@ pub async fn serve(
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = connection.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -123,6 +141,7 @@ pub async fn serve(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let stream = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
                         acceptor.accept(stream),
@@ -161,6 +180,28 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Answers a connection past its client's share with 429 and closes it, without
+/// reading its request: the answer is the same whatever it asks.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let error = ApiError::too_many(
+        "too many connections from this address; close some or retry later",
+        Duration::from_secs(5),
+    );
+    let body = error.body();
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n\
+         Docker-Distribution-Api-Version: registry/2.0\r\nRetry-After: 5\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {

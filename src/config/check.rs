@@ -108,6 +108,14 @@ pub fn rows(config: &Config) -> Vec<Row> {
         options.max_upload_sessions.to_string(),
     );
     row(
+        "http.connections.max",
+        config.http.max_connections.to_string(),
+    );
+    row(
+        "http.connections.perclient",
+        config.http.max_connections_per_client.to_string(),
+    );
+    row(
         "storage.engine.uploadmemory",
         config.http.upload_memory.to_string(),
     );

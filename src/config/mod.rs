@@ -723,6 +723,18 @@ impl Config {
             _ => None,
         };
 
+        let connections = http.connections.unwrap_or_default();
+        for (key, value) in [
+            ("http.connections.max", connections.max),
+            ("http.connections.perclient", connections.perclient),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        let limit = |value: Option<u64>, default: usize| {
+            value.map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
         let mut not_applied: Vec<String> = NOT_APPLIED
             .iter()
             .filter(|key| {
@@ -746,6 +758,11 @@ impl Config {
                 headers,
                 drain_timeout: http.draintimeout.map_or(DEFAULT_DRAIN, |d| d.0),
                 http2: !http.http2.and_then(|h| h.disabled).is_some_and(|d| d.0),
+                max_connections: limit(connections.max, lain_http::DEFAULT_MAX_CONNECTIONS),
+                max_connections_per_client: limit(
+                    connections.perclient,
+                    lain_http::DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+                ),
                 upload_memory: engine_section
                     .uploadmemory
                     .map_or(lain_http::DEFAULT_UPLOAD_MEMORY, |s| {

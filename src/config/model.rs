@@ -215,6 +215,17 @@ pub struct Http {
     pub debug: Option<Debug>,
     pub http2: Option<Http2>,
     pub h2c: Option<Any>,
+    /// This registry's own: limits on open connections.
+    pub connections: Option<Connections>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Connections {
+    /// All clients together.
+    pub max: Option<u64>,
+    /// One client address.
+    pub perclient: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
