@@ -243,3 +243,42 @@ fn past_the_total_a_connection_waits_for_a_place() {
     let r = waiting.join().expect("request");
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// `storage.engine.uploadsessionsperclient`: a client that opens sessions without end
+/// is held to its share, and another client (here from 127.0.0.2, through curl) still
+/// starts uploads.
+#[test]
+fn one_client_opening_sessions_without_end_leaves_the_rest_to_others() {
+    let reg = Registry::launch(common::Launch {
+        env: vec![(
+            "REGISTRY_STORAGE_ENGINE_UPLOADSESSIONSPERCLIENT",
+            "3".into(),
+        )],
+        ..common::Launch::default()
+    });
+    for _ in 0..3 {
+        reg.request("POST", "/v2/flood/app/blobs/uploads/")
+            .send()
+            .expect(202, None);
+    }
+    let refused = reg.request("POST", "/v2/flood/app/blobs/uploads/").send();
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("10"));
+    assert_client_error(&refused, "past the client's share");
+    let other = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            "127.0.0.2",
+            "-X",
+            "POST",
+            &format!("http://{}/v2/other/app/blobs/uploads/", reg.addr),
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "202");
+}

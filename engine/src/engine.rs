@@ -49,6 +49,12 @@ pub struct Options {
     pub max_upload_sessions: usize,
     /// See `max_upload_sessions`.
     pub upload_evict_idle: Duration,
+    /// At most this many of those sessions may belong to one owner (the HTTP layer
+    /// names a session's owner by its client's address), so that one client opening
+    /// sessions without end leaves the rest to everyone else. An owner at its share
+    /// gets its own least active session ended (if idle for `upload_evict_idle`) or
+    /// [`Error::TooManyUploadsFrom`].
+    pub max_upload_sessions_per_owner: usize,
     /// While clients are committing uploads, garbage collection copies records at
     /// most this fast (bytes per second; 0: no limit), leaving the disk to them;
     /// otherwise at full speed.
@@ -67,6 +73,7 @@ impl Default for Options {
             read_piece_bytes: 256 << 10,
             max_upload_sessions: 4096,
             upload_evict_idle: Duration::from_secs(120),
+            max_upload_sessions_per_owner: 1024,
             compaction_busy_rate: 16 << 20,
             storage: Arc::new(OsStorage),
         }
@@ -398,13 +405,44 @@ impl Engine {
     /// Starts an upload into `repo`. The bytes are hashed with `algorithm` as they
     /// arrive (a commit with another algorithm's digest re-hashes once).
     pub fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadId> {
+        self.start_upload_by(repo, algorithm, None)
+    }
+
+    /// [`Engine::start_upload`] for `owner`, held to its share of the sessions
+    /// ([`Options::max_upload_sessions_per_owner`]).
+    pub fn start_upload_by(
+        &self,
+        repo: &str,
+        algorithm: Algorithm,
+        owner: Option<&str>,
+    ) -> Result<UploadId> {
         check_name(repo, "repository name")?;
         let options = &self.core.options;
+        if let Some(owner) = owner {
+            while self.core.sessions.owned_by(owner) >= options.max_upload_sessions_per_owner {
+                let Some(evicted) = self
+                    .core
+                    .sessions
+                    .evict_least_active(options.upload_evict_idle, Some(owner))
+                else {
+                    return Err(Error::TooManyUploadsFrom {
+                        owner: owner.to_owned(),
+                        limit: options.max_upload_sessions_per_owner,
+                    });
+                };
+                tracing::info!(
+                    upload = evicted,
+                    owner,
+                    "the owner's share of upload sessions is reached; ended its least active idle one"
+                );
+                self.forget_upload(&evicted);
+            }
+        }
         while self.core.sessions.len() >= options.max_upload_sessions {
             let Some(evicted) = self
                 .core
                 .sessions
-                .evict_least_active(options.upload_evict_idle)
+                .evict_least_active(options.upload_evict_idle, None)
             else {
                 return Err(Error::TooManyUploads {
                     limit: options.max_upload_sessions,
@@ -418,7 +456,8 @@ impl Engine {
             self.forget_upload(&evicted);
         }
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let session = Session::new(repo, algorithm, self.core.packs.clone());
+        let mut session = Session::new(repo, algorithm, self.core.packs.clone());
+        session.owner = owner.map(str::to_owned);
         // Recorded without a sync: after a crash every session is dropped anyway, and
         // this entry only lets the next start count them.
         let mut batch = Batch::default();

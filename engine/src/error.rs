@@ -54,6 +54,11 @@ pub enum Error {
     #[error("{limit} upload sessions are in progress; try again later")]
     TooManyUploads { limit: usize },
 
+    /// `owner` has its share of the sessions open and none has been idle long enough
+    /// to end.
+    #[error("{limit} upload sessions of this client are in progress; finish or cancel some")]
+    TooManyUploadsFrom { owner: String, limit: usize },
+
     #[error("blob {0} is unknown")]
     BlobUnknown(Digest),
 

@@ -46,6 +46,8 @@ pub struct UploadStatus {
 /// One upload in progress.
 pub(crate) struct Session {
     pub repo: String,
+    /// Who started it, as the caller names them (see `Engine::start_upload_by`).
+    pub owner: Option<String>,
     pub started: SystemTime,
     pub last_active: Instant,
     hasher: Hasher,
@@ -82,6 +84,7 @@ impl Session {
     pub fn new(repo: &str, algorithm: Algorithm, packs: Arc<Packs>) -> Session {
         Session {
             repo: repo.to_owned(),
+            owner: None,
             started: SystemTime::now(),
             last_active: Instant::now(),
             hasher: algorithm.hasher(),
@@ -134,6 +137,7 @@ pub(crate) struct Sessions {
 /// cancel has taken it, so a request racing with those finds it gone.
 pub(crate) struct Slot {
     repo: String,
+    owner: Option<String>,
     session: Mutex<Option<Session>>,
 }
 
@@ -160,6 +164,7 @@ impl Sessions {
     pub fn insert(&self, id: UploadId, session: Session) {
         let slot = Slot {
             repo: session.repo.clone(),
+            owner: session.owner.clone(),
             session: Mutex::new(Some(session)),
         };
         lock(&self.map).insert(id, Arc::new(slot));
@@ -192,6 +197,14 @@ impl Sessions {
         lock(&self.map).len()
     }
 
+    /// How many sessions `owner` has.
+    pub fn owned_by(&self, owner: &str) -> usize {
+        lock(&self.map)
+            .values()
+            .filter(|slot| slot.owner.as_deref() == Some(owner))
+            .count()
+    }
+
     /// Ends every session idle for longer than `idle` (busy ones are skipped) and
     /// returns their ids.
     pub fn purge(&self, idle: Duration) -> Vec<UploadId> {
@@ -204,12 +217,15 @@ impl Sessions {
         purged
     }
 
-    /// Ends the session that has received nothing for the longest, if that is at least
-    /// `min_idle` (one being written right now is skipped), and returns its id; `None`
-    /// if no session has been idle that long.
-    pub fn evict_least_active(&self, min_idle: Duration) -> Option<UploadId> {
+    /// Ends the session (of `owner`, if given) that has received nothing for the
+    /// longest, if that is at least `min_idle` (one being written right now is
+    /// skipped), and returns its id; `None` if no session has been idle that long.
+    pub fn evict_least_active(&self, min_idle: Duration, owner: Option<&str>) -> Option<UploadId> {
         let mut oldest: Option<(Instant, UploadId, Arc<Slot>)> = None;
         for (id, slot) in self.snapshot() {
+            if owner.is_some_and(|owner| slot.owner.as_deref() != Some(owner)) {
+                continue;
+            }
             let Ok(guard) = slot.session.try_lock() else {
                 continue;
             };

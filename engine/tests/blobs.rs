@@ -447,3 +447,39 @@ fn a_paused_session_has_its_bytes_in_its_pack() {
         Err(Error::UploadUnknown(_))
     ));
 }
+
+/// One owner gets its share of the sessions and no more: past it, its own least active
+/// idle session is ended or its start refused, while other owners still start theirs.
+#[test]
+fn an_owner_gets_its_share_of_the_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        max_upload_sessions: 10,
+        max_upload_sessions_per_owner: 2,
+        upload_evict_idle: std::time::Duration::from_millis(50),
+        ..small_options()
+    };
+    let engine = open(dir.path(), options);
+    let start = |owner| engine.start_upload_by("r", Algorithm::Sha256, Some(owner));
+    let a1 = start("10.0.0.1").unwrap();
+    let a2 = start("10.0.0.1").unwrap();
+    assert!(matches!(
+        start("10.0.0.1"),
+        Err(Error::TooManyUploadsFrom { limit: 2, .. })
+    ));
+    // Others are not held to the first owner's count, nor are starts without an owner.
+    let b1 = start("10.0.0.2").unwrap();
+    let b2 = start("10.0.0.2").unwrap();
+    let local = engine.start_upload("r", Algorithm::Sha256).unwrap();
+    thread::sleep(std::time::Duration::from_millis(60));
+    engine.upload_status("r", &a2).unwrap();
+    // a1 is the owner's least active idle session: it makes room, and only it.
+    let a3 = start("10.0.0.1").unwrap();
+    assert!(matches!(
+        engine.upload_status("r", &a1),
+        Err(Error::UploadUnknown(_))
+    ));
+    for id in [&a2, &a3, &b1, &b2, &local] {
+        engine.upload_status("r", id).unwrap();
+    }
+}

@@ -156,7 +156,9 @@ impl From<EngineError> for ApiError {
                 ErrorCode::DigestInvalid
             }
             EngineError::UploadUnknown(_) => ErrorCode::BlobUploadUnknown,
-            EngineError::TooManyUploads { .. } => ErrorCode::TooManyRequests,
+            EngineError::TooManyUploads { .. } | EngineError::TooManyUploadsFrom { .. } => {
+                ErrorCode::TooManyRequests
+            }
             EngineError::BlobUnknown(_) => ErrorCode::BlobUnknown,
             EngineError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
             // The spec's code for any unknown reference, blob or manifest.
@@ -178,7 +180,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::RangeNotSatisfiable { size, .. } => ApiError::range_outside(size),
             // Sessions end all the time (commits, cancels, idle ones evicted): soon.
-            EngineError::TooManyUploads { .. } => {
+            EngineError::TooManyUploads { .. } | EngineError::TooManyUploadsFrom { .. } => {
                 ApiError::too_many(e.to_string(), std::time::Duration::from_secs(10))
             }
             EngineError::ReferenceUnknown { ref digest, .. } => {

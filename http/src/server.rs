@@ -233,7 +233,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, peer: SocketAddr) -> Resp
             ErrorCode::Unsupported,
             "the registry is read-only (storage.maintenance.readonly.enabled)",
         )),
-        Ok((route, mounts)) => api::dispatch(ctx, route, req, mounts).await,
+        Ok((route, mounts)) => api::dispatch(ctx, route, req, mounts, peer.ip()).await,
     };
     let mut response = reply.into_response();
     let headers = response.headers_mut();

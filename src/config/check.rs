@@ -120,6 +120,10 @@ pub fn rows(config: &Config) -> Vec<Row> {
         config.http.upload_memory.to_string(),
     );
     row(
+        "storage.engine.uploadsessionsperclient",
+        options.max_upload_sessions_per_owner.to_string(),
+    );
+    row(
         "storage.engine.compactionrate",
         options.compaction_busy_rate.to_string(),
     );

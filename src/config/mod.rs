@@ -138,6 +138,7 @@ pub struct EngineSettings {
     pub block_cache: Option<u64>,
     pub memtable: Option<u64>,
     pub upload_sessions: Option<u64>,
+    pub upload_sessions_per_client: Option<u64>,
     pub compaction_rate: Option<u64>,
 }
 
@@ -155,6 +156,9 @@ impl EngineSettings {
         }
         if let Some(n) = self.upload_sessions {
             options.max_upload_sessions = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.upload_sessions_per_client {
+            options.max_upload_sessions_per_owner = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(rate) = self.compaction_rate {
             options.compaction_busy_rate = rate;
@@ -586,6 +590,12 @@ impl Config {
                 format!("{} bytes is below the minimum of 1MiB", size.0),
             ));
         }
+        if engine_section.uploadsessionsperclient == Some(0) {
+            return Err(invalid(
+                "storage.engine.uploadsessionsperclient",
+                "must be at least 1".into(),
+            ));
+        }
         if engine_section.uploadsessions == Some(0) {
             return Err(invalid(
                 "storage.engine.uploadsessions",
@@ -597,6 +607,7 @@ impl Config {
             block_cache: engine_section.blockcache.map(|s| s.0),
             memtable: engine_section.memtable.map(|s| s.0),
             upload_sessions: engine_section.uploadsessions,
+            upload_sessions_per_client: engine_section.uploadsessionsperclient,
             compaction_rate: engine_section.compactionrate.map(|s| s.0),
         };
 

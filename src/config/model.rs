@@ -136,6 +136,8 @@ pub struct EngineSection {
     pub uploadsessions: Option<u64>,
     /// Memory for upload bodies in flight, all requests together.
     pub uploadmemory: Option<Size>,
+    /// At most this many of the upload sessions per client address.
+    pub uploadsessionsperclient: Option<u64>,
     /// While clients commit, compaction copies at most this many bytes a second.
     pub compactionrate: Option<Size>,
     pub collection: Option<Collection>,

@@ -65,6 +65,8 @@ pub struct Call {
     pub body: Incoming,
     /// Where a cross-repository mount may take a blob from.
     pub mounts: Mounts,
+    /// The client's address: the owner of the upload sessions it opens.
+    pub client: std::net::IpAddr,
 }
 
 /// What the caller's credentials let a mount (`POST ...?mount=[&from=]`) reach. A mount
@@ -254,6 +256,7 @@ pub async fn dispatch(
     route: Route,
     req: Request<Incoming>,
     mounts: Mounts,
+    client: std::net::IpAddr,
 ) -> Reply {
     let (parts, body) = req.into_parts();
     let call = Call {
@@ -262,6 +265,7 @@ pub async fn dispatch(
         headers: parts.headers,
         body,
         mounts,
+        client,
     };
     match run(ctx, route, call).await {
         Ok(reply) => reply,

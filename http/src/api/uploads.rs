@@ -93,12 +93,12 @@ pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply,
         return Ok(created(&name, &mounted));
     }
     let Some(text) = call.query("digest") else {
-        let id = open_session(ctx, &name, Algorithm::Sha256).await?;
+        let id = open_session(ctx, &name, Algorithm::Sha256, &call).await?;
         return Ok(session_reply(StatusCode::ACCEPTED, &name, &id, 0));
     };
     // Monolithic: the whole blob is this request's body.
     let digest = parse_digest(text)?;
-    let id = open_session(ctx, &name, digest.algorithm()).await?;
+    let id = open_session(ctx, &name, digest.algorithm(), &call).await?;
     let upload = Upload::claim(ctx, &name, &id).await?;
     if let Err(e) = upload.stream(&mut call.body, None).await {
         upload.cancel().await;
@@ -196,9 +196,18 @@ pub async fn cancel(ctx: &Context, name: String, id: String) -> Result<Reply, Ap
     Ok(Reply::new(StatusCode::NO_CONTENT))
 }
 
-async fn open_session(ctx: &Context, name: &str, algorithm: Algorithm) -> Result<String, ApiError> {
-    let repo = name.to_owned();
-    blocking(ctx, move |e| Ok(e.start_upload(&repo, algorithm)?)).await
+/// A new session, owned by the client's address (its share of sessions is bounded).
+async fn open_session(
+    ctx: &Context,
+    name: &str,
+    algorithm: Algorithm,
+    call: &Call,
+) -> Result<String, ApiError> {
+    let (repo, owner) = (name.to_owned(), call.client.to_string());
+    blocking(ctx, move |e| {
+        Ok(e.start_upload_by(&repo, algorithm, Some(&owner))?)
+    })
+    .await
 }
 
 /// The bytes session `id` has received (the session lock may be held by a write, so
