@@ -333,10 +333,7 @@ impl<'a> Upload<'a> {
                         if let Some(quiet) = batch.take() {
                             in_flight = Some(self.send(quiet, in_flight, &mut received).await?);
                         }
-                        if let Some(task) = in_flight.take() {
-                            received = join(task).await?;
-                        }
-                        self.pause().await?;
+                        received = self.write_out(in_flight.take()).await?;
                         capacity = FIRST_BATCH;
                         continue;
                     }
@@ -379,10 +376,7 @@ impl<'a> Upload<'a> {
                             // The budget is spent. What this session holds goes back
                             // first (its pieces are written), so that no request waits
                             // holding budget that others wait for: every wait ends.
-                            if let Some(task) = in_flight.take() {
-                                received = join(task).await?;
-                            }
-                            self.pause().await?;
+                            received = self.write_out(in_flight.take()).await?;
                             let buffer = self.ctx.upload_memory.buffer(capacity).await;
                             send_by = Instant::now() + BATCH_QUIET;
                             batch.insert(buffer)
@@ -424,6 +418,18 @@ impl<'a> Upload<'a> {
     /// Writes what the session still gathers (see `Engine::upload_pause`).
     async fn pause(&self) -> Result<u64, ApiError> {
         self.engine(|e, repo, id| e.upload_pause(repo, id)).await
+    }
+
+    /// Lets the batch in flight land, then writes what the session gathers: this
+    /// request then holds none of the body budget. Returns the bytes received.
+    async fn write_out(
+        &self,
+        in_flight: Option<JoinHandle<Result<u64, ApiError>>>,
+    ) -> Result<u64, ApiError> {
+        if let Some(task) = in_flight {
+            join(task).await?;
+        }
+        self.pause().await
     }
 }
 
