@@ -282,3 +282,68 @@ fn one_client_opening_sessions_without_end_leaves_the_rest_to_others() {
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&other.stdout), "202");
 }
+
+/// A subject's referrers with large annotations come in pages of about 1 MiB, linked
+/// with `Link`; following the links lists each referrer exactly once.
+#[test]
+fn referrers_with_large_annotations_are_paged() {
+    let reg = Registry::start();
+    let name = "hostile/refs";
+    common::push_image(&reg, name, "v1", 3);
+    let subject = reg
+        .request("GET", &format!("/v2/{name}/manifests/v1"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send();
+    subject.expect(200, None);
+    let subject_digest = common::sha256(&subject.body);
+    let empty = common::put_blob(&reg, name, b"{}");
+    let mut pushed = std::collections::BTreeSet::new();
+    for i in 0..5 {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject_digest, "size": subject.body.len()},
+            "annotations": {"big": format!("{i}{}", "x".repeat(400 << 10))},
+        })
+        .to_string();
+        let digest = common::sha256(manifest.as_bytes());
+        reg.request("PUT", &format!("/v2/{name}/manifests/{digest}"))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest)
+            .send()
+            .expect(201, None);
+        pushed.insert(digest);
+    }
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut next = Some(format!(
+        "/v2/{name}/referrers/{subject_digest}?artifactType=application%2Fvnd.example%2Bjson"
+    ));
+    while let Some(path) = next.take() {
+        let r = reg.request("GET", &path).send();
+        r.expect(200, None);
+        assert!(r.body.len() < 2 << 20, "a page of {} bytes", r.body.len());
+        for m in r.json()["manifests"].as_array().expect("manifests") {
+            listed.push(m["digest"].as_str().expect("digest").to_owned());
+        }
+        next = r.header("link").map(|link| {
+            link.trim_start_matches('<')
+                .split_once('>')
+                .expect("link")
+                .0
+                .to_owned()
+        });
+        pages += 1;
+    }
+    assert!(pages >= 2, "one page for 2 MiB of annotations");
+    let unique: std::collections::BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        listed.len(),
+        "a referrer listed twice: {listed:?}"
+    );
+    assert_eq!(unique, pushed);
+}

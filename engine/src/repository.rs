@@ -390,23 +390,43 @@ impl Engine {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>> {
+        Ok(self
+            .referrers_page(repo, subject, artifact_type, None, usize::MAX)?
+            .0)
+    }
+
+    /// [`Engine::referrers`] a page at a time: in digest order, of the referrers after
+    /// `after`, the first `limit` (those of `artifact_type` among them). The second
+    /// value is the last referrer read when the page is full (more may follow).
+    pub fn referrers_page(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<(Vec<ManifestRecord>, Option<Digest>)> {
         let prefix = keys::referrers_of(repo, subject);
+        let after = after.map(Digest::to_key);
         let entries = self
             .core
             .index
-            .scan(Family::Referrers, &prefix, None, usize::MAX)?;
+            .scan(Family::Referrers, &prefix, after.as_deref(), limit)?;
+        let full = entries.len() >= limit;
         let mut out = Vec::new();
+        let mut last = None;
         for (key, value) in entries {
             let corrupt = || Error::CorruptIndex {
                 family: Family::Referrers.name(),
             };
             let (digest, _) = Digest::from_key(&key[prefix.len()..]).ok_or_else(corrupt)?;
             let (size, meta) = values::decode_manifest(&value, Family::Referrers)?;
+            last = Some(digest.clone());
             if artifact_type.is_none_or(|t| meta.artifact_type.as_deref() == Some(t)) {
                 out.push(ManifestRecord { digest, size, meta });
             }
         }
-        Ok(out)
+        Ok((out, last.filter(|_| full)))
     }
 }
 

@@ -44,34 +44,44 @@ pub fn catalog(ctx: &Context, call: &Call) -> Result<Reply, ApiError> {
     Ok(with_link(reply, link))
 }
 
+/// A referrers response stops taking descriptors past this many bytes and names the
+/// rest with a `Link`: annotations can make one descriptor large, and a subject can
+/// have any number of referrers.
+const REFERRERS_PAGE_BYTES: usize = 1 << 20;
+
+/// Referrers read from the index at a time while a page fills.
+const REFERRERS_BATCH: usize = 256;
+
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=][&last=<digest>]`.
 pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply, ApiError> {
     let subject = parse_digest(digest)?;
     let filter = call.query("artifactType").filter(|t| !t.is_empty());
-    let manifests: Vec<serde_json::Value> = ctx
-        .engine
-        .referrers(name, &subject, filter)?
-        .into_iter()
-        .map(|r| {
-            let mut descriptor = serde_json::json!({
-                "mediaType": r.meta.media_type,
-                "digest": r.digest.to_string(),
-                "size": r.size,
-            });
-            if let Some(artifact_type) = r.meta.artifact_type {
-                descriptor["artifactType"] = artifact_type.into();
+    let mut after = call.query("last").map(parse_digest).transpose()?;
+    let mut manifests: Vec<serde_json::Value> = Vec::new();
+    let mut bytes = 0;
+    // The last referrer on this page, when more follow.
+    let mut next = None;
+    'page: loop {
+        let (records, more) =
+            ctx.engine
+                .referrers_page(name, &subject, filter, after.as_ref(), REFERRERS_BATCH)?;
+        for record in records {
+            let descriptor = descriptor(record);
+            bytes += descriptor.to_string().len();
+            if bytes > REFERRERS_PAGE_BYTES && !manifests.is_empty() {
+                next = manifests
+                    .last()
+                    .and_then(|m| m["digest"].as_str())
+                    .map(str::to_owned);
+                break 'page;
             }
-            if !r.meta.annotations.is_empty() {
-                let map: serde_json::Map<String, serde_json::Value> = r
-                    .meta
-                    .annotations
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into()))
-                    .collect();
-                descriptor["annotations"] = map.into();
-            }
-            descriptor
-        })
-        .collect();
+            manifests.push(descriptor);
+        }
+        match more {
+            Some(last) => after = Some(last),
+            None => break,
+        }
+    }
     let mut reply = Reply::new(StatusCode::OK).json(
         &serde_json::json!({
             "schemaVersion": 2,
@@ -83,7 +93,35 @@ pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result
     if filter.is_some() {
         reply = reply.named("oci-filters-applied", "artifactType");
     }
-    Ok(reply)
+    let link = next.map(|last| {
+        let filter = filter.map_or(String::new(), |t| {
+            format!("artifactType={}&", crate::route::percent_encode(t))
+        });
+        format!("</v2/{name}/referrers/{subject}?{filter}last={last}>; rel=\"next\"")
+    });
+    Ok(with_link(reply, link))
+}
+
+/// A referrer as the image index lists it.
+fn descriptor(r: lain_engine::ManifestRecord) -> serde_json::Value {
+    let mut descriptor = serde_json::json!({
+        "mediaType": r.meta.media_type,
+        "digest": r.digest.to_string(),
+        "size": r.size,
+    });
+    if let Some(artifact_type) = r.meta.artifact_type {
+        descriptor["artifactType"] = artifact_type.into();
+    }
+    if !r.meta.annotations.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> = r
+            .meta
+            .annotations
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        descriptor["annotations"] = map.into();
+    }
+    descriptor
 }
 
 /// `n` and `last` of a listing.
