@@ -347,3 +347,42 @@ fn referrers_with_large_annotations_are_paged() {
     );
     assert_eq!(unique, pushed);
 }
+
+/// Manifest bodies in flight share one budget of four of the largest: a dozen 3 MiB
+/// manifests pushed at once all land (some wait their turn), each byte for byte.
+#[test]
+fn large_manifests_pushed_at_once_share_the_manifest_budget() {
+    let reg = Registry::start();
+    let name = "hostile/big";
+    let config = common::put_blob(&reg, name, b"{}");
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let (addr, config) = (reg.addr.clone(), config.clone());
+            std::thread::spawn(move || {
+                let manifest = serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+                    "layers": [],
+                    "annotations": {"big": format!("{i}{}", "y".repeat(3 << 20))},
+                })
+                .to_string();
+                let r = common::request_to(&addr, "PUT", &format!("/v2/{name}/manifests/t{i}"))
+                    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                    .body(manifest.clone())
+                    .send();
+                (r.status, manifest)
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (status, manifest) = t.join().expect("push");
+        assert_eq!(status, 201, "manifest {i}");
+        let r = reg
+            .request("GET", &format!("/v2/{name}/manifests/t{i}"))
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .send();
+        r.expect(200, None);
+        assert!(r.body == manifest.as_bytes(), "manifest {i}: other bytes");
+    }
+}

@@ -83,6 +83,10 @@ impl Buffer {
         self.bytes.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Room left: the buffer never grows past what the budget gave it.
     pub fn room(&self) -> usize {
         self.bytes.capacity() - self.bytes.len()

@@ -18,7 +18,7 @@ pub async fn put(
     mut call: Call,
 ) -> Result<Reply, ApiError> {
     let reference = parse_reference(reference)?;
-    let bytes = read_manifest_body(&mut call, MAX_MANIFEST_BYTES).await?;
+    let bytes = read_manifest_body(&mut call, MAX_MANIFEST_BYTES, &ctx.manifest_memory).await?;
     let parsed = manifest::parse(&bytes, call.header(header::CONTENT_TYPE)?)?;
     let subject = parsed.meta.subject.clone();
     let repo = name.clone();

@@ -10,7 +10,7 @@ mod uploads;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -37,6 +37,8 @@ pub struct Context {
     pub writers: uploads::Writers,
     /// What upload bodies in flight may hold, all requests together.
     pub upload_memory: BodyBudget,
+    /// What manifest bodies in flight may hold, all requests together.
+    pub manifest_memory: BodyBudget,
 }
 
 impl Context {
@@ -49,6 +51,8 @@ impl Context {
         Context {
             engine,
             upload_memory: BodyBudget::new(settings.upload_memory),
+            // Four times the largest manifest: no buffer takes more than a quarter.
+            manifest_memory: BodyBudget::new(4 * crate::manifest::MAX_MANIFEST_BYTES),
             settings: Arc::new(settings),
             live,
             tls,
@@ -198,7 +202,15 @@ where
 
 /// Reads a whole manifest body of at most `limit` bytes; a longer one is refused with
 /// 413 `SIZE_INVALID` (before it is read when its `Content-Length` says so).
-pub async fn read_manifest_body(call: &mut Call, limit: usize) -> Result<Bytes, ApiError> {
+///
+/// The bytes come from `budget`, all of them before the first is read (its
+/// `Content-Length`, or `limit` without one): manifests in flight are bounded in
+/// total, and no request waits for more while holding part, so every wait ends.
+pub async fn read_manifest_body(
+    call: &mut Call,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorCode::SizeInvalid,
@@ -206,17 +218,18 @@ pub async fn read_manifest_body(call: &mut Call, limit: usize) -> Result<Bytes, 
         )
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    if call.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut out = BytesMut::new();
+    let need = match call.content_length() {
+        Some(n) if n > limit as u64 => return Err(too_large()),
+        Some(n) => n as usize,
+        None => limit,
+    };
+    let mut buffer = budget.buffer(need).await;
     while let Some(data) = next_data(&mut call.body, ErrorCode::ManifestInvalid).await? {
-        if out.len() + data.len() > limit {
+        if buffer.fill(&data) < data.len() || buffer.len() > limit {
             return Err(too_large());
         }
-        out.extend_from_slice(&data);
     }
-    Ok(out.freeze())
+    Ok(buffer.freeze())
 }
 
 /// A body that sends nothing for this long is abandoned.
