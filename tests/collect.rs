@@ -179,16 +179,7 @@ fn prune_keeps_the_newest_tags_by_name_then_collects() {
 #[test]
 fn killed_collections_leave_a_whole_store() {
     let dir = tempfile::tempdir().unwrap();
-    let seed: u64 = std::env::var("LAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("LAIN_TEST_SEED={seed}");
+    let seed = common::seed();
     let mut state = seed | 1;
     let mut random = move |n: u64| {
         state ^= state << 13;

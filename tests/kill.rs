@@ -202,6 +202,17 @@ impl Client {
         let data = bytes_of(seed, len);
         let digest = sha256(&data);
         let (addr, repo) = (self.addr.clone(), self.repo.clone());
+        // The session's last request.
+        let put = |location: &str| {
+            sent(
+                request_to(
+                    &addr,
+                    "PUT",
+                    &with_query(location, &format!("digest={digest}")),
+                )
+                .try_send(),
+            )
+        };
         let r = match self.rng.below(3) {
             0 => sent(
                 request_to(
@@ -224,14 +235,7 @@ impl Client {
                 )?;
                 expect(&r, 202, "streamed PATCH")?;
                 let location = path_of(r.header("location").unwrap_or(&location));
-                sent(
-                    request_to(
-                        &addr,
-                        "PUT",
-                        &with_query(&location, &format!("digest={digest}")),
-                    )
-                    .try_send(),
-                )?
+                put(&location)?
             }
             _ => {
                 let mut location = self.open_session()?;
@@ -254,14 +258,7 @@ impl Client {
                     expect(&r, 202, "chunked PATCH")?;
                     location = path_of(r.header("location").unwrap_or(&location));
                 }
-                sent(
-                    request_to(
-                        &addr,
-                        "PUT",
-                        &with_query(&location, &format!("digest={digest}")),
-                    )
-                    .try_send(),
-                )?
+                put(&location)?
             }
         };
         expect(&r, 201, "blob upload")?;
@@ -689,15 +686,7 @@ fn collector(root: &Path, stop: Arc<AtomicBool>, mut rng: Rng) -> std::thread::J
 #[test]
 fn sigkill_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let seed: u64 = std::env::var("LAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("LAIN_TEST_SEED={seed}");
+    let seed = common::seed();
     let mut rng = Rng(seed | 1);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let counter = Arc::new(AtomicU64::new(seed));

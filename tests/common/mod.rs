@@ -442,6 +442,21 @@ pub fn try_read_response(reader: &mut impl BufRead, head_only: bool) -> std::io:
     })
 }
 
+/// A randomized test's seed: `LAIN_TEST_SEED` when set (to repeat a run's choices),
+/// otherwise the clock; printed either way.
+pub fn seed() -> u64 {
+    let seed = std::env::var("LAIN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("LAIN_TEST_SEED={seed}");
+    seed
+}
+
 /// `sha256:<hex>` of `bytes`, computed by the engine's digest code.
 pub fn sha256(bytes: &[u8]) -> String {
     lain_engine::Algorithm::Sha256.digest(bytes).to_string()
