@@ -156,6 +156,12 @@ pub fn manifest_references(
 pub mod fuzzing {
     pub use crate::auth::{Htpasswd, TokenSettings};
 
+    /// The user an `Authorization` header logs in as, checked as the server checks it
+    /// but without counting failures (a fuzzer would only meet the rate limit).
+    pub fn basic_login(users: &Htpasswd, header: &str) -> Option<String> {
+        users.verify(Some(header))
+    }
+
     /// Token checks against the certificates of a PEM bundle, with every algorithm of
     /// the allow-list.
     pub fn token_settings(bundle_pem: &[u8]) -> Option<TokenSettings> {

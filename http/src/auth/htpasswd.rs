@@ -104,7 +104,8 @@ impl Htpasswd {
         }
     }
 
-    fn verify(&self, header: Option<&str>) -> Option<String> {
+    /// The user whose right password `header` carries, without the failure count.
+    pub(crate) fn verify(&self, header: Option<&str>) -> Option<String> {
         let (scheme, encoded) = header?.trim().split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("basic") {
             return None;
