@@ -477,14 +477,18 @@ impl Core {
             // Deduplicated: the session's bytes go back to its pack when it drops.
             self.group_commit(entry)?;
             self.stats.deduplicated.fetch_add(1, Ordering::Relaxed);
-        } else if session.lease.is_none() {
-            // The whole blob is in memory: its record goes in the group's pack.
+        } else if session.lease.is_none() || size < self.options.upload_flush_bytes as u64 {
+            // A small blob: its record goes in the group's pack, synced with the
+            // group's other changes. Its bytes are in memory, or, when a pause wrote
+            // them to the session's pack, read back from there (the page cache); that
+            // copy is cut off when the session drops, as a duplicate's is.
+            let data = self.small_blob_bytes(&mut session)?;
             entry.blob = Some(SmallBlob {
                 header: RecordHeader {
                     digest: digest.clone(),
                     length: size,
                 },
-                data: std::mem::take(&mut session.pending),
+                data,
                 crc: session.crc.clone().finalize(),
             });
             self.group_commit(entry)?;
@@ -509,6 +513,21 @@ impl Core {
         }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(BlobInfo { digest, size })
+    }
+
+    /// Every byte a session received, for a record in the group's pack: what its pack
+    /// holds (written by a pause), then what is still pending.
+    fn small_blob_bytes(&self, session: &mut Session) -> Result<Vec<Bytes>> {
+        let mut data = Vec::with_capacity(session.pending.len() + 1);
+        if let Some(lease) = &session.lease {
+            let written = session.received - session.pending_len as u64;
+            let data_start = lease.record_start + RECORD_HEADER_LEN;
+            let len = usize::try_from(written).unwrap_or(usize::MAX);
+            data.push(lease.writer.read_written(data_start, len)?);
+        }
+        data.append(&mut session.pending);
+        session.pending_len = 0;
+        Ok(data)
     }
 
     /// The digest of everything received, in `algorithm`. Sessions hash with the
