@@ -9,7 +9,7 @@ use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::{Registry, Response, sha256, sha512};
+use common::{Registry, Response, sha256, sha512, with_query};
 use serde_json::{Value, json};
 
 // ---- media types and constants --------------------------------------------------------
@@ -47,15 +47,6 @@ fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 /// The path of a URL-path-with-query (the part before `?`).
 fn path_of(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
-}
-
-/// `url` with one more query parameter, whether or not it already has a query.
-fn with_query(url: &str, param: &str) -> String {
-    if url.contains('?') {
-        format!("{url}&{param}")
-    } else {
-        format!("{url}?{param}")
-    }
 }
 
 /// The `Range` header of an upload session that has received `received` bytes.

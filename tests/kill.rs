@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Registry, Response, request_to, sha256};
+use common::{Registry, Response, request_to, sha256, with_query};
 
 const CYCLES: usize = 50;
 const CLIENTS: u64 = 4;
@@ -138,18 +138,6 @@ fn expect(r: &Response, status: u16, what: &str) -> Step<()> {
     }
 }
 
-fn with_query(location: &str, query: &str) -> String {
-    let sep = if location.contains('?') { '&' } else { '?' };
-    format!("{location}{sep}{query}")
-}
-
-fn path_of(location: &str) -> String {
-    match location.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/".into(), |i| rest[i..].to_owned()),
-        None => location.to_owned(),
-    }
-}
-
 /// One client: its repository, its choices, the shared ledger.
 struct Client {
     addr: String,
@@ -192,7 +180,7 @@ impl Client {
             .try_send(),
         )?;
         expect(&r, 202, "POST")?;
-        let location = path_of(r.header("location").unwrap_or_default());
+        let location = r.header("location").unwrap_or_default().to_owned();
         self.lock().sessions.push(location.clone());
         Ok(location)
     }
@@ -234,7 +222,7 @@ impl Client {
                         .try_send(),
                 )?;
                 expect(&r, 202, "streamed PATCH")?;
-                let location = path_of(r.header("location").unwrap_or(&location));
+                let location = r.header("location").unwrap_or(&location).to_owned();
                 put(&location)?
             }
             _ => {
@@ -256,7 +244,7 @@ impl Client {
                             .try_send(),
                     )?;
                     expect(&r, 202, "chunked PATCH")?;
-                    location = path_of(r.header("location").unwrap_or(&location));
+                    location = r.header("location").unwrap_or(&location).to_owned();
                 }
                 put(&location)?
             }
@@ -301,7 +289,7 @@ impl Client {
                 }
                 // Not mountable (collected meanwhile): a session instead, left open.
                 202 => {
-                    let location = path_of(r.header("location").unwrap_or_default());
+                    let location = r.header("location").unwrap_or_default().to_owned();
                     self.lock().sessions.push(location);
                 }
                 _ => expect(&r, 201, "mount")?,

@@ -45,10 +45,7 @@ impl BodyBudget {
         // The semaphore is never closed; were it, the buffer would go unaccounted
         // rather than fail the request.
         let permit = self.permits.clone().acquire_many_owned(units).await.ok();
-        Buffer {
-            bytes: Vec::with_capacity(units as usize * UNIT),
-            _permit: permit,
-        }
+        Buffer::new(units as usize, permit)
     }
 
     /// A buffer as [`BodyBudget::buffer`] gives, if the budget has room for it now.
@@ -59,10 +56,7 @@ impl BodyBudget {
             .clone()
             .try_acquire_many_owned(u32::try_from(units).ok()?)
             .ok()?;
-        Some(Buffer {
-            bytes: Vec::with_capacity(units * UNIT),
-            _permit: Some(permit),
-        })
+        Some(Buffer::new(units, Some(permit)))
     }
 
     /// Bytes of the budget not taken right now.
@@ -79,6 +73,14 @@ pub struct Buffer {
 }
 
 impl Buffer {
+    /// Room for `units` of the budget, which `permit` holds.
+    fn new(units: usize, permit: Option<OwnedSemaphorePermit>) -> Buffer {
+        Buffer {
+            bytes: Vec::with_capacity(units * UNIT),
+            _permit: permit,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }

@@ -74,9 +74,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            out.push(escaped_byte(bytes, i)?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -86,12 +84,23 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The byte the `%XX` escape at `at` stands for, if it is one.
+fn escaped_byte(bytes: &[u8], at: usize) -> Option<u8> {
+    let hex = std::str::from_utf8(bytes.get(at + 1..at + 3)?).ok()?;
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// RFC 3986 2.3: letters, digits and `-._~`, which an escape never changes.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)
+}
+
 /// Escapes every byte of `text` but unreserved characters (RFC 3986 2.3), for a query
 /// value that [`query_pairs`] gives back as it was.
 pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+        if is_unreserved(byte) {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));
@@ -111,11 +120,9 @@ fn decode_unreserved(text: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
+            .then(|| escaped_byte(bytes, i))
             .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+            .filter(|b| is_unreserved(*b));
         match escaped {
             Some(byte) => {
                 out.push(char::from(byte));

@@ -442,6 +442,15 @@ pub fn try_read_response(reader: &mut impl BufRead, head_only: bool) -> std::io:
     })
 }
 
+/// `url` with one more query parameter, whether or not it already has a query.
+pub fn with_query(url: &str, param: &str) -> String {
+    if url.contains('?') {
+        format!("{url}&{param}")
+    } else {
+        format!("{url}?{param}")
+    }
+}
+
 /// A randomized test's seed: `LAIN_TEST_SEED` when set (to repeat a run's choices),
 /// otherwise the clock; printed either way.
 pub fn seed() -> u64 {

@@ -4,6 +4,7 @@ use hyper::StatusCode;
 use hyper::header;
 
 use super::{Call, Context, Reply};
+use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
 use crate::manifest::OCI_INDEX;
 use crate::names::parse_digest;
@@ -57,7 +58,8 @@ pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result
     let subject = parse_digest(digest)?;
     let filter = call.query("artifactType").filter(|t| !t.is_empty());
     let mut after = call.query("last").map(parse_digest).transpose()?;
-    let mut manifests: Vec<serde_json::Value> = Vec::new();
+    // Each descriptor serialized once: its size decides the page, its text the body.
+    let mut manifests: Vec<String> = Vec::new();
     let mut bytes = 0;
     // The last referrer on this page, when more follow.
     let mut next = None;
@@ -65,31 +67,30 @@ pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result
         let (records, more) =
             ctx.engine
                 .referrers_page(name, &subject, filter, after.as_ref(), REFERRERS_BATCH)?;
+        let mut last_listed = None;
         for record in records {
-            let descriptor = descriptor(record);
-            bytes += descriptor.to_string().len();
+            let digest = record.digest.to_string();
+            let text = descriptor(record).to_string();
+            bytes += text.len() + 1;
             if bytes > REFERRERS_PAGE_BYTES && !manifests.is_empty() {
-                next = manifests
-                    .last()
-                    .and_then(|m| m["digest"].as_str())
-                    .map(str::to_owned);
+                next = last_listed.or_else(|| after.as_ref().map(ToString::to_string));
                 break 'page;
             }
-            manifests.push(descriptor);
+            manifests.push(text);
+            last_listed = Some(digest);
         }
         match more {
             Some(last) => after = Some(last),
             None => break,
         }
     }
-    let mut reply = Reply::new(StatusCode::OK).json(
-        &serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": manifests,
-        }),
-        OCI_INDEX,
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        manifests.join(",")
     );
+    let mut reply = Reply::new(StatusCode::OK)
+        .header(header::CONTENT_TYPE, OCI_INDEX)
+        .body(ResponseBody::full(body));
     if filter.is_some() {
         reply = reply.named("oci-filters-applied", "artifactType");
     }
