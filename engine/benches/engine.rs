@@ -215,6 +215,7 @@ fn range_read_group(c: &mut Criterion) {
                 .read_blob(&digest, Some(start..start + MIB as u64))
                 .expect("read")
             {
+                let piece = piece.expect("readable");
                 out[at..at + piece.len()].copy_from_slice(&piece);
                 at += piece.len();
             }

@@ -17,7 +17,7 @@ use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
 use crate::inflight::Inflight;
 use crate::layout::{FORMAT_VERSION, Found, Layout};
 use crate::lock::DirLock;
-use crate::pack::{PackRecovery, Packs};
+use crate::pack::{Mapped, PackRecovery, Packs};
 use crate::progress::Silent;
 use crate::rebuild::{self, RebuildReport};
 use crate::rollforward;
@@ -569,40 +569,33 @@ impl Engine {
     }
 
     /// The bytes of a blob, or of `range` of it, as zero-copy slices of the pack's
-    /// memory map, delivered in pieces of at most `read_piece_bytes`.
+    /// memory map, delivered in pieces of at most `read_piece_bytes`. The first piece
+    /// is known to be readable: a device error there is this call's error.
     pub fn read_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobReader> {
-        let (_, bytes) = self
+        let (_, reader) = self
             .read_current(digest)?
             .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
-        let reader = self.reader(bytes);
-        match range {
-            Some(range) => reader.range(range),
-            None => Ok(reader),
-        }
+        let whole = 0..reader.remaining();
+        reader.range(range.unwrap_or(whole))
     }
 
-    /// A reader of `bytes`.
-    pub(crate) fn reader(&self, bytes: Bytes) -> BlobReader {
-        BlobReader {
-            rest: bytes,
-            piece: self.core.options.read_piece_bytes.max(1),
-        }
-    }
-
-    /// Where a blob is and its bytes, if it is stored. A read that races a compaction
-    /// (which copies the blob, points the index at the copy and removes the old pack
-    /// between this lookup and the read) looks it up again.
+    /// Where a blob is and a reader of it, if it is stored. A read that races a
+    /// compaction (which copies the blob, points the index at the copy and removes the
+    /// old pack between this lookup and the read) looks it up again.
     pub(crate) fn read_current(
         &self,
         digest: &Digest,
-    ) -> Result<Option<(crate::pack::Location, Bytes)>> {
+    ) -> Result<Option<(crate::pack::Location, BlobReader)>> {
         let mut loc = self.location(digest)?;
         loop {
             let Some(at) = loc else {
                 return Ok(None);
             };
             match self.core.packs.read(&at) {
-                Ok(bytes) => return Ok(Some((at, bytes))),
+                Ok(mapped) => {
+                    let piece = self.core.options.read_piece_bytes.max(1);
+                    return Ok(Some((at, BlobReader::new(mapped, piece))));
+                }
                 Err(e) => {
                     let now = self.location(digest)?;
                     if now == Some(at) {
@@ -633,9 +626,10 @@ impl Engine {
 
     /// Reads a whole blob and checks it against its digest and its pack checksum.
     pub fn verify_blob(&self, digest: &Digest) -> Result<BlobInfo> {
-        let (loc, bytes) = self
+        let (loc, reader) = self
             .read_current(digest)?
             .ok_or_else(|| Error::BlobUnknown(digest.clone()))?;
+        let bytes = reader.into_bytes()?;
         let damaged = |detail: &str| Error::CorruptPack {
             pack: loc.pack,
             detail: format!("{digest}: {detail}"),
@@ -661,26 +655,45 @@ impl Engine {
     }
 }
 
-/// A blob's bytes, as an iterator of bounded, zero-copy pieces.
+/// A blob's bytes, as an iterator of bounded, zero-copy pieces. Each piece is checked
+/// readable ([`crate::storage::PackFile::ensure_readable`]) before it is yielded, so a
+/// failing device ends the read with [`Error::Unreadable`] instead of killing the
+/// process that touches the mapped page; after an error the iterator ends.
 #[derive(Debug, Clone)]
 pub struct BlobReader {
-    rest: Bytes,
+    rest: Mapped,
     piece: usize,
+    /// How many bytes at the start of `rest` are known to be readable.
+    checked: usize,
 }
 
 impl BlobReader {
-    /// Bytes not yet yielded.
-    pub fn remaining(&self) -> u64 {
-        self.rest.len() as u64
+    /// A reader of `mapped`; nothing is checked until it is narrowed or read.
+    fn new(mapped: Mapped, piece: usize) -> BlobReader {
+        BlobReader {
+            rest: mapped,
+            piece,
+            checked: 0,
+        }
     }
 
-    /// All remaining bytes as one slice (still zero-copy).
-    pub fn into_bytes(self) -> Bytes {
-        self.rest
+    /// Bytes not yet yielded.
+    pub fn remaining(&self) -> u64 {
+        self.rest.bytes.len() as u64
+    }
+
+    /// All remaining bytes as one slice (still zero-copy), once all are known readable.
+    pub fn into_bytes(self) -> Result<Bytes> {
+        if self.checked < self.rest.bytes.len() {
+            self.rest.ensure_readable(self.rest.bytes.len())?;
+        }
+        Ok(self.rest.bytes)
     }
 
     /// Narrows the reader to `range` of the bytes not yet yielded (still zero-copy);
-    /// [`Error::RangeNotSatisfiable`] if the range does not lie inside them.
+    /// [`Error::RangeNotSatisfiable`] if the range does not lie inside them, and
+    /// [`Error::Unreadable`] if its first piece cannot be read: a reader comes out of
+    /// here ready to answer with.
     pub fn range(mut self, range: Range<u64>) -> Result<BlobReader> {
         let size = self.remaining();
         if range.start > range.end || range.end > size {
@@ -691,20 +704,39 @@ impl BlobReader {
             });
         }
         // Both bounds are at most `size`, a `usize` length.
-        self.rest = self.rest.slice(range.start as usize..range.end as usize);
+        let (start, end) = (range.start as usize, range.end as usize);
+        self.rest.bytes.truncate(end);
+        self.rest.advance(start);
+        self.checked = 0;
+        self.check_next()?;
         Ok(self)
+    }
+
+    /// Makes sure the next piece is readable.
+    fn check_next(&mut self) -> Result<()> {
+        let next = self.piece.min(self.rest.bytes.len());
+        if self.checked < next {
+            self.rest.ensure_readable(next)?;
+            self.checked = next;
+        }
+        Ok(())
     }
 }
 
 impl Iterator for BlobReader {
-    type Item = Bytes;
+    type Item = Result<Bytes>;
 
-    fn next(&mut self) -> Option<Bytes> {
-        if self.rest.is_empty() {
+    fn next(&mut self) -> Option<Result<Bytes>> {
+        if self.rest.bytes.is_empty() {
             return None;
         }
-        let n = self.piece.min(self.rest.len());
-        Some(self.rest.split_to(n))
+        if let Err(e) = self.check_next() {
+            self.rest.bytes.clear();
+            return Some(Err(e));
+        }
+        let n = self.piece.min(self.rest.bytes.len());
+        self.checked -= n;
+        Some(Ok(self.rest.advance(n)))
     }
 }
 

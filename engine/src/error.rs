@@ -36,6 +36,16 @@ pub enum Error {
     #[error("pack {pack} is damaged: {detail}")]
     CorruptPack { pack: u64, detail: String },
 
+    /// The device could not read stored bytes (a bad sector, a lost disk). Only this
+    /// read fails; the bytes may be readable again later, or need a restore.
+    #[error("pack {pack} cannot be read at offset {offset}: {source}")]
+    Unreadable {
+        pack: u64,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+
     /// The bytes of an upload hash to something other than what the client promised.
     /// The bytes have been dropped.
     #[error("digest mismatch: expected {expected}, computed {computed}")]

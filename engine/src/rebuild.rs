@@ -139,7 +139,7 @@ pub(crate) fn fill(
         let cut = cuts.and_then(|c| c.get(&id)).copied().unwrap_or(u64::MAX);
         let map = match storage.open(&path).and_then(|f| {
             let len = f.size()?;
-            f.map(len.min(cut))
+            f.map_readable(len.min(cut))
         }) {
             Ok(map) => map,
             Err(e) => {

@@ -51,6 +51,7 @@ impl Engine {
 
     /// The blob's bytes, if it is stored and `repo` may read it: one lookup fewer than
     /// [`Engine::repo_blob`] followed by [`Engine::read_blob`], for the pull path.
+    /// Nothing is read yet: [`BlobReader::range`] checks the part the caller wants.
     pub fn read_repo_blob(&self, repo: &str, digest: &Digest) -> Result<Option<BlobReader>> {
         let linked = self
             .core
@@ -59,9 +60,7 @@ impl Engine {
         if !linked {
             return Ok(None);
         }
-        Ok(self
-            .read_current(digest)?
-            .map(|(_, bytes)| self.reader(bytes)))
+        Ok(self.read_current(digest)?.map(|(_, reader)| reader))
     }
 
     /// Lets `repo` read an already stored blob (a cross-repository mount moves no
@@ -243,7 +242,7 @@ impl Engine {
         let Some(record) = self.manifest(repo, reference)? else {
             return Ok(None);
         };
-        let bytes = self.read_blob(&record.digest, None)?.into_bytes();
+        let bytes = self.read_blob(&record.digest, None)?.into_bytes()?;
         Ok(Some((record, bytes)))
     }
 

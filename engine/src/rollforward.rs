@@ -51,11 +51,12 @@ pub(crate) fn roll_forward(
         };
         let len = file.size().context("stat", &path)?;
         if len <= entry.committed
-            || format::check_pack_header(&file.map(16.min(len)).context("map", &path)?).is_err()
+            || format::check_pack_header(&file.map_readable(16.min(len)).context("map", &path)?)
+                .is_err()
         {
             continue;
         }
-        let map = file.map(len).context("map", &path)?;
+        let map = file.map_readable(len).context("map", &path)?;
         let tail = format::scan(&map, entry.committed);
         // A metadata record the index has a later sequence than was never applied: its
         // group's index write failed (the client got an error), its pack was retired,

@@ -43,13 +43,13 @@ proptest! {
         prop_assert_eq!(engine.blob_info(&digest).unwrap().map(|i| i.size), Some(len as u64));
         let reader = engine.read_blob(&digest, None).unwrap();
         prop_assert_eq!(reader.remaining(), len as u64);
-        let pieces: Vec<Bytes> = reader.collect();
+        let pieces: Vec<Bytes> = reader.map(|p| p.expect("readable")).collect();
         prop_assert!(pieces.iter().all(|p| !p.is_empty() && p.len() <= piece));
         prop_assert_eq!(pieces.concat(), data.clone());
         for (a, b) in ranges {
             let (a, b) = if len == 0 { (0, 0) } else { (a % (len as u64 + 1), b % (len as u64 + 1)) };
             let (start, end) = (a.min(b), a.max(b));
-            let got: Vec<u8> = engine.read_blob(&digest, Some(start..end)).unwrap().flat_map(|p| p.to_vec()).collect();
+            let got: Vec<u8> = engine.read_blob(&digest, Some(start..end)).unwrap().flat_map(|p| p.unwrap().to_vec()).collect();
             prop_assert_eq!(&got[..], &data[start as usize..end as usize]);
         }
         prop_assert_eq!(read_all(&engine, &neighbour_digest(&neighbour)), neighbour);
@@ -76,7 +76,7 @@ fn ranges_outside_the_blob_are_refused() {
     let tail: Vec<u8> = engine
         .read_blob(&digest, Some(10..10))
         .unwrap()
-        .flat_map(|p| p.to_vec())
+        .flat_map(|p| p.unwrap().to_vec())
         .collect();
     assert!(tail.is_empty());
     let unknown = sha256(b"nope");
@@ -397,7 +397,14 @@ fn session_limit_ends_the_least_active_idle_session() {
         .unwrap();
     let digest = Algorithm::Sha256.digest(&data);
     engine.commit_upload("r", &a, &digest).unwrap();
-    assert_eq!(engine.read_blob(&digest, None).unwrap().into_bytes(), data);
+    assert_eq!(
+        engine
+            .read_blob(&digest, None)
+            .unwrap()
+            .into_bytes()
+            .unwrap(),
+        data
+    );
 }
 
 /// A session the client has paused (its request ended) holds no bytes in memory: what
@@ -482,4 +489,68 @@ fn an_owner_gets_its_share_of_the_sessions() {
     for id in [&a2, &a3, &b1, &b2, &local] {
         engine.upload_status("r", id).unwrap();
     }
+}
+
+/// A device that cannot read some stored bytes fails the reads of those bytes alone,
+/// with the pack and offset in the error: never a crash, never a wrong byte.
+#[test]
+fn unreadable_bytes_fail_their_reads_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(lain_engine::storage::SimulatedStorage::new());
+    let piece = 64 << 10;
+    let options = Options {
+        storage: storage.clone(),
+        read_piece_bytes: piece,
+        ..small_options()
+    };
+    let engine = open(dir.path(), options);
+    let mut rng = rng(7);
+    let put = |data: &[u8]| {
+        let digest = sha256(data);
+        engine
+            .put_blob("lib/app", Bytes::copy_from_slice(data), &digest)
+            .unwrap();
+        digest
+    };
+    let healthy = random_bytes(&mut rng, 100_000);
+    let bad = random_bytes(&mut rng, 100_000);
+    // Only its third piece sits on bad sectors.
+    let tail_bad = random_bytes(&mut rng, 4 * piece);
+    let (healthy_digest, bad_digest, tail_digest) = (put(&healthy), put(&bad), put(&tail_bad));
+    storage.fail_reads_of(&bad[50_000..50_010]);
+    storage.fail_reads_of(&tail_bad[2 * piece + 10..2 * piece + 20]);
+
+    match engine.read_blob(&bad_digest, None) {
+        Err(Error::Unreadable { pack, offset, .. }) => {
+            assert!(pack > 0 && offset > 0, "pack {pack} offset {offset}");
+        }
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+    assert!(matches!(
+        engine.verify_blob(&bad_digest),
+        Err(Error::Unreadable { .. })
+    ));
+    // A range that avoids the bad bytes reads; one that starts on them does not.
+    let start = engine.read_blob(&bad_digest, Some(0..40_000)).unwrap();
+    assert_eq!(start.into_bytes().unwrap(), bad[..40_000]);
+    assert!(engine.read_blob(&bad_digest, Some(50_005..60_000)).is_err());
+
+    // The tail blob opens (its first piece reads), yields two good pieces, then the error,
+    // then nothing.
+    let pieces: Vec<_> = engine.read_blob(&tail_digest, None).unwrap().collect();
+    assert_eq!(pieces.len(), 3, "{pieces:?}");
+    assert_eq!(pieces[0].as_ref().unwrap()[..], tail_bad[..piece]);
+    assert_eq!(pieces[1].as_ref().unwrap()[..], tail_bad[piece..2 * piece]);
+    match &pieces[2] {
+        Err(Error::Unreadable { offset, .. }) => assert!(*offset > 0),
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+
+    // Everything else reads, whole and right.
+    assert_eq!(read_all(&engine, &healthy_digest), healthy);
+    engine.verify_blob(&healthy_digest).unwrap();
+    // And the store still takes new blobs.
+    let more = random_bytes(&mut rng, 10_000);
+    let more_digest = put(&more);
+    assert_eq!(read_all(&engine, &more_digest), more);
 }

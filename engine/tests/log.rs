@@ -58,8 +58,10 @@ fn served(engine: &Engine, blobs: &[Digest], manifests: &[Digest]) -> Served {
         out.tags.insert(repo.clone(), resolved);
         for d in blobs.iter().chain(manifests) {
             if let Some(reader) = engine.read_repo_blob(repo, d).unwrap() {
-                out.blobs
-                    .insert((repo.clone(), d.to_string()), reader.into_bytes().to_vec());
+                out.blobs.insert(
+                    (repo.clone(), d.to_string()),
+                    reader.into_bytes().unwrap().to_vec(),
+                );
             }
         }
         for d in manifests {

@@ -1,7 +1,6 @@
 //! Response bodies: nothing, one buffer, or a blob streamed as zero-copy slices of the
 //! engine's pack mappings.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -24,18 +23,24 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    /// A blob whose bytes the device cannot read past the first piece: the response
+    /// has begun, so the connection is cut (the client sees a short body, never a
+    /// wrong byte).
+    type Error = lain_engine::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, lain_engine::Error>>> {
         let next = match self.get_mut() {
             ResponseBody::Empty => None,
-            ResponseBody::Full(bytes) => bytes.take(),
+            ResponseBody::Full(bytes) => bytes.take().map(Ok),
             ResponseBody::Blob(reader) => reader.next(),
         };
-        Poll::Ready(next.map(|bytes| Ok(Frame::data(bytes))))
+        if let Some(Err(e)) = &next {
+            tracing::error!(error = %e, "blob read failed during its response");
+        }
+        Poll::Ready(next.map(|piece| piece.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {

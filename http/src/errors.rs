@@ -170,6 +170,7 @@ impl From<EngineError> for ApiError {
             | EngineError::Index(_)
             | EngineError::CorruptIndex { .. }
             | EngineError::CorruptPack { .. }
+            | EngineError::Unreadable { .. }
             | EngineError::UnsupportedFormat { .. }
             | EngineError::BackupMismatch { .. }
             | EngineError::MetadataTooLarge { .. } => {

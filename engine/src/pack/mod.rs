@@ -174,7 +174,7 @@ impl PackWriter {
 
     /// Maps everything written so far, committed or not (used to re-hash an upload).
     pub fn map_written(&self, len: u64) -> Result<Bytes> {
-        self.file.map(len).context("map", &self.path)
+        self.file.map_readable(len).context("map", &self.path)
     }
 
     /// A copy of `len` written bytes at `offset`: for small reads, cheaper than a map
@@ -268,7 +268,9 @@ impl Packs {
                     file.truncate(entry.committed).context("truncate", &path)?;
                     file.sync_data().context("fdatasync", &path)?;
                 }
-                let header = file.map(PACK_HEADER_LEN.min(len)).context("map", &path)?;
+                let header = file
+                    .map_readable(PACK_HEADER_LEN.min(len))
+                    .context("map", &path)?;
                 let version = match format::check_pack_header(&header) {
                     Ok(version) => version,
                     Err(detail) => {
@@ -429,7 +431,10 @@ impl Packs {
         let view = self.view(id)?;
         let path = self.path(id);
         let len = view.file.size().context("stat", &path)?;
-        let map = view.file.map(committed.min(len)).context("map", &path)?;
+        let map = view
+            .file
+            .map_readable(committed.min(len))
+            .context("map", &path)?;
         Ok((map, len))
     }
 
@@ -446,8 +451,8 @@ impl Packs {
     }
 
     /// The committed bytes `[loc.offset, loc.offset + loc.length)` as a slice of the
-    /// pack's memory mapping.
-    pub fn read(&self, loc: &Location) -> Result<Bytes> {
+    /// pack's memory mapping, with the file that checks them before they are touched.
+    pub fn read(&self, loc: &Location) -> Result<Mapped> {
         let end = loc
             .offset
             .checked_add(loc.length)
@@ -458,8 +463,14 @@ impl Packs {
             (end <= map.len()).then(|| map.slice(start..end))
         };
         let view = self.view(loc.pack)?;
+        let mapped = |bytes: Bytes| Mapped {
+            pack: loc.pack,
+            offset: loc.offset,
+            bytes,
+            file: view.file.clone(),
+        };
         if let Some(bytes) = slice(&read_lock(&view.map)) {
-            return Ok(bytes);
+            return Ok(mapped(bytes));
         }
         // The cached mapping is too short (or absent): map the committed length again.
         // Only the index hands out locations, and it does so only for synced bytes, so
@@ -472,7 +483,42 @@ impl Packs {
                 .map(want)
                 .map_err(|e| damaged(loc.pack, &format!("cannot map {want} bytes: {e}")))?;
         }
-        slice(&map).ok_or_else(|| damaged(loc.pack, "record lies past the end of the pack"))
+        slice(&map)
+            .map(mapped)
+            .ok_or_else(|| damaged(loc.pack, "record lies past the end of the pack"))
+    }
+}
+
+/// Stored bytes as a slice of their pack's mapping. Touching a mapped page the device
+/// cannot read kills the process, so whoever hands the bytes on checks them first with
+/// [`Mapped::ensure_readable`] (the blob reader does, piece by piece).
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    pub pack: u64,
+    /// The file offset of `bytes[0]`.
+    pub offset: u64,
+    pub bytes: Bytes,
+    pub file: Arc<dyn PackFile>,
+}
+
+impl Mapped {
+    /// Checks that the first `len` bytes can be read ([`PackFile::ensure_readable`]).
+    pub fn ensure_readable(&self, len: usize) -> Result<()> {
+        let len = len.min(self.bytes.len());
+        self.file
+            .ensure_readable(&self.bytes[..len], self.offset)
+            .map_err(|source| Error::Unreadable {
+                pack: self.pack,
+                offset: self.offset,
+                source,
+            })
+    }
+
+    /// Drops the first `n` bytes.
+    pub fn advance(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.bytes.len());
+        self.offset += n as u64;
+        self.bytes.split_to(n)
     }
 }
 

@@ -54,6 +54,20 @@ pub trait PackFile: Send + Sync + Debug {
     /// The first `len` bytes, as one buffer that shares the file's pages where the
     /// storage allows it. `len` must not exceed the file's length.
     fn map(&self, len: u64) -> io::Result<Bytes>;
+    /// Makes sure that `mapped`, a slice of a mapping of this file that starts at file
+    /// offset `offset`, can be read. A mapped page the device cannot read kills the
+    /// process that touches it (SIGBUS); storage whose mappings can fault reads the
+    /// pages not in memory through the file first, so that such a failure is an error
+    /// here, for this read alone. Readers call this before they hand mapped bytes on.
+    fn ensure_readable(&self, mapped: &[u8], offset: u64) -> io::Result<()>;
+    /// [`PackFile::map`], for callers that walk every byte (checks, rebuilds, backups,
+    /// recovery): the whole mapping checked readable first, so a bad sector is this
+    /// call's error and not the death of the process.
+    fn map_readable(&self, len: u64) -> io::Result<Bytes> {
+        let map = self.map(len)?;
+        self.ensure_readable(&map, 0)?;
+        Ok(map)
+    }
     /// Fills `buf` with the bytes at `offset` (all of them, or an error), without
     /// mapping the file: whole-pack walks (compaction) stay out of the reader's memory.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

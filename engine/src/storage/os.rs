@@ -177,6 +177,23 @@ impl PackFile for OsFile {
         Ok(())
     }
 
+    fn ensure_readable(&self, mapped: &[u8], offset: u64) -> io::Result<()> {
+        if in_memory(mapped) {
+            return Ok(());
+        }
+        // Reading the bytes through the file brings them into the page cache (where the
+        // mapping then finds them) or returns the device's error. Only cold bytes pay
+        // this copy, and they are waiting for the disk anyway.
+        let mut scratch = vec![0u8; mapped.len().min(256 << 10)];
+        let mut done = 0;
+        while done < mapped.len() {
+            let n = scratch.len().min(mapped.len() - done);
+            self.read_at(&mut scratch[..n], offset + done as u64)?;
+            done += n;
+        }
+        Ok(())
+    }
+
     fn map(&self, len: u64) -> io::Result<Bytes> {
         if len == 0 {
             return Ok(Bytes::new());
@@ -193,5 +210,54 @@ impl PackFile for OsFile {
         // checked against the file above, so no page of the mapping lies past its end.
         let map = unsafe { MmapOptions::new().len(len).map(&self.file)? };
         Ok(Bytes::from_owner(map))
+    }
+}
+
+/// Whether every page under `bytes` is in memory (`mincore`), so that touching them
+/// cannot fault to the device. Any doubt answers no.
+fn in_memory(bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let start = bytes.as_ptr() as usize & !(page - 1);
+    let span = bytes.as_ptr() as usize + bytes.len() - start;
+    let mut pages = vec![0u8; span.div_ceil(page)];
+    // SAFETY: [start, start + span) lies within the mapping `bytes` came from (rounded
+    // down to its page); mincore only reads the page tables and writes one byte per
+    // page into `pages`, which has room for every page of the span.
+    let status = unsafe { libc::mincore(start as *mut libc::c_void, span, pages.as_mut_ptr()) };
+    status == 0 && pages.iter().all(|page| page & 1 == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check that keeps a failing device from killing the process must see pages
+    /// that left memory, and read them back in through the file.
+    #[test]
+    fn pages_that_left_memory_are_read_back_in_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.pack");
+        let file = OsStorage.create_new(&path).unwrap();
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        file.append(&[IoSlice::new(&data)]).unwrap();
+        file.sync_data().unwrap();
+        let map = file.map(data.len() as u64).unwrap();
+        assert!(in_memory(&map), "just written");
+
+        let fd = file.raw_fd().unwrap();
+        // SAFETY: a valid descriptor; the advice only drops clean cached pages.
+        assert_eq!(
+            unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) },
+            0
+        );
+        assert!(!in_memory(&map), "dropped from the page cache");
+        file.ensure_readable(&map[1 << 20..3 << 20], 1 << 20)
+            .unwrap();
+        assert!(in_memory(&map[1 << 20..3 << 20]), "read back in");
+        assert_eq!(&map[..], &data[..]);
     }
 }

@@ -23,6 +23,30 @@ pub struct SimulatedStorage {
 struct Faults {
     /// The next append writes this many bytes, then fails as a full disk would.
     short_append: Mutex<Option<usize>>,
+    /// Byte strings whose every copy in any file sits on sectors the device cannot
+    /// read: a read that overlaps one fails with EIO.
+    unreadable: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Faults {
+    /// EIO if `[offset, offset + len)` of `current` overlaps an unreadable byte string.
+    fn check_read(&self, current: &[u8], offset: u64, len: usize) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let end = start.saturating_add(len);
+        for needle in lock(&self.unreadable).iter() {
+            if needle.is_empty() {
+                continue;
+            }
+            let hit = current
+                .windows(needle.len())
+                .enumerate()
+                .any(|(at, window)| window == needle && at < end && start < at + needle.len());
+            if hit {
+                return Err(io::Error::from_raw_os_error(5)); // EIO
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +97,12 @@ impl SimulatedStorage {
     /// "no space left on device", as a filling disk does.
     pub fn fail_next_append_after(&self, bytes: usize) {
         *lock(&self.faults.short_append) = Some(bytes);
+    }
+
+    /// Makes every stored copy of `bytes`, now and later, unreadable, as a failing
+    /// device's bad sectors are: reads that overlap one fail with EIO.
+    pub fn fail_reads_of(&self, bytes: &[u8]) {
+        lock(&self.faults.unreadable).push(bytes.to_vec());
     }
 
     /// Bytes written but not yet synced, summed over all files.
@@ -212,8 +242,14 @@ impl PackFile for SimHandle {
         super::append_by_reading(self, source, offset, len)
     }
 
+    fn ensure_readable(&self, mapped: &[u8], offset: u64) -> io::Result<()> {
+        self.1
+            .check_read(&lock(&self.0.bytes).current, offset, mapped.len())
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let bytes = lock(&self.0.bytes);
+        self.1.check_read(&bytes.current, offset, buf.len())?;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
         let src = bytes
             .current

@@ -59,7 +59,7 @@ pub fn upload_in_pieces(engine: &Engine, repo: &str, data: &[u8], cuts: &[usize]
 pub fn read_all(engine: &Engine, digest: &Digest) -> Vec<u8> {
     let mut out = Vec::new();
     for piece in engine.read_blob(digest, None).expect("read") {
-        out.extend_from_slice(&piece);
+        out.extend_from_slice(&piece.expect("readable"));
     }
     out
 }
@@ -103,7 +103,7 @@ pub fn dump(engine: &lain_engine::Engine, candidates: &[lain_engine::Digest]) ->
         }
         for d in candidates {
             if let Some(reader) = engine.read_repo_blob(&repo, d).unwrap() {
-                let bytes = reader.into_bytes();
+                let bytes = reader.into_bytes().unwrap();
                 let hashed = lain_engine::Algorithm::Sha256.digest(&bytes);
                 writeln!(out, "  blob {d} {} bytes, hash {hashed}", bytes.len()).unwrap();
             }
