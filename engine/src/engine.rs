@@ -21,6 +21,7 @@ use crate::pack::{Mapped, PackRecovery, Packs};
 use crate::progress::Silent;
 use crate::rebuild::{self, RebuildReport};
 use crate::rollforward;
+use crate::space::Space;
 use crate::storage::{OsStorage, Storage};
 use crate::types::BlobInfo;
 use crate::upgrade;
@@ -59,6 +60,10 @@ pub struct Options {
     /// most this fast (bytes per second; 0: no limit), leaving the disk to them;
     /// otherwise at full speed.
     pub compaction_busy_rate: u64,
+    /// Clients' bytes (blobs, manifests) may not leave less than this free on the
+    /// data directory's file system ([`Error::StorageFull`]; 0: no reserve), so that
+    /// a disk filled by pushes still takes deletes, index writes and a collection.
+    pub reserved_space: u64,
     /// Where pack bytes go; tests substitute [`crate::storage::SimulatedStorage`].
     pub storage: Arc<dyn Storage>,
 }
@@ -75,6 +80,7 @@ impl Default for Options {
             upload_evict_idle: Duration::from_secs(120),
             max_upload_sessions_per_owner: 1024,
             compaction_busy_rate: 16 << 20,
+            reserved_space: 256 << 20,
             storage: Arc::new(OsStorage),
         }
     }
@@ -157,6 +163,8 @@ pub(crate) struct Core {
     pub maintenance: std::sync::Mutex<()>,
     pub recovery: RecoveryReport,
     pub root: PathBuf,
+    /// Free space, and the reserve clients' bytes may not take.
+    pub space: Space,
     // Last field: dropped after the index and packs are closed.
     _lock: DirLock,
 }
@@ -277,6 +285,7 @@ impl Engine {
             rebuilt,
             upgraded_from: None,
         };
+        let options_reserve = options.reserved_space;
         let core = Core {
             options,
             index,
@@ -291,6 +300,7 @@ impl Engine {
             maintenance: std::sync::Mutex::new(()),
             recovery,
             root: root.to_owned(),
+            space: Space::new(root, options_reserve),
             _lock: dir_lock,
         };
         let mut engine = Engine {
@@ -417,6 +427,7 @@ impl Engine {
         owner: Option<&str>,
     ) -> Result<UploadId> {
         check_name(repo, "repository name")?;
+        self.core.space.admit(0)?;
         let options = &self.core.options;
         if let Some(owner) = owner {
             while self.core.sessions.owned_by(owner) >= options.max_upload_sessions_per_owner {

@@ -46,6 +46,12 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The file system holding the data has no room for more (or for more client
+    /// bytes, which may not take the reserve). Nothing stored is affected; deletes and
+    /// collections still work, and what they free is usable at once.
+    #[error("storage is full: {detail}")]
+    StorageFull { detail: String },
+
     /// The bytes of an upload hash to something other than what the client promised.
     /// The bytes have been dropped.
     #[error("digest mismatch: expected {expected}, computed {computed}")]
@@ -118,7 +124,14 @@ pub struct IndexError(String);
 
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Error {
-        Error::Index(IndexError(e.into_string()))
+        let text = e.into_string();
+        // RocksDB carries errno's text, not its number.
+        if text.contains("No space left on device") || text.contains("Disk quota exceeded") {
+            return Error::StorageFull {
+                detail: format!("index: {text}"),
+            };
+        }
+        Error::Index(IndexError(text))
     }
 }
 
@@ -129,10 +142,14 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            op,
-            path: path.into(),
-            source,
+        self.map_err(|source| {
+            let path = path.into();
+            if crate::space::is_out_of_space(&source) {
+                return Error::StorageFull {
+                    detail: format!("{op} {}: {source}", path.display()),
+                };
+            }
+            Error::Io { op, path, source }
         })
     }
 }

@@ -32,6 +32,7 @@ mod replay;
 mod repository;
 mod retention;
 mod rollforward;
+mod space;
 mod sync;
 mod types;
 mod upgrade;

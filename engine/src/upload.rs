@@ -269,6 +269,7 @@ impl Core {
     /// Takes in one piece of an upload: hashes it now, writes it when enough has
     /// gathered. On error the session's bytes are gone and it must be dropped.
     pub(crate) fn append(&self, session: &mut Session, piece: Bytes) -> Result<u64> {
+        self.space.admit(piece.len() as u64)?;
         session.last_active = Instant::now();
         session.hasher.update(&piece);
         session.crc.update(&piece);

@@ -29,6 +29,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server's own failure; never caused by what a client sends.
     Unknown,
+    /// The registry's storage is full: `UNAVAILABLE` (distribution's code for a
+    /// registry that cannot take the request now) with 507 Insufficient Storage
+    /// (RFC 4918), because it is space that is short. Not 500: nothing is broken, and
+    /// the operator's remedy (delete, collect) is known. Not 503 with a `Retry-After`:
+    /// waiting frees nothing.
+    StorageFull,
 }
 
 impl ErrorCode {
@@ -52,6 +58,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::StorageFull => "UNAVAILABLE",
         }
     }
 
@@ -76,6 +83,7 @@ impl ErrorCode {
             ErrorCode::Denied => StatusCode::FORBIDDEN,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -165,6 +173,10 @@ impl From<EngineError> for ApiError {
             EngineError::ReferenceUnknown { .. } => ErrorCode::ManifestBlobUnknown,
             EngineError::RangeNotSatisfiable { .. } => ErrorCode::RangeInvalid,
             EngineError::InvalidName { .. } => ErrorCode::NameInvalid,
+            EngineError::StorageFull { .. } => {
+                tracing::warn!(error = %e, "a write was refused");
+                ErrorCode::StorageFull
+            }
             EngineError::Locked { .. }
             | EngineError::Io { .. }
             | EngineError::Index(_)

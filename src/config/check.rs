@@ -128,6 +128,10 @@ pub fn rows(config: &Config) -> Vec<Row> {
         options.compaction_busy_rate.to_string(),
     );
     row(
+        "storage.engine.reservedspace",
+        options.reserved_space.to_string(),
+    );
+    row(
         "storage.engine.collection.grace",
         format_duration(config.collect.grace),
     );

@@ -140,6 +140,7 @@ pub struct EngineSettings {
     pub upload_sessions: Option<u64>,
     pub upload_sessions_per_client: Option<u64>,
     pub compaction_rate: Option<u64>,
+    pub reserved_space: Option<u64>,
 }
 
 impl EngineSettings {
@@ -162,6 +163,9 @@ impl EngineSettings {
         }
         if let Some(rate) = self.compaction_rate {
             options.compaction_busy_rate = rate;
+        }
+        if let Some(size) = self.reserved_space {
+            options.reserved_space = size;
         }
         options
     }
@@ -609,6 +613,7 @@ impl Config {
             upload_sessions: engine_section.uploadsessions,
             upload_sessions_per_client: engine_section.uploadsessionsperclient,
             compaction_rate: engine_section.compactionrate.map(|s| s.0),
+            reserved_space: engine_section.reservedspace.map(|s| s.0),
         };
 
         let http = model.http.unwrap_or_default();

@@ -140,6 +140,8 @@ pub struct EngineSection {
     pub uploadsessionsperclient: Option<u64>,
     /// While clients commit, compaction copies at most this many bytes a second.
     pub compactionrate: Option<Size>,
+    /// Free space that clients' bytes may not take (0: none).
+    pub reservedspace: Option<Size>,
     pub collection: Option<Collection>,
 }
 

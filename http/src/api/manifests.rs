@@ -15,10 +15,10 @@ pub async fn put(
     ctx: &Context,
     name: String,
     reference: &str,
-    mut call: Call,
+    call: &mut Call,
 ) -> Result<Reply, ApiError> {
     let reference = parse_reference(reference)?;
-    let bytes = read_manifest_body(&mut call, MAX_MANIFEST_BYTES, &ctx.manifest_memory).await?;
+    let bytes = read_manifest_body(call, MAX_MANIFEST_BYTES, &ctx.manifest_memory).await?;
     let parsed = manifest::parse(&bytes, call.header(header::CONTENT_TYPE)?)?;
     let subject = parsed.meta.subject.clone();
     let repo = name.clone();

@@ -272,7 +272,7 @@ pub async fn dispatch(
     client: std::net::IpAddr,
 ) -> Reply {
     let (parts, body) = req.into_parts();
-    let call = Call {
+    let mut call = Call {
         method: parts.method,
         query: query_pairs(parts.uri.query()),
         headers: parts.headers,
@@ -280,10 +280,52 @@ pub async fn dispatch(
         mounts,
         client,
     };
-    match run(ctx, route, call).await {
+    match run(ctx, route, &mut call).await {
         Ok(reply) => reply,
-        Err(error) => error_reply(error),
+        Err(error) => {
+            let reply = error_reply(error);
+            let whole = read_out(&mut call.body).await;
+            if !whole && parts.version < hyper::Version::HTTP_2 {
+                reply.header(header::CONNECTION, "close")
+            } else {
+                reply
+            }
+        }
     }
+}
+
+/// A refused request's body is read (and dropped) for at most this long...
+const READ_OUT_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// ...and at most this much of it.
+const READ_OUT_BYTES: usize = 64 << 20;
+
+/// Reads what is left of a refused request's body, within bounds; whether it was all
+/// read. A client still sending when the server closes the connection gets a reset,
+/// which can destroy the error response before the client reads it; one whose body was
+/// read reads the error. Past the bounds the connection is closed after the response.
+async fn read_out(body: &mut Incoming) -> bool {
+    use http_body_util::BodyExt as _;
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return true;
+    }
+    let mut left = READ_OUT_BYTES;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            let len = frame.data_ref().map_or(0, |data| data.len());
+            let Some(rest) = left.checked_sub(len) else {
+                return false;
+            };
+            left = rest;
+        }
+        true
+    };
+    tokio::time::timeout(READ_OUT_TIME, reading)
+        .await
+        .unwrap_or(false)
 }
 
 /// The response for an error.
@@ -297,7 +339,7 @@ pub fn error_reply(error: ApiError) -> Reply {
     reply
 }
 
-async fn run(ctx: &Context, route: Route, call: Call) -> Result<Reply, ApiError> {
+async fn run(ctx: &Context, route: Route, call: &mut Call) -> Result<Reply, ApiError> {
     use Method as M;
     let method = call.method.clone();
     let methods: &[Method] = match &route {
@@ -331,28 +373,28 @@ async fn run(ctx: &Context, route: Route, call: Call) -> Result<Reply, ApiError>
         Route::Base => {
             Ok(Reply::new(StatusCode::OK).json(&serde_json::json!({}), "application/json"))
         }
-        Route::Catalog => listing::catalog(ctx, &call),
+        Route::Catalog => listing::catalog(ctx, call),
         Route::Tags { name } => {
             check_repository(&name)?;
-            listing::tags(ctx, &name, &call)
+            listing::tags(ctx, &name, call)
         }
         Route::Referrers { name, digest } => {
             check_repository(&name)?;
-            listing::referrers(ctx, &name, &digest, &call)
+            listing::referrers(ctx, &name, &digest, call)
         }
         Route::Manifest { name, reference } => {
             check_repository(&name)?;
             match method {
                 M::PUT => manifests::put(ctx, name, &reference, call).await,
                 M::DELETE => manifests::delete(ctx, name, &reference).await,
-                _ => manifests::get(ctx, &name, &reference, &call),
+                _ => manifests::get(ctx, &name, &reference, call),
             }
         }
         Route::Blob { name, digest } => {
             check_repository(&name)?;
             match method {
                 M::DELETE => blobs::delete(ctx, name, &digest).await,
-                _ => blobs::get(ctx, &name, &digest, &call),
+                _ => blobs::get(ctx, &name, &digest, call),
             }
         }
         Route::UploadStart { name } => {

@@ -88,17 +88,17 @@ struct Upload<'a> {
     received: u64,
 }
 
-pub async fn start(ctx: &Context, name: String, mut call: Call) -> Result<Reply, ApiError> {
-    if let Some(mounted) = mount(ctx, &name, &call).await? {
+pub async fn start(ctx: &Context, name: String, call: &mut Call) -> Result<Reply, ApiError> {
+    if let Some(mounted) = mount(ctx, &name, call).await? {
         return Ok(created(&name, &mounted));
     }
     let Some(text) = call.query("digest") else {
-        let id = open_session(ctx, &name, Algorithm::Sha256, &call).await?;
+        let id = open_session(ctx, &name, Algorithm::Sha256, call).await?;
         return Ok(session_reply(StatusCode::ACCEPTED, &name, &id, 0));
     };
     // Monolithic: the whole blob is this request's body.
     let digest = parse_digest(text)?;
-    let id = open_session(ctx, &name, digest.algorithm(), &call).await?;
+    let id = open_session(ctx, &name, digest.algorithm(), call).await?;
     let upload = Upload::claim(ctx, &name, &id).await?;
     if let Err(e) = upload.stream(&mut call.body, None).await {
         upload.cancel().await;
@@ -149,10 +149,10 @@ pub async fn patch(
     ctx: &Context,
     name: String,
     id: String,
-    mut call: Call,
+    call: &mut Call,
 ) -> Result<Reply, ApiError> {
     let upload = Upload::claim(ctx, &name, &id).await?;
-    let streamed = upload.stream_chunk(&mut call).await;
+    let streamed = upload.stream_chunk(call).await;
     // The session now waits for the client's next chunk, holding no buffer.
     let paused = upload.pause().await;
     let received = streamed?;
@@ -170,7 +170,7 @@ pub async fn finish(
     ctx: &Context,
     name: String,
     id: String,
-    mut call: Call,
+    call: &mut Call,
 ) -> Result<Reply, ApiError> {
     // An unknown session is reported before anything about the digest.
     let upload = Upload::claim(ctx, &name, &id).await?;
@@ -183,7 +183,7 @@ pub async fn finish(
             ));
         }
     };
-    if let Err(e) = upload.stream_chunk(&mut call).await {
+    if let Err(e) = upload.stream_chunk(call).await {
         // The session stays for a retry, holding no buffer.
         let _ = upload.pause().await;
         return Err(e);
