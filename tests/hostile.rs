@@ -85,6 +85,71 @@ fn header_values_that_are_not_ascii_are_a_400() {
     assert_eq!(status.header("range"), Some("0-0"));
 }
 
+/// Requests hyper refuses before the API sees them still get the spec's body and the
+/// API version header, with the status that says what was wrong.
+#[test]
+fn requests_that_cannot_be_parsed_get_the_spec_error_body() {
+    let reg = Registry::start();
+    let many_headers: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a malformed request line", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            "a method with a bad character",
+            b"G(T /v2/ HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "two Content-Lengths",
+            b"PUT /v2/a/manifests/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+            400,
+        ),
+        (
+            "a Content-Length that is not a number",
+            b"PUT /v2/a/manifests/x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a header line without a colon",
+            b"GET /v2/ HTTP/1.1\r\nHost x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a header of 40 KiB",
+            format!("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(40_000))
+                .into_bytes(),
+            431,
+        ),
+        (
+            "200 headers",
+            format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
+            431,
+        ),
+        (
+            "a URI of 70 KB",
+            format!("GET /v2/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            431,
+        ),
+    ];
+    for (what, bytes, status) in cases {
+        let response = raw(&reg, &bytes);
+        assert_eq!(response.status, status, "{what}: {}", response.text());
+        assert_client_error(&response, what);
+    }
+    // A bad request after a good one on the same connection: the first answer is the
+    // API's, untouched, the second the spec's error.
+    let mut stream = TcpStream::connect(&reg.addr).expect("connect");
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let first = common::read_response(&mut reader, false);
+    assert_eq!((first.status, first.text().as_str()), (200, "{}"));
+    stream.write_all(b"GARBAGE\r\n\r\n").expect("send");
+    let second = common::read_response(&mut reader, false);
+    assert_eq!(second.status, 400);
+    assert_client_error(&second, "a bad request after a good one");
+}
+
 #[test]
 fn path_tricks_in_names_and_references_are_refused() {
     let reg = Registry::start();

@@ -12,6 +12,7 @@ mod names;
 mod ranges;
 mod route;
 mod server;
+mod unparsed;
 
 use std::time::Duration;
 

@@ -25,6 +25,7 @@ use crate::body::ResponseBody;
 use crate::connections::Connections;
 use crate::errors::{ApiError, ErrorCode};
 use crate::route::{Route, query_pairs, query_value};
+use crate::unparsed::Unparsed;
 use crate::{Access, Live, Locations, Settings};
 
 /// Sent on every response, as the V2 API requires.
@@ -124,7 +125,7 @@ pub async fn serve(
         match &tls {
             None => {
                 let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(Unparsed::new(stream)), service)
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
@@ -159,7 +160,7 @@ pub async fn serve(
                         }
                     };
                     let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(Unparsed::new(stream)), service)
                         .into_owned();
                     if let Err(e) = watcher.watch(connection).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
