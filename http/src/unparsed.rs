@@ -68,10 +68,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Unparsed<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.replacing.is_none() && this.just_read {
-            if let Some(status) = hypers_own_answer(buf) {
-                this.replacing = Some((answer(status), 0, buf.len()));
-            }
+        if this.replacing.is_none()
+            && this.just_read
+            && let Some(status) = hypers_own_answer(buf)
+        {
+            this.replacing = Some((answer(status), 0, buf.len()));
         }
         this.just_read = false;
         let Some((bytes, written, stands_for)) = &mut this.replacing else {
