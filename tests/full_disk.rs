@@ -127,10 +127,16 @@ fn assert_whole(reg: &Registry, image: &Image) {
     }
 }
 
-fn assert_storage_full(response: &Response, what: &str) {
-    response.expect(507, Some("UNAVAILABLE"));
+#[track_caller]
+fn assert_storage_full(reg: &Registry, response: &Response, what: &str) {
     let text = response.text();
-    assert!(text.contains("storage is full"), "{what}: {text}");
+    assert!(
+        response.status == 507 && text.contains("storage is full"),
+        "{what}: {} {text}\n{}",
+        response.status,
+        reg.log()
+    );
+    response.expect(507, Some("UNAVAILABLE"));
 }
 
 fn fsck_is_clean(root: &Path) {
@@ -166,15 +172,17 @@ fn a_disk_filled_by_pushes_keeps_serving_and_takes_pushes_again_after_a_collecti
         }
         assert!(images.len() < 100, "a 40 MiB disk took 100 MiB");
     };
-    assert_storage_full(&refused, "the push that found the disk full");
+    assert_storage_full(&reg, &refused, "the push that found the disk full");
     assert!(images.len() >= 10, "only {} images fit", images.len());
 
     // Every write of client bytes is refused the same way: a session, a chunk, a manifest.
     assert_storage_full(
+        &reg,
         &reg.request("POST", "/v2/app0/blobs/uploads/").send(),
         "a new session",
     );
     assert_storage_full(
+        &reg,
         &reg.request("PATCH", &location)
             .header("Content-Type", "application/octet-stream")
             .body(layer(999, 1 << 20))
@@ -249,7 +257,7 @@ fn an_index_out_of_space_refuses_writes_and_recovers_once_space_is_freed() {
         }
     }
     let refused = refused.expect("the index never ran out of space");
-    assert_storage_full(&refused, "an index write on a full file system");
+    assert_storage_full(&reg, &refused, "an index write on a full file system");
     assert!(refused.text().contains("index"), "{}", refused.text());
     assert_whole(&reg, &before);
 
@@ -260,7 +268,7 @@ fn an_index_out_of_space_refuses_writes_and_recovers_once_space_is_freed() {
         match try_push(&reg, "after", 5000, 10_000) {
             Ok(image) => break image,
             Err(response) if Instant::now() < deadline => {
-                assert_storage_full(&response, "while the index recovers");
+                assert_storage_full(&reg, &response, "while the index recovers");
                 std::thread::sleep(Duration::from_millis(500));
             }
             Err(response) => panic!("never recovered: {}", response.text()),

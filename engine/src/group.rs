@@ -388,6 +388,13 @@ fn replicate(e: &Error) -> Error {
             source: io::Error::new(source.kind(), source.to_string()),
         },
         Error::Index(inner) => Error::Index(inner.clone()),
+        Error::StorageFull { detail } => Error::StorageFull {
+            detail: detail.clone(),
+        },
+        Error::CorruptPack { pack, detail } => Error::CorruptPack {
+            pack: *pack,
+            detail: detail.clone(),
+        },
         other => Error::Io {
             op: "group commit",
             path: Default::default(),

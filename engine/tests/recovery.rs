@@ -250,8 +250,9 @@ fn a_failed_write_ends_the_upload_and_corrupts_nothing() {
             Bytes::from(random_bytes(&mut rng(42), 20_000)),
         )
         .unwrap();
+    // A full disk is told apart from other I/O failures (the HTTP layer answers 507).
     match engine.upload_status("lib/x", &id) {
-        Err(Error::Io { .. }) => {}
+        Err(Error::StorageFull { .. }) => {}
         other => panic!("{other:?}"),
     }
     // The session is gone: nothing can append to or commit its half-written bytes.
