@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 pub use os::OsStorage;
-pub use sim::SimulatedStorage;
+pub use sim::{Cut, SimulatedStorage};
 
 /// A file system that holds pack files.
 pub trait Storage: Send + Sync + Debug {

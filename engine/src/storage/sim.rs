@@ -14,8 +14,90 @@ use crate::sync::lock;
 
 #[derive(Debug, Default)]
 pub struct SimulatedStorage {
+    shared: Arc<Shared>,
+}
+
+/// What the storage and its open files share.
+#[derive(Debug, Default)]
+struct Shared {
     state: Mutex<State>,
-    faults: Arc<Faults>,
+    faults: Faults,
+    /// While recording ([`SimulatedStorage::record_cuts`]), what a power cut would
+    /// leave, taken at every sync.
+    cuts: Mutex<Option<Vec<Cut>>>,
+}
+
+impl Shared {
+    /// What a power cut now would leave. Locks the state, then each file.
+    fn cut(&self) -> Cut {
+        let state = lock(&self.state);
+        let files = state
+            .files
+            .iter()
+            .chain(&state.removed)
+            .filter(|(path, _)| state.durable_entries.contains(*path))
+            .map(|(path, file)| (path.clone(), lock(&file.bytes).durable.clone()))
+            .collect();
+        Cut {
+            files,
+            dirs: state.dirs.clone(),
+        }
+    }
+
+    fn synced(&self) {
+        if lock(&self.cuts).is_some() {
+            let cut = self.cut();
+            if let Some(cuts) = lock(&self.cuts).as_mut() {
+                cuts.push(cut);
+            }
+        }
+    }
+}
+
+/// What a power cut at one moment leaves: each durable file's synced bytes.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    files: Vec<(PathBuf, Arc<Vec<u8>>)>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Cut {
+    /// The same cut with its files under `to` instead of `from` (their data
+    /// directory), so that several cuts can be opened at once in different places.
+    pub fn moved(&self, from: &Path, to: &Path) -> Cut {
+        let place = |path: &Path| match path.strip_prefix(from) {
+            Ok(rest) => to.join(rest),
+            Err(_) => path.to_owned(),
+        };
+        Cut {
+            files: self
+                .files
+                .iter()
+                .map(|(path, bytes)| (place(path), bytes.clone()))
+                .collect(),
+            dirs: self.dirs.iter().map(|dir| place(dir)).collect(),
+        }
+    }
+
+    /// A storage holding exactly what the cut left, as the machine finds it on boot.
+    pub fn restore(&self) -> SimulatedStorage {
+        let storage = SimulatedStorage::new();
+        {
+            let mut state = lock(&storage.shared.state);
+            state.dirs = self.dirs.clone();
+            for (path, bytes) in &self.files {
+                let file = SimFile {
+                    bytes: Mutex::new(FileBytes {
+                        current: bytes.to_vec(),
+                        durable: bytes.clone(),
+                    }),
+                };
+                state.files.insert(path.clone(), Arc::new(file));
+                state.durable_entries.insert(path.clone());
+            }
+        }
+        storage
+    }
 }
 
 /// Failures to inject into the next operations.
@@ -67,7 +149,7 @@ struct SimFile {
 #[derive(Debug, Default)]
 struct FileBytes {
     current: Vec<u8>,
-    durable: Vec<u8>,
+    durable: Arc<Vec<u8>>,
 }
 
 impl SimulatedStorage {
@@ -78,7 +160,7 @@ impl SimulatedStorage {
     /// Forgets every byte that was not synced and every file whose creation was not
     /// made durable, as a machine that lost power would.
     pub fn power_cut(&self) {
-        let mut state = lock(&self.state);
+        let mut state = lock(&self.shared.state);
         let State {
             files,
             durable_entries,
@@ -89,25 +171,45 @@ impl SimulatedStorage {
         files.retain(|path, _| durable_entries.contains(path));
         for file in files.values() {
             let mut bytes = lock(&file.bytes);
-            bytes.current = bytes.durable.clone();
+            bytes.current = bytes.durable.to_vec();
         }
+    }
+
+    /// From now on, keeps what a power cut at each sync (of a file or a directory)
+    /// would leave; [`SimulatedStorage::recorded_cuts`] hands them over.
+    pub fn record_cuts(&self) {
+        lock(&self.shared.cuts).get_or_insert_with(Vec::new);
+    }
+
+    /// The cuts recorded so far, oldest first; recording goes on.
+    pub fn recorded_cuts(&self) -> Vec<Cut> {
+        lock(&self.shared.cuts)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// How many cuts have been recorded (a clock: an operation that returns before it
+    /// reads N is in every cut from the N-th on).
+    pub fn cuts_recorded(&self) -> usize {
+        lock(&self.shared.cuts).as_ref().map_or(0, Vec::len)
     }
 
     /// Makes the next append to any file write only `bytes` bytes and then fail with
     /// "no space left on device", as a filling disk does.
     pub fn fail_next_append_after(&self, bytes: usize) {
-        *lock(&self.faults.short_append) = Some(bytes);
+        *lock(&self.shared.faults.short_append) = Some(bytes);
     }
 
     /// Makes every stored copy of `bytes`, now and later, unreadable, as a failing
     /// device's bad sectors are: reads that overlap one fail with EIO.
     pub fn fail_reads_of(&self, bytes: &[u8]) {
-        lock(&self.faults.unreadable).push(bytes.to_vec());
+        lock(&self.shared.faults.unreadable).push(bytes.to_vec());
     }
 
     /// Bytes written but not yet synced, summed over all files.
     pub fn unsynced_bytes(&self) -> u64 {
-        let state = lock(&self.state);
+        let state = lock(&self.shared.state);
         state
             .files
             .values()
@@ -121,23 +223,23 @@ impl SimulatedStorage {
 
 impl Storage for SimulatedStorage {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn PackFile>> {
-        let mut state = lock(&self.state);
+        let mut state = lock(&self.shared.state);
         if state.files.contains_key(path) {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
         let file = Arc::new(SimFile::default());
         state.files.insert(path.to_owned(), file.clone());
-        Ok(Box::new(SimHandle(file, self.faults.clone())))
+        Ok(Box::new(SimHandle(file, self.shared.clone())))
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn PackFile>> {
-        let state = lock(&self.state);
+        let state = lock(&self.shared.state);
         let file = state.files.get(path).ok_or(io::ErrorKind::NotFound)?;
-        Ok(Box::new(SimHandle(file.clone(), self.faults.clone())))
+        Ok(Box::new(SimHandle(file.clone(), self.shared.clone())))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = lock(&self.shared.state);
         let in_dir: Vec<PathBuf> = state
             .files
             .keys()
@@ -155,23 +257,25 @@ impl Storage for SimulatedStorage {
             state.removed.remove(&path);
             state.durable_entries.remove(&path);
         }
+        drop(state);
+        self.shared.synced();
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut state = lock(&self.state);
+        let mut state = lock(&self.shared.state);
         let file = state.files.remove(path).ok_or(io::ErrorKind::NotFound)?;
         state.removed.insert(path.to_owned(), file);
         Ok(())
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        lock(&self.state).dirs.insert(dir.to_owned());
+        lock(&self.shared.state).dirs.insert(dir.to_owned());
         Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        let state = lock(&self.state);
+        let state = lock(&self.shared.state);
         if !state.dirs.contains(dir) {
             return Err(io::ErrorKind::NotFound.into());
         }
@@ -185,7 +289,7 @@ impl Storage for SimulatedStorage {
 }
 
 #[derive(Debug)]
-struct SimHandle(Arc<SimFile>, Arc<Faults>);
+struct SimHandle(Arc<SimFile>, Arc<Shared>);
 
 impl PackFile for SimHandle {
     fn size(&self) -> io::Result<u64> {
@@ -193,7 +297,7 @@ impl PackFile for SimHandle {
     }
 
     fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
-        let mut budget = lock(&self.1.short_append).take();
+        let mut budget = lock(&self.1.faults.short_append).take();
         let mut bytes = lock(&self.0.bytes);
         for buf in bufs {
             match budget.as_mut() {
@@ -227,8 +331,11 @@ impl PackFile for SimHandle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut bytes = lock(&self.0.bytes);
-        bytes.durable = bytes.current.clone();
+        {
+            let mut bytes = lock(&self.0.bytes);
+            bytes.durable = Arc::new(bytes.current.clone());
+        }
+        self.1.synced();
         Ok(())
     }
 
@@ -244,12 +351,15 @@ impl PackFile for SimHandle {
 
     fn ensure_readable(&self, mapped: &[u8], offset: u64) -> io::Result<()> {
         self.1
+            .faults
             .check_read(&lock(&self.0.bytes).current, offset, mapped.len())
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let bytes = lock(&self.0.bytes);
-        self.1.check_read(&bytes.current, offset, buf.len())?;
+        self.1
+            .faults
+            .check_read(&bytes.current, offset, buf.len())?;
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
         let src = bytes
             .current

@@ -139,3 +139,18 @@ pub fn pack_file_bytes(root: &Path) -> u64 {
         .map(|e| e.expect("entry").metadata().expect("metadata").len() - 16)
         .sum()
 }
+
+/// A randomized test's seed: `LAIN_TEST_SEED` when set (to repeat a run's choices),
+/// otherwise the clock; printed either way.
+pub fn seed() -> u64 {
+    let seed = std::env::var("LAIN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("LAIN_TEST_SEED={seed}");
+    seed
+}
