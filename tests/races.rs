@@ -227,3 +227,234 @@ fn a_manifest_put_racing_its_delete_leaves_no_dangling_tag() {
         }
     }
 }
+
+/// A cross-repository mount racing the DELETE of the blob's link in the source: the
+/// mount either linked the blob (201, and a manifest naming it is accepted) or became
+/// an upload session (202, and such a manifest is refused); the source's link is gone
+/// either way.
+#[test]
+fn a_mount_racing_the_source_delete_links_or_refuses_never_dangles() {
+    let reg = Registry::start();
+    let config = common::put_blob(&reg, "race/base", b"{}");
+    let (mut linked, mut refused) = (0, 0);
+    for round in 0..60u32 {
+        let blob = format!("layer {round}").into_bytes();
+        let digest = common::put_blob(&reg, "race/src", &blob);
+        let (addr, d) = (reg.addr.clone(), digest.clone());
+        let dst = format!("race/dst{round}");
+        let target = dst.clone();
+        let statuses = at_once(2, move |i| {
+            if i == 0 {
+                request_to(
+                    &addr,
+                    "POST",
+                    &format!("/v2/{target}/blobs/uploads/?mount={d}&from=race/src"),
+                )
+                .send()
+                .status
+            } else {
+                request_to(&addr, "DELETE", &format!("/v2/race/src/blobs/{d}"))
+                    .send()
+                    .status
+            }
+        });
+        assert!(
+            [201, 202].contains(&statuses[0]),
+            "round {round}: {statuses:?}"
+        );
+        assert_eq!(statuses[1], 202, "round {round}");
+        reg.request("GET", &format!("/v2/race/src/blobs/{digest}"))
+            .send()
+            .expect(404, Some("BLOB_UNKNOWN"));
+        // A manifest naming the blob in the target: accepted exactly when it was linked.
+        common::put_blob(&reg, &dst, b"{}");
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{digest}","size":{}}}]}}"#,
+            blob.len()
+        );
+        let put = reg
+            .request("PUT", &format!("/v2/{dst}/manifests/v1"))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest)
+            .send();
+        if statuses[0] == 201 {
+            put.expect(201, None);
+            let got = reg
+                .request("GET", &format!("/v2/{dst}/blobs/{digest}"))
+                .send();
+            got.expect(200, None);
+            assert_eq!(got.body, blob, "round {round}");
+            linked += 1;
+        } else {
+            put.expect(400, Some("MANIFEST_BLOB_UNKNOWN"));
+            refused += 1;
+        }
+    }
+    eprintln!("{linked} mounts linked, {refused} became sessions");
+}
+
+/// Garbage collections one after another, with no grace period, while clients push
+/// images under tags, move tags, mount layers, delete manifests and pull: every
+/// request gets an answer the spec allows (a push whose fresh blob a collection took
+/// is told MANIFEST_BLOB_UNKNOWN, never a 500), every tag ends on its last acknowledged
+/// manifest, whole, and the store checks clean.
+#[test]
+fn collections_racing_pushes_tag_moves_mounts_and_deletes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reg = Registry::start_in(dir.path());
+    let root = dir.path().to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (stop, root) = (stop.clone(), root.clone());
+        thread::spawn(move || {
+            let mut runs = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = common::collect_everything(&root, &["--delete-untagged"]);
+                assert!(
+                    out.status.success(),
+                    "{}{}",
+                    common::stdout(&out),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let addr = reg.addr.clone();
+    let finals = at_once(3, move |client| {
+        let repo = format!("race/gc{client}");
+        let mut last: std::collections::BTreeMap<String, (String, Vec<Vec<u8>>)> =
+            Default::default();
+        let (mut pushed, mut told_unknown) = (0, 0);
+        for n in 0..40u32 {
+            let tag = format!("t{}", n % 3);
+            // Layers: one new, one mounted from the client before (when there is one).
+            let layer = format!("client {client} layer {n}").into_bytes().repeat(50);
+            let config = format!("{{\"n\":{n},\"client\":{client}}}").into_bytes();
+            let mut blobs = vec![config.clone(), layer.clone()];
+            let mut digests = Vec::new();
+            for bytes in &blobs {
+                let d = sha256(bytes);
+                request_to(
+                    &addr,
+                    "POST",
+                    &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                )
+                .body(bytes.clone())
+                .send()
+                .expect(201, None);
+                digests.push(d);
+            }
+            if let Some((_, (_, earlier))) = last.iter().next() {
+                let old = earlier[1].clone();
+                let d = sha256(&old);
+                let mount = request_to(
+                    &addr,
+                    "POST",
+                    &format!("/v2/{repo}/blobs/uploads/?mount={d}&from={repo}"),
+                )
+                .send();
+                assert!([201, 202].contains(&mount.status), "{}", mount.text());
+                if mount.status == 201 {
+                    blobs.push(old);
+                    digests.push(d);
+                }
+            }
+            let layers: Vec<String> = digests[1..]
+                .iter()
+                .zip(&blobs[1..])
+                .map(|(d, b)| {
+                    format!(
+                        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{}}}"#,
+                        b.len()
+                    )
+                })
+                .collect();
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+                digests[0],
+                config.len(),
+                layers.join(",")
+            );
+            let put = request_to(&addr, "PUT", &format!("/v2/{repo}/manifests/{tag}"))
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .body(manifest.clone())
+                .send();
+            match put.status {
+                201 => {
+                    pushed += 1;
+                    let mut all = vec![manifest.into_bytes()];
+                    all.extend(blobs);
+                    last.insert(tag.clone(), (sha256(&all[0]), all));
+                }
+                // A collection took a fresh blob between its upload and the manifest.
+                400 => {
+                    put.expect(400, Some("MANIFEST_BLOB_UNKNOWN"));
+                    told_unknown += 1;
+                }
+                other => panic!("manifest PUT: {other} {}", put.text()),
+            }
+            // Now and then a tag moves to another acknowledged image, or one is deleted.
+            if n % 7 == 6 && last.len() > 1 {
+                let (from, to) = {
+                    let mut tags = last.keys().cloned();
+                    (tags.next().expect("tag"), tags.next().expect("tag"))
+                };
+                let (digest, image) = last[&from].clone();
+                request_to(&addr, "PUT", &format!("/v2/{repo}/manifests/{to}"))
+                    .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                    .body(image[0].clone())
+                    .send()
+                    .expect(201, None);
+                last.insert(to, (digest, image));
+            }
+            if n % 11 == 10
+                && let Some(tag) = last.keys().next().cloned()
+            {
+                let (digest, _) = last[&tag].clone();
+                request_to(&addr, "DELETE", &format!("/v2/{repo}/manifests/{digest}"))
+                    .send()
+                    .expect(202, None);
+                last.retain(|_, (d, _)| *d != digest);
+            }
+            // Pulls of what is acknowledged.
+            for (tag, (digest, image)) in &last {
+                let got = request_to(&addr, "GET", &format!("/v2/{repo}/manifests/{tag}"))
+                    .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+                    .send();
+                got.expect(200, None);
+                assert_eq!(&sha256(&got.body), digest, "{repo}:{tag}");
+            }
+        }
+        (repo, last, pushed, told_unknown)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let runs = collector.join().expect("collector");
+    let mut told = 0;
+    for (repo, last, pushed, told_unknown) in &finals {
+        told += told_unknown;
+        assert!(*pushed > 20, "{repo}: only {pushed} pushes landed");
+        for (tag, (digest, image)) in last {
+            let got = reg
+                .request("GET", &format!("/v2/{repo}/manifests/{tag}"))
+                .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+                .send();
+            got.expect(200, None);
+            assert_eq!(&sha256(&got.body), digest, "{repo}:{tag}");
+            for blob in &image[1..] {
+                let got = reg
+                    .request("GET", &format!("/v2/{repo}/blobs/{}", sha256(blob)))
+                    .send();
+                got.expect(200, None);
+                assert!(got.body == *blob, "{repo}: a blob differs");
+            }
+        }
+    }
+    eprintln!("{runs} collections; {told} pushes told a fresh blob was collected");
+    assert!(runs >= 2, "only {runs} collections ran");
+    assert!(reg.terminate());
+    let out = common::registry(&root, &["fsck", "--deep"]);
+    assert!(out.status.success(), "{}", common::stdout(&out));
+}
