@@ -420,7 +420,7 @@ fn collections_racing_pushes_tag_moves_mounts_and_deletes() {
                 last.retain(|_, (d, _)| *d != digest);
             }
             // Pulls of what is acknowledged.
-            for (tag, (digest, image)) in &last {
+            for (tag, (digest, _)) in &last {
                 let got = request_to(&addr, "GET", &format!("/v2/{repo}/manifests/{tag}"))
                     .header("Accept", "application/vnd.oci.image.manifest.v1+json")
                     .send();
