@@ -3,6 +3,7 @@
 //! server at a time, and prints one side-by-side table. `benches/run` is the
 //! documented way to call it; `benches/RESULTS.md` is its output.
 
+mod abuse;
 mod auth;
 mod client;
 mod data;
@@ -12,6 +13,7 @@ mod scale;
 mod scenarios;
 mod servers;
 mod sink;
+mod soak;
 mod uploads;
 
 use std::path::PathBuf;
@@ -35,6 +37,8 @@ const USAGE: &str = "usage: loadgen compare [--runs N] [--quick] [--connections 
        loadgen sign-token KEY_PEM KID ISSUER SERVICE
        loadgen many-uploads CLIENTS CHUNKS CHUNK_KIB PAUSE_MS [--servers lain,reference]
                        [--registry PATH] [--reference PATH] [--scratch DIR]
+       loadgen soak SECONDS CLIENTS [--registry PATH] [--scratch DIR]
+       loadgen abuse [--servers lain,reference] [--registry PATH] [--reference PATH]
        loadgen sha256
        loadgen sink ADDR
 
@@ -67,6 +71,14 @@ many-uploads  CLIENTS clients at once each open an upload session and send their
          blob in CHUNKS PATCHes of CHUNK_KIB KiB, PAUSE_MS apart, then PUT; for each
          server in turn: pushes accepted, refused (429) and failed, the aggregate
          rate, the server's peak RssAnon and CPU.
+soak     SECONDS of mixed traffic from CLIENTS clients against this registry
+         (pushes monolithic and chunked, pulls checked, deletes, listings, a
+         collection every 20 s): requests and errors per kind, latency
+         percentiles, RSS and open file descriptors over time.
+abuse    hostile clients phase by phase (slowloris heads and bodies, idle
+         keep-alive connections, huge header sets, 100,000 abandoned upload
+         sessions) while a well-behaved client pushes and pulls: its rate, failures
+         and latency, and the server's peak memory and open file descriptors.
 sha256   prints this machine's sha256 rate on one core (the registry's own code).
 sink     a server that answers the V2 API from memory without storing blob bytes:
          the scenarios run against it give the load generator's own ceiling.";
@@ -207,6 +219,8 @@ fn main() -> ExitCode {
             })
         }
         Some("many-uploads") if args.len() >= 5 => many_uploads(&args[1..]),
+        Some("soak") if args.len() >= 3 => soak(&args[1..]),
+        Some("abuse") => abuse(&args[1..]),
         Some("sha256") if args.len() == 1 => {
             let seconds = data::sha256_cpu_per_gib(&data::pseudo_random(9, 64 << 20), 16);
             println!("sha256 on one core: {:.0} MiB/s", 1024.0 / seconds);
@@ -248,6 +262,44 @@ fn many_uploads(args: &[String]) -> Result<(), String> {
     };
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let outcome = uploads::run(&load, &parsed.kinds, &parsed.programs, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    print!("{}", outcome?);
+    Ok(())
+}
+
+fn soak(args: &[String]) -> Result<(), String> {
+    let number = |s: &String| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{s}: not a number\n{USAGE}"))
+    };
+    let soak = soak::Soak {
+        seconds: number(&args[0])?,
+        clients: number(&args[1])? as usize,
+    };
+    if soak.clients == 0 {
+        return Err("CLIENTS must be at least 1".into());
+    }
+    let parsed = parse(&args[2..])?;
+    let scratch = match &parsed.scratch {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("lain-soak-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let outcome = soak::run(&soak, &parsed.programs, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    print!("{}", outcome?);
+    Ok(())
+}
+
+fn abuse(args: &[String]) -> Result<(), String> {
+    let mut parsed = parse(args)?;
+    parsed.kinds.retain(|k| *k != Kind::Sink);
+    let scratch = match &parsed.scratch {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("lain-abuse-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let outcome = abuse::run(&parsed.kinds, &parsed.programs, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     print!("{}", outcome?);
     Ok(())
