@@ -50,6 +50,10 @@ pub struct Options {
     pub max_upload_sessions: usize,
     /// See `max_upload_sessions`.
     pub upload_evict_idle: Duration,
+    /// When the table is full and no session has been idle for `upload_evict_idle`, an
+    /// owner with more sessions than the one starting gives up its least active one
+    /// idle for this long (fair shares).
+    pub upload_fair_share_idle: Duration,
     /// At most this many of those sessions may belong to one owner (the HTTP layer
     /// names a session's owner by its client's address), so that one client opening
     /// sessions without end leaves the rest to everyone else. An owner at its share
@@ -78,6 +82,7 @@ impl Default for Options {
             read_piece_bytes: 256 << 10,
             max_upload_sessions: 4096,
             upload_evict_idle: Duration::from_secs(120),
+            upload_fair_share_idle: Duration::from_secs(10),
             max_upload_sessions_per_owner: 1024,
             compaction_busy_rate: 16 << 20,
             reserved_space: 256 << 20,
@@ -450,11 +455,18 @@ impl Engine {
             }
         }
         while self.core.sessions.len() >= options.max_upload_sessions {
-            let Some(evicted) = self
-                .core
-                .sessions
+            let sessions = &self.core.sessions;
+            let evicted = sessions
                 .evict_least_active(options.upload_evict_idle, None)
-            else {
+                .or_else(|| {
+                    // Fair shares: an owner holding more sessions than this one gives up
+                    // its least active, once idle for a few seconds. Many addresses
+                    // that open sessions and never use them cannot shut others out.
+                    let mine = owner.map_or(0, |owner| sessions.owned_by(owner));
+                    let largest = sessions.largest_owner(mine + 1)?;
+                    sessions.evict_least_active(options.upload_fair_share_idle, Some(&largest))
+                });
+            let Some(evicted) = evicted else {
                 return Err(Error::TooManyUploads {
                     limit: options.max_upload_sessions,
                 });

@@ -205,6 +205,20 @@ impl Sessions {
             .count()
     }
 
+    /// The owner holding the most sessions, if that is more than `than`.
+    pub fn largest_owner(&self, than: usize) -> Option<String> {
+        let map = lock(&self.map);
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for owner in map.values().filter_map(|slot| slot.owner.as_deref()) {
+            *counts.entry(owner).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .filter(|(_, n)| *n > than)
+            .max_by_key(|(_, n)| *n)
+            .map(|(owner, _)| owner.to_owned())
+    }
+
     /// Ends every session idle for longer than `idle` (busy ones are skipped) and
     /// returns their ids.
     pub fn purge(&self, idle: Duration) -> Vec<UploadId> {

@@ -491,6 +491,50 @@ fn an_owner_gets_its_share_of_the_sessions() {
     }
 }
 
+/// A full table where nothing has been idle for `upload_evict_idle`: many owners that
+/// open sessions and leave them cannot shut a newcomer out; the owner holding the most
+/// gives up its least active session once it has been idle briefly, and an owner never
+/// takes a session from one holding fewer than itself.
+#[test]
+fn owners_with_more_sessions_make_room_for_those_with_fewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        max_upload_sessions: 6,
+        max_upload_sessions_per_owner: 4,
+        upload_evict_idle: std::time::Duration::from_secs(3600),
+        upload_fair_share_idle: std::time::Duration::from_millis(50),
+        ..small_options()
+    };
+    let engine = open(dir.path(), options);
+    let start = |owner| engine.start_upload_by("r", Algorithm::Sha256, Some(owner));
+    let hoarded: Vec<_> = (0..4).map(|_| start("10.0.0.1").unwrap()).collect();
+    let small: Vec<_> = (0..2).map(|_| start("10.0.0.2").unwrap()).collect();
+    // Full, and nothing idle for long enough yet: a newcomer is refused.
+    assert!(matches!(
+        start("10.0.0.3"),
+        Err(Error::TooManyUploads { limit: 6 })
+    ));
+    thread::sleep(std::time::Duration::from_millis(60));
+    // The largest owner's least active session makes room (the first has just received
+    // bytes, so it is the second).
+    engine
+        .upload_append("r", &hoarded[0], Bytes::from_static(b"x"))
+        .unwrap();
+    let newcomer = start("10.0.0.3").unwrap();
+    let ended: Vec<_> = hoarded
+        .iter()
+        .filter(|id| engine.upload_status("r", id).is_err())
+        .collect();
+    assert_eq!(ended, vec![&hoarded[1]]);
+    // The owner with the fewest never loses one to an owner with more.
+    for _ in 0..2 {
+        start("10.0.0.1").ok();
+    }
+    for id in small.iter().chain([&newcomer]) {
+        engine.upload_status("r", id).unwrap();
+    }
+}
+
 /// A device that cannot read some stored bytes fails the reads of those bytes alone,
 /// with the pack and offset in the error: never a crash, never a wrong byte.
 #[test]

@@ -435,6 +435,17 @@ pub fn run(soak: &Soak, programs: &Programs, scratch: &Path) -> Result<String, S
     let _ = collector.join();
     let samples = sampler.join().unwrap_or_default();
     let cpu = server.cpu_seconds();
+    // After the load: one more collection, then the server idles (it trims its heap
+    // every 5 s); where memory and descriptors settle.
+    let began = Instant::now();
+    let last = std::process::Command::new(&programs.ours)
+        .args(["garbage-collect", "--grace", "0s", "--delete-untagged"])
+        .arg(server.dir.join("config.yml"))
+        .output();
+    let last_collection = began.elapsed();
+    let last_ok = last.is_ok_and(|out| out.status.success());
+    std::thread::sleep(Duration::from_secs(12));
+    let settled = sample(pid, started.elapsed());
     server.stop();
 
     let mut out = String::new();
@@ -489,6 +500,25 @@ pub fn run(soak: &Soak, programs: &Programs, scratch: &Path) -> Result<String, S
             out,
             "| {:.0} | {:.1} | {:.1} | {} | {} |",
             s.at.as_secs_f64(),
+            s.anon_kib as f64 / 1024.0,
+            s.file_kib as f64 / 1024.0,
+            s.fds,
+            s.threads
+        );
+    }
+    if settled.is_none() {
+        let _ = writeln!(
+            out,
+            "\nafter the load: the server process is gone (last collection {})",
+            if last_ok { "ok" } else { "FAILED" }
+        );
+    }
+    if let Some(s) = &settled {
+        let _ = writeln!(
+            out,
+            "\nafter the load, a last collection ({}, {:.0} s) and 12 s idle: RssAnon {:.1} MiB, RssFile {:.1} MiB, {} open fds, {} threads",
+            if last_ok { "ok" } else { "FAILED" },
+            last_collection.as_secs_f64(),
             s.anon_kib as f64 / 1024.0,
             s.file_kib as f64 / 1024.0,
             s.fds,
