@@ -451,3 +451,59 @@ fn large_manifests_pushed_at_once_share_the_manifest_budget() {
         assert!(r.body == manifest.as_bytes(), "manifest {i}: other bytes");
     }
 }
+
+/// A repository with more tags than a page holds: the list without `n` stops at 10,000
+/// and names the rest with `Link`, so no response grows with what clients pushed.
+#[test]
+fn a_tag_list_without_n_is_paged_too() {
+    use lain_engine::{Engine, ManifestMeta, Options, Reference, References};
+    // Built through the engine (10,001 tags over HTTP would take a while), in memory.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("tempdir");
+    {
+        let engine = Engine::open(dir.path(), Options::default()).expect("open");
+        let meta = ManifestMeta {
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            subject: None,
+            artifact_type: None,
+            annotations: vec![],
+        };
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let record = engine
+            .put_manifest(
+                "many/tags",
+                bytes::Bytes::from_static(index),
+                &Reference::Tag("t00000".into()),
+                meta,
+                &References::default(),
+            )
+            .expect("manifest");
+        for i in 1..=10_000 {
+            engine
+                .tag("many/tags", &format!("t{i:05}"), &record.digest)
+                .expect("tag");
+        }
+    }
+    let reg = Registry::start_in(dir.path());
+    let first = reg.request("GET", "/v2/many/tags/tags/list").send();
+    first.expect(200, None);
+    let tags = first.json()["tags"].as_array().expect("tags").len();
+    assert_eq!(tags, 10_000);
+    let link = first.header("link").expect("Link").to_owned();
+    assert!(link.contains("last=t09999"), "{link}");
+    let next = link
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .expect("target")
+        .to_owned();
+    let rest = reg.request("GET", &next).send();
+    rest.expect(200, None);
+    assert_eq!(rest.json()["tags"], serde_json::json!(["t10000"]));
+    assert!(rest.header("link").is_none());
+}

@@ -12,8 +12,13 @@ use crate::names::parse_digest;
 /// At most this many repositories per catalog page (distribution's `catalog.maxentries`).
 const CATALOG_PAGE: usize = 1000;
 
+/// At most this many tags per page, asked for or not (a tag is at most 128 bytes, so a
+/// page stays under 1.5 MB); more follow through `Link`, as the spec allows.
+/// distribution sends every tag at once, however many.
+const TAGS_PAGE: usize = 10_000;
+
 pub fn tags(ctx: &Context, name: &str, call: &Call) -> Result<Reply, ApiError> {
-    let page = Page::from_query(call, None)?;
+    let page = Page::from_query(call, Some(TAGS_PAGE))?;
     if !ctx.engine.repository_exists(name)? {
         return Err(ApiError::new(
             ErrorCode::NameUnknown,
