@@ -22,8 +22,11 @@ use crate::client::{Conn, Request};
 use crate::data::pseudo_random;
 use crate::servers::{Kind, Programs, Server, memory_kib};
 
-/// How long each phase lasts.
+/// How long each phase lasts (at least).
 const PHASE: Duration = Duration::from_secs(20);
+
+/// The phase whose attack has a set size: it lasts until the attack is done.
+const SIZED: &str = "abandoned sessions";
 
 /// A TCP connection to `to` from the local address `from` (any 127.0.0.0/8 address is
 /// this host's).
@@ -247,8 +250,8 @@ fn huge_headers(addr: SocketAddr, stop: &AtomicBool) -> String {
 }
 
 /// Upload sessions opened from 100 addresses as fast as the server answers, never
-/// finished, until 100,000 were asked for.
-fn abandoned_sessions(addr: SocketAddr, stop: &AtomicBool) -> String {
+/// finished, until 100,000 were asked for (the phase lasts until then).
+fn abandoned_sessions(addr: SocketAddr, _stop: &AtomicBool) -> String {
     let (opened, refused, failed) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|scope| {
         for t in 0..4usize {
@@ -256,7 +259,7 @@ fn abandoned_sessions(addr: SocketAddr, stop: &AtomicBool) -> String {
             scope.spawn(move || {
                 let mut conns: Vec<Option<TcpStream>> = (0..25).map(|_| None).collect();
                 let mut n = 0usize;
-                while n < 25_000 && !stop.load(Ordering::Relaxed) {
+                while n < 25_000 {
                     let slot = n % 25;
                     n += 1;
                     if conns[slot].is_none() {
@@ -354,6 +357,10 @@ pub fn run(kinds: &[Kind], programs: &Programs, scratch: &Path) -> Result<String
                 });
                 let behaving = scope.spawn(|| behave(server.addr, &stop, i as u64 * 1_000_000));
                 std::thread::sleep(PHASE);
+                // An attack of a set size runs to its end.
+                while attacker.as_ref().is_some_and(|a| !a.is_finished()) && *name == SIZED {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 stop.store(true, Ordering::Relaxed);
                 let good = behaving.join().unwrap_or_default();
                 let _ = sampler.join();
