@@ -467,6 +467,23 @@ fn raise_file_limit() {
     }
 }
 
+/// Allocations above 1 MiB (a collection's large temporary maps) get their own
+/// mappings, returned to the system when freed; upload buffers (at most 1 MiB) stay in
+/// the heap. glibc's own threshold moves up to 32 MiB after large frees, so those maps
+/// end up inside its heaps, where their freed pages stay fragmented. Automatic trimming
+/// is left to `return_free_memory` (each trim at the top of the heap would otherwise
+/// cost a system call per freed upload buffer). Measured with `loadgen soak 180 16`
+/// (`benches/SOAK.md`): RssAnon after the load 92 MiB with glibc's defaults, 61 MiB
+/// with these; a 128 KiB threshold gave 41-46 MiB but cost large pushes 20-30% (every
+/// upload buffer its own mapping); with these, pushes are as fast as before.
+fn tune_allocator() {
+    // SAFETY: mallopt only changes the allocator's tunables; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, (1 << 20) + (64 << 10));
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// Hands memory freed after a load spike back to the system, every few seconds. glibc
 /// returns only the top of each heap on its own; what a thousand concurrent uploads
 /// left free in the middle would otherwise stay resident for good (measured in
@@ -482,6 +499,7 @@ async fn return_free_memory() {
 }
 
 fn serve(file: Option<&Path>) -> Result<(), String> {
+    tune_allocator();
     let Resolved {
         base,
         mut config,
