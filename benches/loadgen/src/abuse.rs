@@ -100,7 +100,26 @@ fn behave(addr: SocketAddr, stop: &AtomicBool, seed: u64) -> Good {
                 keep_body: true,
             })
             .map_err(|e| e.to_string())
-            .and_then(|r| r.expect(201, "push").map_err(|e| e.to_string()))
+            .and_then(|r| {
+                if r.status != 202 {
+                    return r.expect(201, "push").map_err(|e| e.to_string());
+                }
+                // A server that takes no body with the POST (distribution) opened a
+                // session: the bytes go with the closing PUT.
+                let location = r.header("location").ok_or("no Location")?.to_owned();
+                let sep = if location.contains('?') { '&' } else { '?' };
+                let finish = format!("{location}{sep}digest={digest}");
+                conn.send(&Request {
+                    method: "PUT",
+                    path: &finish,
+                    headers: &[],
+                    body: &[&blob],
+                    keep_body: true,
+                })
+                .map_err(|e| e.to_string())?
+                .expect(201, "PUT")
+                .map_err(|e| e.to_string())
+            })
             .and_then(|_| {
                 conn.send(&Request {
                     method: "GET",
