@@ -9,7 +9,7 @@ use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use common::{Registry, Response, sha256, sha512, with_query};
+use common::{Registry, Response, pseudo_random, sha256, sha512, with_query};
 use serde_json::{Value, json};
 
 // ---- media types and constants --------------------------------------------------------
@@ -29,20 +29,6 @@ const EMPTY_DIGEST: &str =
 const MIB: usize = 1024 * 1024;
 
 // ---- helpers: data, URLs --------------------------------------------------------------
-
-/// `len` deterministic pseudo-random bytes (xorshift64), different for each `seed`.
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// The path of a URL-path-with-query (the part before `?`).
 fn path_of(url: &str) -> &str {

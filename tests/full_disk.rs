@@ -49,15 +49,7 @@ impl Drop for Tmpfs {
 
 /// Bytes that do not repeat, so that every layer is a new blob.
 fn layer(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    pseudo_random(seed, len)
 }
 
 /// One pushed image: its manifest and blobs, as acknowledged.

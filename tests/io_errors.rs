@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{request_to, sha256};
+use common::{pseudo_random, request_to, sha256};
 use lain_engine::storage::SimulatedStorage;
 use lain_engine::{Engine, Options};
 
@@ -24,18 +24,6 @@ impl Write for Log {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -89,9 +77,9 @@ fn an_unreadable_blob_is_a_500_for_that_blob_alone() {
         .expect(201, None);
         digest
     };
-    let healthy = pseudo_random(200_000, 11);
-    let bad = pseudo_random(200_000, 21);
-    let bad_later = pseudo_random(6 * piece, 31);
+    let healthy = pseudo_random(11, 200_000);
+    let bad = pseudo_random(21, 200_000);
+    let bad_later = pseudo_random(31, 6 * piece);
     let (healthy_digest, bad_digest, later_digest) = (push(&healthy), push(&bad), push(&bad_later));
     storage.fail_reads_of(&bad[1000..1010]);
     storage.fail_reads_of(&bad_later[4 * piece..4 * piece + 10]);
@@ -135,7 +123,7 @@ fn an_unreadable_blob_is_a_500_for_that_blob_alone() {
     let whole = get(&healthy_digest).send();
     whole.expect(200, None);
     assert_eq!(whole.body, healthy);
-    let more = pseudo_random(10_000, 41);
+    let more = pseudo_random(41, 10_000);
     let more_digest = push(&more);
     assert_eq!(get(&more_digest).send().body, more);
 

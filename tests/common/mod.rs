@@ -466,6 +466,21 @@ pub fn seed() -> u64 {
     seed
 }
 
+/// `len` deterministic pseudo-random bytes (xorshift64), different for each `seed`:
+/// blobs that must be distinct and incompressible.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// `sha256:<hex>` of `bytes`, computed by the engine's digest code.
 pub fn sha256(bytes: &[u8]) -> String {
     lain_engine::Algorithm::Sha256.digest(bytes).to_string()
