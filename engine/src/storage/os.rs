@@ -219,11 +219,23 @@ fn in_memory(bytes: &[u8]) -> bool {
     if bytes.is_empty() {
         return true;
     }
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let page = *PAGE.get_or_init(|| {
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+    });
     let start = bytes.as_ptr() as usize & !(page - 1);
     let span = bytes.as_ptr() as usize + bytes.len() - start;
-    let mut pages = vec![0u8; span.div_ceil(page)];
+    // A read piece (256 KiB) spans at most 65 pages: no allocation on the read path.
+    let mut on_stack = [0u8; 128];
+    let mut on_heap = Vec::new();
+    let count = span.div_ceil(page);
+    let pages: &mut [u8] = if count <= on_stack.len() {
+        &mut on_stack[..count]
+    } else {
+        on_heap.resize(count, 0);
+        &mut on_heap
+    };
     // SAFETY: [start, start + span) lies within the mapping `bytes` came from (rounded
     // down to its page); mincore only reads the page tables and writes one byte per
     // page into `pages`, which has room for every page of the span.
