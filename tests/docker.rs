@@ -116,6 +116,12 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // dockerd bind-mounts its data root over itself; killed, it cannot undo that.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.join("root"))
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
