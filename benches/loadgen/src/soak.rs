@@ -40,14 +40,14 @@ struct Tally {
 struct Tallies(Mutex<BTreeMap<&'static str, Tally>>);
 
 impl Tallies {
-    fn record(&self, kind: &'static str, started: Instant, outcome: Result<(), String>) {
+    fn record<T>(&self, kind: &'static str, started: Instant, outcome: &Result<T, String>) {
         let micros = started.elapsed().as_micros() as u64;
         if let Ok(mut all) = self.0.lock() {
             let tally = all.entry(kind).or_default();
             tally.micros.push(micros);
             if let Err(e) = outcome {
                 tally.errors += 1;
-                tally.first_error.get_or_insert(e);
+                tally.first_error.get_or_insert_with(|| e.clone());
             }
         }
     }
@@ -182,22 +182,14 @@ impl Client {
         let config = self.blob(300);
         let started = Instant::now();
         let config_digest = self.push_blob(&config, false);
-        self.tallies.record(
-            "push blob",
-            started,
-            config_digest.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
+        self.tallies.record("push blob", started, &config_digest);
         let config_digest = config_digest?;
         for i in 0..layers {
             let size = sizes[(self.n as usize + i) % sizes.len()];
             let bytes = self.blob(size);
             let started = Instant::now();
             let pushed = self.push_blob(&bytes, (self.n + i as u64).is_multiple_of(2));
-            self.tallies.record(
-                "push blob",
-                started,
-                pushed.as_ref().map(|_| ()).map_err(Clone::clone),
-            );
+            self.tallies.record("push blob", started, &pushed);
             blobs.push((pushed?, size));
         }
         let layers_json: Vec<String> = blobs
@@ -224,11 +216,7 @@ impl Client {
             },
             201,
         );
-        self.tallies.record(
-            "push manifest",
-            started,
-            put.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
+        self.tallies.record("push manifest", started, &put);
         put?;
         let digest = Algorithm::Sha256.digest(manifest.as_bytes()).to_string();
         blobs.insert(0, (config_digest, config.len()));
@@ -264,8 +252,7 @@ impl Client {
                 .then_some(())
                 .ok_or_else(|| format!("{path}: served {served}, pushed {digest}"))
         });
-        self.tallies
-            .record("pull manifest", started, checked.clone());
+        self.tallies.record("pull manifest", started, &checked);
         checked?;
         for (blob, size) in blobs {
             let path = format!("/v2/{}/blobs/{blob}", self.repo);
@@ -285,7 +272,7 @@ impl Client {
                     .then_some(())
                     .ok_or_else(|| format!("{path}: {} bytes, pushed {size}", r.body_len))
             });
-            self.tallies.record("pull blob", started, checked.clone());
+            self.tallies.record("pull blob", started, &checked);
             checked?;
         }
         Ok(())
@@ -310,11 +297,7 @@ impl Client {
             },
             202,
         );
-        self.tallies.record(
-            "delete manifest",
-            started,
-            deleted.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
+        self.tallies.record("delete manifest", started, &deleted);
         deleted?;
         self.pushed.retain(|_, (d, _)| *d != digest);
         Ok(())
@@ -333,11 +316,7 @@ impl Client {
             },
             200,
         );
-        self.tallies.record(
-            "list tags",
-            started,
-            listed.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
+        self.tallies.record("list tags", started, &listed);
         listed.map(|_| ())
     }
 }
@@ -396,7 +375,7 @@ pub fn run(soak: &Soak, programs: &Programs, scratch: &Path) -> Result<String, S
                     Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
                     Err(e) => Err(e.to_string()),
                 };
-                tallies.record("garbage-collect", began, outcome);
+                tallies.record("garbage-collect", began, &outcome);
             }
         })
     };
