@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -445,6 +445,78 @@ fn deleting_half_the_images_frees_their_bytes() {
         assert_eq!(m.is_some(), i % 2 == 1, "manifest {i}");
     }
     assert_eq!(read_all(&engine, &base).len(), 100_000);
+    assert_whole(&engine);
+}
+
+/// Compaction carries a pack's log forward a bounded number of keys at a time (16,384):
+/// a pack whose metadata names more keys than that is carried in parts, and keys whose
+/// changes fall in two parts (untagged, moved, untagged and tagged again) end as the
+/// index had them, before and after a rebuild from the packs alone.
+#[test]
+fn a_pack_with_more_keys_than_one_restatement_part_is_carried_forward_whole() {
+    const TAGS: usize = 20_000;
+    let dir = memory_tempdir();
+    let options = || Options {
+        pack_seal_size: 64 << 20,
+        ..small_options()
+    };
+    let engine = open(dir.path(), options());
+    let layer = blob(&engine, "app", "layer", 1000);
+    let first = push(&engine, "app", None, "first", &[&layer], &[], None).unwrap();
+    let second = push(&engine, "app", None, "second", &[&layer], &[], None).unwrap();
+    let mut expected = BTreeMap::new();
+    for i in 0..TAGS {
+        let tag = format!("t{i:05}");
+        engine.tag("app", &tag, &first).unwrap();
+        expected.insert(tag, first.clone());
+    }
+    // Past the first part: the same keys again.
+    for i in 0..3000 {
+        let tag = format!("t{i:05}");
+        match i / 1000 {
+            0 => {
+                assert!(engine.untag("app", &tag).unwrap());
+                expected.remove(&tag);
+            }
+            1 => {
+                engine.tag("app", &tag, &second).unwrap();
+                expected.insert(tag, second.clone());
+            }
+            _ => {
+                assert!(engine.untag("app", &tag).unwrap());
+                engine.tag("app", &tag, &second).unwrap();
+                expected.insert(tag, second.clone());
+            }
+        }
+    }
+    let tags = |engine: &Engine| -> BTreeMap<String, Digest> {
+        let names = engine.list_tags("app", None, 2 * TAGS).unwrap();
+        let resolve = |tag: String| {
+            let digest = engine.resolve_tag("app", &tag).unwrap().expect("tag");
+            (tag, digest)
+        };
+        names.into_iter().map(resolve).collect()
+    };
+    assert_eq!(tags(&engine), expected);
+    let packs = |engine: &Engine| -> BTreeSet<u64> {
+        engine.pack_usage().unwrap().iter().map(|p| p.id).collect()
+    };
+    let before = packs(&engine);
+    let report = collect(&engine, false, Duration::ZERO);
+    assert!(report.packs_rewritten >= 1, "{report:?}");
+    assert!(
+        before.difference(&packs(&engine)).count() >= 1,
+        "no pack went: {before:?} -> {:?}",
+        packs(&engine)
+    );
+    assert_eq!(tags(&engine), expected);
+    assert_whole(&engine);
+    drop(engine);
+
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let engine = open(dir.path(), options());
+    assert!(engine.recovery_report().rebuilt.is_some());
+    assert_eq!(tags(&engine), expected);
     assert_whole(&engine);
 }
 

@@ -232,13 +232,7 @@ fn every_cut_of_a_workload_with_collections_keeps_what_was_acknowledged() {
     let seed = seed();
     let mut rng = rng(seed);
     // The index is rebuilt for every cut: in memory (tmpfs) its syncs cost nothing.
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("tempdir");
+    let dir = memory_tempdir();
     let storage = Arc::new(SimulatedStorage::new());
     let engine = open(
         dir.path(),

@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use crate::change::{self, Change, EntryKey};
 use crate::digest::Digest;
 use crate::engine::Engine;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::group::{GroupEntry, Restate};
 use crate::index::{Batch, Family, keys, values};
-use crate::pack::format::{self, PACK_HEADER_LEN, RECORD_HEADER_LEN, RecordKind, ScannedRecord};
+use crate::pack::format::{
+    HeaderWalk, PACK_HEADER_LEN, RECORD_HEADER_LEN, RecordKind, ScannedRecord, WalkError,
+};
 use crate::pack::{Location, PackWriter};
 use crate::progress::Progress;
 use crate::storage::PackFile;
@@ -33,7 +35,8 @@ use crate::storage::PackFile;
 const PIECE_BYTES: u64 = 1 << 20;
 /// Records whose blobs are switched (copied or dropped) in one index write.
 const SWITCH_RECORDS: usize = 8192;
-/// Keys per re-statement group entry: each group's leader reads them in one batch.
+/// Keys per re-statement group entry: each group's leader reads them in one batch, and
+/// they bound the memory of carrying a pack's log forward.
 const RESTATE_KEYS: usize = 16384;
 
 /// What compacting packs did.
@@ -204,6 +207,10 @@ impl<'a> Target<'a> {
 /// Compacts pack `id` (committed up to `committed`, out of the write pool): `live`
 /// says which blobs some repository links. Returns whether the pack is gone (`false`:
 /// left as it was, for a reason in `out.skipped`).
+///
+/// Memory stays bounded whatever the pack holds (a 1 GiB pack of small records has
+/// millions): records are walked one at a time, blobs switched `SWITCH_RECORDS` at a
+/// time, and the log carried forward `RESTATE_KEYS` keys at a time.
 pub(super) fn compact_pack(
     engine: &Engine,
     target: &mut Target<'_>,
@@ -214,146 +221,253 @@ pub(super) fn compact_pack(
     out: &mut Compacted,
 ) -> Result<bool> {
     let core = &engine.core;
-    let source: Arc<dyn PackFile> = core.packs.file(id)?;
-    let path = format!("pack {id}");
-    let read_at = |buf: &mut [u8], offset: u64| source.read_at(buf, offset);
-    let Some(records) =
-        format::walk_headers(read_at, PACK_HEADER_LEN, committed).context("read", path.as_str())?
-    else {
-        out.skipped.push((
-            id,
-            "its committed bytes do not read as whole records: run `registry fsck`".into(),
-        ));
-        return Ok(false);
+    let source = Source {
+        id,
+        file: core.packs.file(id)?,
+        committed,
     };
-
-    // First the metadata: per key, when it was first seen (re-statements keep the
-    // log's order), and its newest change when that is a deletion (boxed: most are
-    // puts, and stay small). A record that does not read stops the compaction before
-    // anything has changed.
-    let mut newest: HashMap<EntryKey, (usize, Option<Box<Change>>)> = HashMap::new();
-    for record in records
-        .iter()
-        .filter(|r| matches!(r.kind, RecordKind::Meta { .. }))
-    {
-        let range = record.data();
-        let mut body = vec![0u8; usize::try_from(record.length).unwrap_or(0)];
-        source
-            .read_at(&mut body, range.start)
-            .context("read", path.as_str())?;
-        // A body that does not check out, or that this version cannot parse, would be
-        // kept by a rebuild as unreadable: refuse to drop it.
-        let changes = (crc32fast::hash(&body) == record.crc)
-            .then(|| change::decode_sized(&body))
-            .flatten();
-        let Some(changes) = changes else {
-            out.skipped.push((
-                id,
-                format!(
-                    "the metadata record at {} does not read: run `registry fsck`",
-                    record.offset
-                ),
-            ));
-            return Ok(false);
-        };
-        for (change, _) in changes {
-            // A link also lists its repository in the catalog, which keeps it after the
-            // link is gone: that entry is re-stated on its own.
-            if let Change::Link { repo, .. } = &change {
-                let next = newest.len();
-                newest
-                    .entry((Family::Repos, keys::repo(repo)))
-                    .or_insert((next, None));
-            }
-            let next = newest.len();
-            let deletion = change.is_deletion().then(|| Box::new(change.clone()));
-            newest.entry(change.key()).or_insert((next, None)).1 = deletion;
-        }
+    // First, that every record reads. A record that does not would be kept by a
+    // rebuild as unreadable: refuse to drop it, before anything has changed.
+    if let Some(reason) = source.unfit()? {
+        out.skipped
+            .push((id, format!("{reason}: run `registry fsck`")));
+        return Ok(false);
     }
-
-    // Then the blobs, a slice of records at a time (bounded memory): the ones the
-    // index still points at here and some repository links are copied, the others
-    // dropped, and the index switched, for each slice in one synced write.
-    for slice in records.chunks(SWITCH_RECORDS) {
-        let mut keep: Vec<&ScannedRecord> = Vec::new();
-        let mut unlinked: Vec<(&ScannedRecord, &Digest)> = Vec::new();
-        let blobs: Vec<(&ScannedRecord, &Digest)> = slice
-            .iter()
-            .filter_map(|r| match &r.kind {
-                RecordKind::Blob(digest) => Some((r, digest)),
-                RecordKind::Meta { .. } => None,
-            })
-            .collect();
-        let keys: Vec<Vec<u8>> = blobs.iter().map(|(_, d)| keys::blob(d)).collect();
-        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        for ((record, digest), value) in blobs
-            .into_iter()
-            .zip(core.index.get_many(Family::Blobs, &refs)?)
-        {
-            let current = value.map(|v| values::decode_location(&v)).transpose()?;
-            if current != Some(Location::of(id, record)) {
-                continue; // a copy the index does not use
-            }
-            if live.contains(digest) {
-                keep.push(record);
-            } else {
-                unlinked.push((record, digest));
-            }
-        }
-        // Blobs nobody linked when the mark ran may have been linked since (a push of
-        // the same bytes, a mount): decide under each digest's inflight lock, which
-        // those take too, and hold it until the index no longer has the blob.
-        let mut held = Vec::with_capacity(unlinked.len());
-        let mut dropped = Vec::new();
-        for (record, digest) in unlinked {
-            held.push(core.inflight.acquire(digest));
-            if core.collection.holds(digest) {
-                keep.push(record);
-            } else {
-                dropped.push((record, digest));
-            }
-        }
-        keep.sort_by_key(|r| r.offset);
-        let mut batch = Batch::default();
-        let copy_started = Instant::now();
-        target.copy(source.as_ref(), &keep, &mut batch, progress, out)?;
-        out.copying += copy_started.elapsed();
-        for (record, digest) in &dropped {
-            batch.delete(Family::Blobs, &keys::blob(digest));
-            out.blobs_dropped += 1;
-            out.blob_bytes_dropped += record.length;
-        }
-        core.index.commit(batch)?;
-        target.settle();
-        drop(held);
-    }
-
-    // Carry the log forward.
-    let from = vec![id];
-    let mut order: Vec<(usize, EntryKey, Option<Box<Change>>)> = newest
-        .into_iter()
-        .map(|(key, (at, deletion))| (at, key, deletion))
-        .collect();
-    order.sort_unstable_by_key(|(at, _, _)| *at);
-    let mut order = order.into_iter().peekable();
-    while order.peek().is_some() {
-        let keys = order
+    let mut carry = Carry::new(engine, id);
+    let mut records = source.records();
+    loop {
+        let slice = records
             .by_ref()
-            .take(RESTATE_KEYS)
-            .map(|(_, key, deletion)| (key, deletion.map(|d| *d)))
-            .collect();
-        core.group_commit(GroupEntry {
-            restate: Some(Restate {
-                from: from.clone(),
-                keys,
-            }),
-            ..GroupEntry::default()
-        })?;
+            .take(SWITCH_RECORDS)
+            .collect::<Result<Vec<_>>>()?;
+        if slice.is_empty() {
+            break;
+        }
+        switch_blobs(engine, target, &source, &slice, live, progress, out)?;
+        for record in &slice {
+            if let RecordKind::Meta { .. } = record.kind {
+                for change in source.changes(record)? {
+                    carry.add(change)?;
+                }
+            }
+        }
     }
-
+    carry.flush()?;
     retire(engine, id)?;
     out.packs += 1;
     Ok(true)
+}
+
+/// The pack being compacted, read a record at a time.
+struct Source {
+    id: u64,
+    file: Arc<dyn PackFile>,
+    committed: u64,
+}
+
+impl Source {
+    fn path(&self) -> String {
+        format!("pack {}", self.id)
+    }
+
+    fn walk(&self) -> HeaderWalk<impl Fn(&mut [u8], u64) -> std::io::Result<()> + '_> {
+        let read_at = |buf: &mut [u8], offset: u64| self.file.read_at(buf, offset);
+        HeaderWalk::new(read_at, PACK_HEADER_LEN, self.committed)
+    }
+
+    /// Why the pack cannot be compacted, if it cannot: committed bytes that are not
+    /// whole records, or a metadata record whose body does not check out or that this
+    /// version cannot parse.
+    fn unfit(&self) -> Result<Option<String>> {
+        for record in self.walk() {
+            let record = match record {
+                Ok(record) => record,
+                Err(WalkError::Io(e)) => return Err(e).context("read", self.path()),
+                Err(WalkError::Invalid { at }) => {
+                    return Ok(Some(format!(
+                        "its committed bytes at {at} are not a record"
+                    )));
+                }
+            };
+            if let RecordKind::Meta { .. } = record.kind
+                && self.decode(&record)?.is_none()
+            {
+                let at = record.offset;
+                return Ok(Some(format!("the metadata record at {at} does not read")));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The pack's records in order (`unfit` found them whole: bytes that are not a
+    /// record now are a pack that changed under the compaction).
+    fn records(&self) -> impl Iterator<Item = Result<ScannedRecord>> + '_ {
+        self.walk().map(|record| match record {
+            Ok(record) => Ok(record),
+            Err(WalkError::Io(e)) => Err(e).context("read", self.path()),
+            Err(WalkError::Invalid { at }) => Err(self.changed(at)),
+        })
+    }
+
+    /// The changes of metadata record `record`, which `unfit` found readable.
+    fn changes(&self, record: &ScannedRecord) -> Result<Vec<Change>> {
+        let changes = self
+            .decode(record)?
+            .ok_or_else(|| self.changed(record.offset))?;
+        Ok(changes.into_iter().map(|(change, _)| change).collect())
+    }
+
+    /// A metadata record's changes, `None` when its body does not check out.
+    fn decode(&self, record: &ScannedRecord) -> Result<Option<Vec<(Change, u32)>>> {
+        let mut body = vec![0u8; usize::try_from(record.length).unwrap_or(0)];
+        self.file
+            .read_at(&mut body, record.data().start)
+            .context("read", self.path())?;
+        Ok((crc32fast::hash(&body) == record.crc)
+            .then(|| change::decode_sized(&body))
+            .flatten())
+    }
+
+    fn changed(&self, at: u64) -> Error {
+        Error::CorruptPack {
+            pack: self.id,
+            detail: format!(
+                "the record at {at} no longer reads as it did earlier in the compaction"
+            ),
+        }
+    }
+}
+
+/// Switches one slice of the pack's records: the blobs the index still points at here
+/// and some repository links are copied, the others dropped, and the index switched in
+/// one synced write.
+fn switch_blobs(
+    engine: &Engine,
+    target: &mut Target<'_>,
+    source: &Source,
+    slice: &[ScannedRecord],
+    live: &HashSet<Digest>,
+    progress: &dyn Progress,
+    out: &mut Compacted,
+) -> Result<()> {
+    let core = &engine.core;
+    let mut keep: Vec<&ScannedRecord> = Vec::new();
+    let mut unlinked: Vec<(&ScannedRecord, &Digest)> = Vec::new();
+    let blobs: Vec<(&ScannedRecord, &Digest)> = slice
+        .iter()
+        .filter_map(|r| match &r.kind {
+            RecordKind::Blob(digest) => Some((r, digest)),
+            RecordKind::Meta { .. } => None,
+        })
+        .collect();
+    let keys: Vec<Vec<u8>> = blobs.iter().map(|(_, d)| keys::blob(d)).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    for ((record, digest), value) in blobs
+        .into_iter()
+        .zip(core.index.get_many(Family::Blobs, &refs)?)
+    {
+        let current = value.map(|v| values::decode_location(&v)).transpose()?;
+        if current != Some(Location::of(source.id, record)) {
+            continue; // a copy the index does not use
+        }
+        if live.contains(digest) {
+            keep.push(record);
+        } else {
+            unlinked.push((record, digest));
+        }
+    }
+    // Blobs nobody linked when the mark ran may have been linked since (a push of the
+    // same bytes, a mount): decide under each digest's inflight lock, which those take
+    // too, and hold it until the index no longer has the blob.
+    let mut held = Vec::with_capacity(unlinked.len());
+    let mut dropped = Vec::new();
+    for (record, digest) in unlinked {
+        held.push(core.inflight.acquire(digest));
+        if core.collection.holds(digest) {
+            keep.push(record);
+        } else {
+            dropped.push((record, digest));
+        }
+    }
+    keep.sort_by_key(|r| r.offset);
+    let mut batch = Batch::default();
+    let copy_started = Instant::now();
+    target.copy(source.file.as_ref(), &keep, &mut batch, progress, out)?;
+    out.copying += copy_started.elapsed();
+    for (record, digest) in &dropped {
+        batch.delete(Family::Blobs, &keys::blob(digest));
+        out.blobs_dropped += 1;
+        out.blob_bytes_dropped += record.length;
+    }
+    core.index.commit(batch)?;
+    target.settle();
+    drop(held);
+    Ok(())
+}
+
+/// Carries a pack's log forward (FORMAT.md, "Compaction", step 3) in parts of at most
+/// `RESTATE_KEYS` keys. Per key, a part keeps when the key was first seen (re-stated
+/// changes keep the log's order) and its newest change when that is a deletion. A key
+/// whose changes fall in several parts is re-stated by each: the group's leader states
+/// what the index holds now, so the later statements repeat the first, and a deletion
+/// is stated again only for a key that has no entry now.
+struct Carry<'a> {
+    engine: &'a Engine,
+    pack: u64,
+    newest: HashMap<EntryKey, (usize, Option<Change>)>,
+}
+
+impl<'a> Carry<'a> {
+    fn new(engine: &'a Engine, pack: u64) -> Carry<'a> {
+        Carry {
+            engine,
+            pack,
+            newest: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, change: Change) -> Result<()> {
+        // A link also lists its repository in the catalog, which keeps it after the
+        // link is gone: that entry is re-stated on its own.
+        if let Change::Link { repo, .. } = &change {
+            let next = self.newest.len();
+            self.newest
+                .entry((Family::Repos, keys::repo(repo)))
+                .or_insert((next, None));
+        }
+        let next = self.newest.len();
+        let key = change.key();
+        let deletion = change.is_deletion().then_some(change);
+        self.newest.entry(key).or_insert((next, None)).1 = deletion;
+        if self.newest.len() >= RESTATE_KEYS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Re-states the keys gathered so far, in one group entry.
+    fn flush(&mut self) -> Result<()> {
+        if self.newest.is_empty() {
+            return Ok(());
+        }
+        let mut order: Vec<(usize, EntryKey, Option<Change>)> = self
+            .newest
+            .drain()
+            .map(|(key, (at, deletion))| (at, key, deletion))
+            .collect();
+        order.sort_unstable_by_key(|(at, _, _)| *at);
+        let keys = order
+            .into_iter()
+            .map(|(_, key, deletion)| (key, deletion))
+            .collect();
+        self.engine.core.group_commit(GroupEntry {
+            restate: Some(Restate {
+                from: vec![self.pack],
+                keys,
+            }),
+            ..GroupEntry::default()
+        })
+    }
 }
 
 /// Deletes a compacted pack: first from the index (synced, with a note that its file

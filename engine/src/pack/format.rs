@@ -267,20 +267,44 @@ pub fn scan(pack: &[u8], from: u64) -> Scan {
 
 /// The records of a pack from `from` to `end`, read by their headers and trailers
 /// only, through `read_at` (fill the buffer from the offset), so a walk of a large pack
-/// reads a few bytes per record instead of every byte. Headers are checked (their
-/// CRCs, and that the records end exactly at `end`); blob bytes are not, nor are
-/// metadata bodies (the caller reads those). `None` when the records do not check out.
-pub fn walk_headers(
-    read_at: impl Fn(&mut [u8], u64) -> std::io::Result<()>,
-    from: u64,
+/// reads a few bytes per record instead of every byte, and holds one record at a time
+/// (a pack of small records has millions). Headers are checked (their CRCs, and that
+/// the records end exactly at `end`); blob bytes are not, nor are metadata bodies (the
+/// caller reads those). The walk stops at the first error.
+pub struct HeaderWalk<R> {
+    read_at: R,
+    offset: u64,
     end: u64,
-) -> std::io::Result<Option<Vec<ScannedRecord>>> {
-    let mut records = Vec::new();
-    let mut offset = from;
-    let mut header = [0u8; RECORD_HEADER_LEN as usize];
-    while offset < end {
+    stopped: bool,
+}
+
+/// Why a [`HeaderWalk`] stopped early.
+#[derive(Debug)]
+pub enum WalkError {
+    /// `read_at` failed.
+    Io(std::io::Error),
+    /// The bytes at `at` are not a whole record ending at or before the walk's end.
+    Invalid { at: u64 },
+}
+
+impl<R> HeaderWalk<R>
+where
+    R: Fn(&mut [u8], u64) -> std::io::Result<()>,
+{
+    pub fn new(read_at: R, from: u64, end: u64) -> HeaderWalk<R> {
+        HeaderWalk {
+            read_at,
+            offset: from,
+            end,
+            stopped: false,
+        }
+    }
+
+    fn next_record(&mut self) -> Result<ScannedRecord, WalkError> {
+        let (offset, end) = (self.offset, self.end);
+        let mut header = [0u8; RECORD_HEADER_LEN as usize];
         let available = usize::try_from((end - offset).min(RECORD_HEADER_LEN)).unwrap_or(0);
-        read_at(&mut header[..available], offset)?;
+        (self.read_at)(&mut header[..available], offset).map_err(WalkError::Io)?;
         let bytes = &header[..available];
         let (kind, header_len, length) = if let Some(h) = RecordHeader::decode(bytes) {
             (RecordKind::Blob(h.digest), RECORD_HEADER_LEN, h.length)
@@ -290,26 +314,39 @@ pub fn walk_headers(
             };
             (kind, META_HEADER_LEN, u64::from(h.length))
         } else {
-            return Ok(None);
+            return Err(WalkError::Invalid { at: offset });
         };
-        let Some(trailer_at) = offset
+        let trailer_at = offset
             .checked_add(header_len)
             .and_then(|o| o.checked_add(length))
             .filter(|&o| o.saturating_add(RECORD_TRAILER_LEN) <= end)
-        else {
-            return Ok(None);
-        };
+            .ok_or(WalkError::Invalid { at: offset })?;
         let mut trailer = [0u8; RECORD_TRAILER_LEN as usize];
-        read_at(&mut trailer, trailer_at)?;
-        records.push(ScannedRecord {
+        (self.read_at)(&mut trailer, trailer_at).map_err(WalkError::Io)?;
+        self.offset = trailer_at + RECORD_TRAILER_LEN;
+        Ok(ScannedRecord {
             offset,
             kind,
             length,
             crc: u32::from_le_bytes(trailer),
-        });
-        offset = trailer_at + RECORD_TRAILER_LEN;
+        })
     }
-    Ok(Some(records))
+}
+
+impl<R> Iterator for HeaderWalk<R>
+where
+    R: Fn(&mut [u8], u64) -> std::io::Result<()>,
+{
+    type Item = Result<ScannedRecord, WalkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.stopped || self.offset >= self.end {
+            return None;
+        }
+        let record = self.next_record();
+        self.stopped = record.is_err();
+        Some(record)
+    }
 }
 
 /// Like [`scan`], but past an invalid stretch it searches for the next valid record and
@@ -433,30 +470,34 @@ mod tests {
         pack.extend(encode_meta_record(3, b"changes"));
         pack.extend(record(&[7u8; 5000]));
         let end = pack.len() as u64;
-        let read_at = |buf: &mut [u8], offset: u64| {
-            let at = offset as usize;
-            buf.copy_from_slice(&pack[at..at + buf.len()]);
-            Ok(())
-        };
-        let walked = walk_headers(read_at, PACK_HEADER_LEN, end)
-            .unwrap()
-            .unwrap();
-        assert_eq!(walked, scan(&pack, PACK_HEADER_LEN).records);
+        /// The records a walk gives, or where it found the bytes invalid.
+        fn walk(pack: &[u8], end: u64) -> Result<Vec<ScannedRecord>, u64> {
+            let read_at = |buf: &mut [u8], offset: u64| {
+                let at = offset as usize;
+                buf.copy_from_slice(&pack[at..at + buf.len()]);
+                Ok(())
+            };
+            HeaderWalk::new(read_at, PACK_HEADER_LEN, end)
+                .map(|r| match r {
+                    Ok(record) => Ok(record),
+                    Err(WalkError::Invalid { at }) => Err(at),
+                    Err(WalkError::Io(e)) => panic!("{e}"),
+                })
+                .collect()
+        }
+        assert_eq!(walk(&pack, end), Ok(scan(&pack, PACK_HEADER_LEN).records));
         // An end inside a record, or past the last one, does not check out.
         for wrong in [end - 1, end - 4, PACK_HEADER_LEN + 10] {
-            assert_eq!(walk_headers(read_at, PACK_HEADER_LEN, wrong).unwrap(), None);
+            assert!(walk(&pack, wrong).is_err(), "end {wrong}");
         }
         let mut damaged = pack.clone();
         damaged[PACK_HEADER_LEN as usize + 2] ^= 1;
-        let read_damaged = |buf: &mut [u8], offset: u64| {
-            let at = offset as usize;
-            buf.copy_from_slice(&damaged[at..at + buf.len()]);
-            Ok(())
-        };
-        assert_eq!(
-            walk_headers(read_damaged, PACK_HEADER_LEN, end).unwrap(),
-            None
-        );
+        assert_eq!(walk(&damaged, end), Err(PACK_HEADER_LEN));
+        // A read error stops the walk there.
+        let failing = |_: &mut [u8], _: u64| Err(std::io::Error::other("bad sector"));
+        let mut walk = HeaderWalk::new(failing, PACK_HEADER_LEN, end);
+        assert!(matches!(walk.next(), Some(Err(WalkError::Io(_)))));
+        assert!(walk.next().is_none());
     }
 
     #[test]

@@ -20,6 +20,18 @@ pub fn small_options() -> Options {
     }
 }
 
+/// A temporary directory in memory (tmpfs) where the machine has one: for tests whose
+/// many syncs (index rebuilds, thousands of commits) would only measure the disk.
+pub fn memory_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("tempdir")
+}
+
 pub fn open(dir: &Path, options: Options) -> Engine {
     Engine::open(dir, options).expect("open engine")
 }
