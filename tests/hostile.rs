@@ -507,3 +507,86 @@ fn a_tag_list_without_n_is_paged_too() {
     assert_eq!(rest.json()["tags"], serde_json::json!(["t10000"]));
     assert!(rest.header("link").is_none());
 }
+
+/// A body must keep a pace (Apache's default rule: 20 s of grace, then 500 bytes a
+/// second on average, counting only the time spent waiting for the client): one that
+/// trickles a byte every 250 ms is cut with 408 past the grace, while one sending 1 KiB
+/// a second for longer than the grace goes through. Without the rule the trickle would
+/// hold its connection and session for hours, never idle for the 120 s idle limit.
+#[test]
+fn a_body_that_trickles_is_cut_and_one_that_keeps_pace_is_not() {
+    use std::io::BufReader;
+    use std::time::{Duration, Instant};
+    let reg = Registry::start();
+    let session = |repo: &str| {
+        let r = reg
+            .request("POST", &format!("/v2/{repo}/blobs/uploads/"))
+            .send();
+        r.expect(202, None);
+        r.header("location").expect("location").to_owned()
+    };
+    /// Sends `total` bytes on `stream`, `piece` at a time, `every` apart, until done or
+    /// the server stops reading.
+    fn trickle(mut stream: TcpStream, total: usize, piece: usize, every: Duration) {
+        let mut sent = 0;
+        while sent < total {
+            let n = piece.min(total - sent);
+            if stream.write_all(&vec![b'x'; n]).is_err() {
+                return;
+            }
+            sent += n;
+            std::thread::sleep(every);
+        }
+    }
+
+    let slow = session("pace/slow");
+    let fast = session("pace/steady");
+    const TRICKLED: usize = 100_000;
+    const STEADY: usize = 25 * 1024;
+    let head = |len: usize| vec![format!("Content-Length: {len}")];
+    let started = Instant::now();
+    let slow_stream = reg.send_head("PATCH", &slow, &head(TRICKLED));
+    let fast_stream = reg.send_head("PATCH", &fast, &head(STEADY));
+    let writers = [
+        (slow_stream.try_clone().expect("clone"), TRICKLED, 1),
+        (fast_stream.try_clone().expect("clone"), STEADY, 1024),
+    ]
+    .map(|(stream, total, piece)| {
+        let every = if piece == 1 {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
+        std::thread::spawn(move || trickle(stream, total, piece, every))
+    });
+
+    let cut = common::read_response(&mut BufReader::new(slow_stream), false);
+    let after = started.elapsed();
+    assert_eq!(cut.status, 408, "{}", cut.text());
+    assert_client_error(&cut, "a trickled body");
+    assert_eq!(cut.error_code(), "BLOB_UPLOAD_INVALID");
+    assert!(
+        cut.text().contains("slower than 500 bytes a second"),
+        "{}",
+        cut.text()
+    );
+    assert!(after < Duration::from_secs(60), "cut after {after:?}");
+
+    let steady = common::read_response(&mut BufReader::new(fast_stream), false);
+    steady.expect(202, None);
+    assert_eq!(steady.header("range"), Some(&*format!("0-{}", STEADY - 1)));
+    assert!(
+        started.elapsed() > Duration::from_secs(20),
+        "the steady body beat the grace"
+    );
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let digest = common::sha256(&vec![b'x'; STEADY]);
+    reg.request(
+        "PUT",
+        &common::with_query(&fast, &format!("digest={digest}")),
+    )
+    .send()
+    .expect(201, None);
+}

@@ -5,13 +5,12 @@
 mod blobs;
 mod listing;
 mod manifests;
+mod request_body;
 mod uploads;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
@@ -24,6 +23,7 @@ use crate::errors::{ApiError, ErrorCode};
 use crate::names::check_repository;
 use crate::route::{Route, query_pairs};
 use crate::{Live, Settings};
+pub use request_body::RequestBody;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -66,7 +66,7 @@ pub struct Call {
     pub method: Method,
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
-    pub body: Incoming,
+    pub body: RequestBody,
     /// Where a cross-repository mount may take a blob from.
     pub mounts: Mounts,
     /// The client's address: the owner of the upload sessions it opens.
@@ -224,43 +224,12 @@ pub async fn read_manifest_body(
         None => limit,
     };
     let mut buffer = budget.buffer(need).await;
-    while let Some(data) = next_data(&mut call.body, ErrorCode::ManifestInvalid).await? {
+    while let Some(data) = call.body.next_data(ErrorCode::ManifestInvalid).await? {
         if buffer.fill(&data) < data.len() || buffer.len() > limit {
             return Err(too_large());
         }
     }
     Ok(buffer.freeze())
-}
-
-/// A body that sends nothing for this long is abandoned.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The next piece of a request body (`None` at its end). A body that breaks off (the
-/// client went away, bad framing) or stalls for [`BODY_IDLE_TIMEOUT`] is an error of
-/// the kind `code` (what was being sent).
-pub async fn next_data(body: &mut Incoming, code: ErrorCode) -> Result<Option<Bytes>, ApiError> {
-    loop {
-        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
-            Ok(None) => return Ok(None),
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => {
-                return Err(ApiError::new(
-                    code,
-                    format!("reading the request body failed: {e}"),
-                ));
-            }
-            Err(_) => {
-                return Err(ApiError::new(
-                    code,
-                    format!("the request body sent nothing for {BODY_IDLE_TIMEOUT:?}"),
-                ));
-            }
-        };
-        // Trailers carry nothing the API uses.
-        if let Ok(data) = frame.into_data() {
-            return Ok(Some(data));
-        }
-    }
 }
 
 /// Runs the endpoint `route` names.
@@ -276,7 +245,7 @@ pub async fn dispatch(
         method: parts.method,
         query: query_pairs(parts.uri.query()),
         headers: parts.headers,
-        body,
+        body: RequestBody::new(body),
         mounts,
         client,
     };
@@ -284,7 +253,7 @@ pub async fn dispatch(
         Ok(reply) => reply,
         Err(error) => {
             let reply = error_reply(error);
-            let whole = read_out(&mut call.body).await;
+            let whole = call.body.read_out().await;
             if !whole && parts.version < hyper::Version::HTTP_2 {
                 reply.header(header::CONNECTION, "close")
             } else {
@@ -292,40 +261,6 @@ pub async fn dispatch(
             }
         }
     }
-}
-
-/// A refused request's body is read (and dropped) for at most this long...
-const READ_OUT_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-/// ...and at most this much of it.
-const READ_OUT_BYTES: usize = 64 << 20;
-
-/// Reads what is left of a refused request's body, within bounds; whether it was all
-/// read. A client still sending when the server closes the connection gets a reset,
-/// which can destroy the error response before the client reads it; one whose body was
-/// read reads the error. Past the bounds the connection is closed after the response.
-async fn read_out(body: &mut Incoming) -> bool {
-    use http_body_util::BodyExt as _;
-    use hyper::body::Body as _;
-    if body.is_end_stream() {
-        return true;
-    }
-    let mut left = READ_OUT_BYTES;
-    let reading = async {
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                return false;
-            };
-            let len = frame.data_ref().map_or(0, |data| data.len());
-            let Some(rest) = left.checked_sub(len) else {
-                return false;
-            };
-            left = rest;
-        }
-        true
-    };
-    tokio::time::timeout(READ_OUT_TIME, reading)
-        .await
-        .unwrap_or(false)
 }
 
 /// The response for an error.

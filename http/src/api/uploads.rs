@@ -18,13 +18,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
-use hyper::body::Incoming;
 use hyper::header;
 use lain_engine::{Algorithm, Digest, Engine};
 use tokio::task::JoinHandle;
 
 use super::{
-    Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Mounts, Reply, blocking, next_data,
+    Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Mounts, Reply, RequestBody, blocking,
 };
 use crate::budget::Buffer;
 use crate::errors::{ApiError, ErrorCode};
@@ -315,7 +314,7 @@ impl<'a> Upload<'a> {
     /// body keeps coming. A batch not full within [`BATCH_QUIET`] of its start is sent
     /// as it is and written, and so is what the session gathers when the request must
     /// wait for the budget: a slow, silent or waiting client holds no budget for long.
-    async fn stream(&self, body: &mut Incoming, limit: Option<u64>) -> Result<u64, ApiError> {
+    async fn stream(&self, body: &mut RequestBody, limit: Option<u64>) -> Result<u64, ApiError> {
         let mut batch: Option<Buffer> = None;
         // When the batch gathering now must be sent, full or not.
         let mut send_by = Instant::now();
@@ -324,7 +323,7 @@ impl<'a> Upload<'a> {
         let mut received = self.received;
         let mut sent: u64 = 0;
         loop {
-            let next = next_data(body, ErrorCode::BlobUploadInvalid);
+            let next = body.next_data(ErrorCode::BlobUploadInvalid);
             let data = match &batch {
                 None => next.await,
                 Some(_) => match tokio::time::timeout_at(send_by.into(), next).await {
