@@ -476,11 +476,20 @@ fn raise_file_limit() {
 /// (`benches/SOAK.md`): RssAnon after the load 92 MiB with glibc's defaults, 61 MiB
 /// with these; a 128 KiB threshold gave 41-46 MiB but cost large pushes 20-30% (every
 /// upload buffer its own mapping); with these, pushes are as fast as before.
+///
+/// Arenas: glibc gives threads up to eight arenas a core, and each keeps its own
+/// partly used pages that no trim can return; the server's threads (workers, up to 64
+/// blocking, RocksDB's) spread over 16 of them on 2 cores. One arena a core (at least
+/// two) held RssAnon after `loadgen soak 240 16` at 42 MiB instead of 68 MiB, with the
+/// same throughput (`benches/SOAK.md`).
 fn tune_allocator() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
     // SAFETY: mallopt only changes the allocator's tunables; called before threads start.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, (1 << 20) + (64 << 10));
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
     }
 }
 

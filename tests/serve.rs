@@ -239,6 +239,58 @@ fn h2c_serves_get_and_head() {
     );
 }
 
+/// hyper's h2 layer reads request DATA ahead of the handlers up to the windows it
+/// grants, outside the upload memory budget: connections opened while few are open get
+/// wide windows (1 MiB), those opened past 32 open the protocol's default (64 KiB), so
+/// a thousand h2c uploaders cannot make the server hold a MiB each. Read from the
+/// SETTINGS a real client (nghttp) receives.
+#[test]
+fn h2_connections_opened_past_the_first_32_get_narrow_windows() {
+    let server = Registry::start();
+    let settings = || {
+        let out = std::process::Command::new("nghttp")
+            .args(["-nv", "-t", "20", &format!("http://{}/v2/", server.addr)])
+            .output()
+            .expect("run nghttp (Debian's nghttp2-client)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The server's SETTINGS: the first received, up to the next frame.
+        let from = text.find("recv SETTINGS").expect("server SETTINGS");
+        let rest = &text[from..];
+        let end = rest[1..].find("\n[").map_or(rest.len(), |i| i + 1);
+        rest[..end].to_owned()
+    };
+    let window = "SETTINGS_INITIAL_WINDOW_SIZE(0x04)";
+    let wide = settings();
+    assert!(wide.contains(&format!("{window}:1048576")), "{wide}");
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(&server.addr).expect("connect"))
+        .collect();
+    let narrow = settings();
+    assert!(
+        !narrow.contains("1048576")
+            && (!narrow.contains(window) || narrow.contains(&format!("{window}:65535"))),
+        "{narrow}"
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let again = settings();
+        if again.contains(&format!("{window}:1048576")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "windows still narrow after the connections closed: {again}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// SIGINT (Ctrl-C in a terminal) stops the server as cleanly as SIGTERM.
 #[test]
 fn sigint_stops_cleanly() {

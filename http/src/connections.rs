@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Connections {
+    max: usize,
     total: Arc<Semaphore>,
     per_client: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -28,8 +29,10 @@ pub struct Slot {
 
 impl Connections {
     pub fn new(max: usize, per_client: usize) -> Connections {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
         Connections {
-            total: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+            max,
+            total: Arc::new(Semaphore::new(max)),
             per_client: per_client.max(1),
             open: Arc::default(),
         }
@@ -44,6 +47,11 @@ impl Connections {
             }
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Connections open now (admitted, or holding a place from `room`).
+    pub fn open(&self) -> usize {
+        self.max - self.total.available_permits()
     }
 
     /// Admits a connection from `client` in the place `room` gave, unless the client

@@ -40,6 +40,20 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// outgrow the body budget. It also bounds a request's header block.
 const HTTP1_BUFFER: usize = 16 << 10;
 
+/// HTTP/2 flow-control windows. hyper's h2 layer reads a connection's DATA frames off
+/// the socket before the handlers ask for them, up to the window it granted, whatever
+/// the upload memory budget says (over HTTP/1 unread bytes wait in the kernel's socket
+/// buffer instead). With hyper's default windows (1 MiB), 1,000 h2c connections each
+/// sending a blob at once held 1.1 GiB (`benches/h2c-uploads`). So a connection
+/// opened while at most [`H2_WIDE_CONNECTIONS`] are open gets wide windows, which
+/// several streams multiplexed on one connection need for full speed; one opened past
+/// that gets the protocol's default window. At most that many wide connections are
+/// ever open at once, so what h2 holds unread is bounded by 32 MiB plus 64 KiB a
+/// connection.
+const H2_WIDE_WINDOW: u32 = 1 << 20;
+const H2_NARROW_WINDOW: u32 = 65_535;
+const H2_WIDE_CONNECTIONS: usize = 32;
+
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -75,6 +89,10 @@ pub async fn serve(
     let ctx = Context::new(engine, settings, live, tls.is_some());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .initial_connection_window_size(H2_WIDE_WINDOW)
+        .initial_stream_window_size(H2_WIDE_WINDOW);
     if !http2 {
         builder = builder.http1_only();
     }
@@ -90,6 +108,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(HEADER_READ_TIMEOUT))
         .keep_alive_timeout(HEADER_READ_TIMEOUT);
+    let wide = builder.clone();
+    let mut narrow = builder.clone();
+    narrow
+        .http2()
+        .initial_connection_window_size(H2_NARROW_WINDOW)
+        .initial_stream_window_size(H2_NARROW_WINDOW);
     tokio::pin!(shutdown);
     loop {
         // Past the total, nothing is accepted until a connection closes.
@@ -117,6 +141,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Counted with this connection's own place.
+        let builder = if connections.open() <= H2_WIDE_CONNECTIONS {
+            &wide
+        } else {
+            &narrow
+        };
         let ctx = ctx.clone();
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
