@@ -458,13 +458,7 @@ fn large_manifests_pushed_at_once_share_the_manifest_budget() {
 fn a_tag_list_without_n_is_paged_too() {
     use lain_engine::{Engine, ManifestMeta, Options, Reference, References};
     // Built through the engine (10,001 tags over HTTP would take a while), in memory.
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("tempdir");
+    let dir = lain_testkit::memory_tempdir();
     {
         let engine = Engine::open(dir.path(), Options::default()).expect("open");
         let meta = ManifestMeta {

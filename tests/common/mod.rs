@@ -8,6 +8,9 @@ pub mod etcd;
 pub mod skopeo;
 pub mod tokens;
 
+#[allow(unused_imports)] // each test binary uses its own part of this module
+pub use lain_testkit::seed;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -449,21 +452,6 @@ pub fn with_query(url: &str, param: &str) -> String {
     } else {
         format!("{url}?{param}")
     }
-}
-
-/// A randomized test's seed: `LAIN_TEST_SEED` when set (to repeat a run's choices),
-/// otherwise the clock; printed either way.
-pub fn seed() -> u64 {
-    let seed = std::env::var("LAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("LAIN_TEST_SEED={seed}");
-    seed
 }
 
 /// `len` deterministic pseudo-random bytes (xorshift64), different for each `seed`:

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 use lain_engine::{Algorithm, Digest, Engine, Options};
+#[allow(unused_imports)] // each test binary uses its own part of this module
+pub use lain_testkit::{memory_tempdir, seed};
 use rand::{Rng, RngExt, SeedableRng, rngs::StdRng};
 
 /// Options with small packs and small write batches, so that tests cross pack seals and
@@ -18,18 +20,6 @@ pub fn small_options() -> Options {
         write_buffer_bytes: 4 << 20,
         ..Options::default()
     }
-}
-
-/// A temporary directory in memory (tmpfs) where the machine has one: for tests whose
-/// many syncs (index rebuilds, thousands of commits) would only measure the disk.
-pub fn memory_tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("tempdir")
 }
 
 pub fn open(dir: &Path, options: Options) -> Engine {
@@ -150,19 +140,4 @@ pub fn pack_file_bytes(root: &Path) -> u64 {
         .expect("packs dir")
         .map(|e| e.expect("entry").metadata().expect("metadata").len() - 16)
         .sum()
-}
-
-/// A randomized test's seed: `LAIN_TEST_SEED` when set (to repeat a run's choices),
-/// otherwise the clock; printed either way.
-pub fn seed() -> u64 {
-    let seed = std::env::var("LAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("LAIN_TEST_SEED={seed}");
-    seed
 }
