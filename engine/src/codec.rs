@@ -29,7 +29,7 @@ impl Writer {
         self
     }
     /// A u32 byte length, then the bytes. Names the engine stores are bounded far below
-    /// 4 GiB ([`crate::engine::check_name`]); anything longer is cut at the limit.
+    /// 4 GiB (`index::keys::check_name`); anything longer is cut at the limit.
     pub fn str(self, s: &str) -> Self {
         let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
         let mut w = self.u32(len);

@@ -144,7 +144,7 @@ impl<T> IoContext<T> for io::Result<T> {
     fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|source| {
             let path = path.into();
-            if crate::space::is_out_of_space(&source) {
+            if is_out_of_space(&source) {
                 return Error::StorageFull {
                     detail: format!("{op} {}: {source}", path.display()),
                 };
@@ -152,4 +152,9 @@ impl<T> IoContext<T> for io::Result<T> {
             Error::Io { op, path, source }
         })
     }
+}
+
+/// Whether an I/O error means the file system is out of space (or quota).
+pub(crate) fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }

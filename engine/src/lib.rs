@@ -27,6 +27,7 @@ mod group;
 mod inflight;
 mod layout;
 mod lock;
+mod options;
 mod rebuild;
 mod replay;
 mod repository;

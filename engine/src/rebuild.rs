@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::digest::Digest;
-use crate::engine::Options;
 use crate::error::{IoContext, Result};
 use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
 use crate::layout::{Layout, sync_dir};
+use crate::options::Options;
 use crate::pack::format::{self, PACK_HEADER_LEN, RECORD_OVERHEAD, RecordKind};
 use crate::pack::{self, Location, PackEntry};
 use crate::progress::Progress;

@@ -11,9 +11,10 @@ use bytes::Bytes;
 
 use crate::change::Change;
 use crate::digest::{Algorithm, Digest};
-use crate::engine::{BlobReader, Core, Engine, check_name};
+use crate::engine::{BlobReader, Core, Engine};
 use crate::error::{Error, Result};
 use crate::group::GroupEntry;
+use crate::index::keys::check_name;
 use crate::index::values::LinkState;
 use crate::index::{Family, keys, values};
 use crate::sync::{read_lock, write_lock};

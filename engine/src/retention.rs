@@ -9,9 +9,10 @@ use std::time::SystemTime;
 
 use crate::change::Change;
 use crate::digest::Digest;
-use crate::engine::{Engine, check_name};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::group::GroupEntry;
+use crate::index::keys::check_name;
 use crate::index::{Family, keys, values};
 use crate::sync::write_lock;
 

@@ -63,11 +63,6 @@ impl Space {
     }
 }
 
-/// Whether an I/O error means the file system is out of space (or quota).
-pub(crate) fn is_out_of_space(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! (algorithm code, then the hash value).
 
 use crate::digest::Digest;
+use crate::error::{Error, Result};
 
 /// Separates a repository name from the rest of a key; names can never contain it.
 pub const SEPARATOR: u8 = 0;
@@ -101,4 +102,19 @@ pub fn parse_referrer(key: &[u8]) -> Option<(String, Digest, Digest)> {
     let (subject, used) = Digest::from_key(rest)?;
     let (referrer, more) = Digest::from_key(&rest[used..])?;
     (used + more == rest.len()).then_some((repo, subject, referrer))
+}
+
+/// Names the index can hold: non-empty, bounded, and free of the key separator.
+/// Protocol grammar is stricter and is the caller's to enforce.
+pub(crate) fn check_name(name: &str, what: &'static str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > 4096 {
+        "longer than 4096 bytes"
+    } else if name.as_bytes().contains(&SEPARATOR) {
+        "contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName { what, reason })
 }
