@@ -1,30 +1,26 @@
-//! [`Engine`]: opening a data directory, blob uploads and reads. Repository metadata
-//! (links, manifests, tags, referrers) is in `repository.rs`.
+//! [`Engine`] and its shared state [`Core`]: blob uploads and reads. Opening a data
+//! directory is in `open.rs`; repository metadata (links, manifests, tags, referrers)
+//! in `repository.rs`.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::collect::LinkGuard;
-use crate::digest::{Algorithm, Digest};
-use crate::error::{Error, IoContext, Result};
-use crate::group::GroupCommit;
-use crate::index::{Batch, Family, Index, IndexMemory, keys, values};
+use crate::collect::guard::LinkGuard;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::group::queue::GroupCommit;
+use crate::index::{Family, Index, keys, values};
 use crate::inflight::Inflight;
-use crate::layout::{FORMAT_VERSION, Found, Layout};
 use crate::lock::DirLock;
 use crate::pack::{Mapped, PackRecovery, Packs};
-use crate::progress::Silent;
-use crate::rebuild::{self, RebuildReport};
-use crate::rollforward;
+use crate::rebuild::RebuildReport;
 use crate::space::Space;
 use crate::types::BlobInfo;
-use crate::upgrade;
-use crate::upload::{Session, Sessions, UploadId, UploadStatus};
+use crate::upload::session::Sessions;
 
 pub use crate::options::Options;
 
@@ -108,7 +104,7 @@ pub(crate) struct Core {
     /// Free space, and the reserve clients' bytes may not take.
     pub space: Space,
     // Last field: dropped after the index and packs are closed.
-    _lock: DirLock,
+    pub _lock: DirLock,
 }
 
 /// A handle to an open data directory. Cloning is cheap; all clones share one store.
@@ -136,178 +132,6 @@ impl Core {
 }
 
 impl Engine {
-    /// Opens (creating if needed) the data directory `root`: takes its lock, rebuilds
-    /// the index from the packs if it is missing, opens it, cuts uncommitted pack tails,
-    /// drops the previous process's sessions, and upgrades a format-1 store in place.
-    /// A second opener of the same directory gets [`Error::Locked`].
-    pub fn open(root: &Path, options: Options) -> Result<Engine> {
-        std::fs::create_dir_all(root).context("create", root)?;
-        let dir_lock = DirLock::acquire(root)?;
-        let layout = Layout::new(root);
-        let found = layout.found()?;
-        match found {
-            Found::Empty => layout.write_format()?,
-            Found::Store { version } if version > FORMAT_VERSION => {
-                return Err(Error::UnsupportedFormat {
-                    path: root.to_owned(),
-                    detail: format!(
-                        "data format {version} is newer than this registry's ({FORMAT_VERSION})"
-                    ),
-                });
-            }
-            Found::Store { .. } => {}
-        }
-        let mut rebuilt = None;
-        if found != Found::Empty && !layout.index().exists() {
-            // Lost, deleted, or a rebuild was interrupted: the packs have it all.
-            if found == (Found::Store { version: 1 }) {
-                tracing::error!(
-                    "{}: the index of a format-1 store is missing; its blobs are rebuilt \
-                     from the packs, but its repositories, tags and manifests were only in \
-                     the index and are gone",
-                    root.display()
-                );
-            }
-            let report = rebuild::rebuild(&layout, &options, &Silent)?;
-            if report.packs > 0 {
-                tracing::warn!(
-                    ?report,
-                    "index missing: rebuilt from the packs in {}",
-                    root.display()
-                );
-            }
-            rebuilt = Some(report);
-        }
-        rebuild::remove_dir_if_present(&layout.index_new())?;
-        rebuild::remove_dir_if_present(&layout.index_old())?;
-        for stale in layout.stale_checks() {
-            rebuild::remove_dir_if_present(&stale)?;
-        }
-        let index = Index::open(
-            &layout.index(),
-            IndexMemory {
-                block_cache_bytes: options.block_cache_bytes,
-                write_buffer_bytes: options.write_buffer_bytes,
-            },
-        )?;
-
-        let mut known = values::decode_packs(index.scan_all(Family::Packs)?)?;
-        let mut sequence = index
-            .get(Family::State, keys::SEQUENCE)?
-            .map(|v| values::decode_sequence(&v))
-            .transpose()?
-            .unwrap_or(0);
-        let rolled_forward = rollforward::roll_forward(
-            &index,
-            options.storage.as_ref(),
-            &layout.packs(),
-            options.pack_seal_size,
-            &mut sequence,
-            &mut known,
-        )?;
-        crate::collect::remove_retired(&index, options.storage.as_ref(), &layout.packs())?;
-        let (packs, pack_report) = Packs::open(
-            options.storage.clone(),
-            layout.packs(),
-            options.pack_seal_size,
-            &known,
-        )?;
-
-        let stale = index.scan_all(Family::Uploads)?;
-        let mut batch = Batch::default();
-        for (key, _) in &stale {
-            batch.delete(Family::Uploads, key);
-        }
-        index.commit(batch)?;
-
-        let recovery = RecoveryReport {
-            packs: pack_report,
-            stale_uploads: stale.len(),
-            rolled_forward,
-            rebuilt,
-            upgraded_from: None,
-        };
-        let options_reserve = options.reserved_space;
-        let core = Core {
-            options,
-            index,
-            packs: Arc::new(packs),
-            inflight: Inflight::default(),
-            group: GroupCommit::default(),
-            sessions: Sessions::default(),
-            stats: Counters::default(),
-            sequence: AtomicU64::new(sequence),
-            repo_locks: (0..64).map(|_| std::sync::RwLock::new(())).collect(),
-            collection: LinkGuard::default(),
-            maintenance: std::sync::Mutex::new(()),
-            recovery,
-            root: root.to_owned(),
-            space: Space::new(root, options_reserve),
-            _lock: dir_lock,
-        };
-        let mut engine = Engine {
-            core: Arc::new(core),
-        };
-        if let Found::Store { version: 1 } = found {
-            upgrade::from_format_1(&engine)?;
-            layout.write_format()?;
-            if let Some(core) = Arc::get_mut(&mut engine.core) {
-                core.recovery.upgraded_from = Some(1);
-            }
-            tracing::info!(
-                "upgraded {} from data format 1 to {FORMAT_VERSION}",
-                root.display()
-            );
-        }
-        let recovery = &engine.core.recovery;
-        if recovery.packs != PackRecovery::default()
-            || recovery.stale_uploads > 0
-            || recovery.rolled_forward > 0
-        {
-            tracing::warn!(?recovery, "recovered data directory {}", root.display());
-        }
-        Ok(engine)
-    }
-
-    /// Whether `root` holds a store (a data directory this engine has written), without
-    /// opening or creating anything.
-    pub fn holds_store(root: &Path) -> Result<bool> {
-        Layout::new(root).holds_store()
-    }
-
-    /// Rebuilds the index of the data directory `root` from its packs, replacing the
-    /// index there (FORMAT.md, "Rebuilding the index"). Needs the directory to itself:
-    /// a running server holds its lock ([`Error::Locked`]).
-    pub fn rebuild_index(
-        root: &Path,
-        options: &Options,
-        progress: &dyn crate::progress::Progress,
-    ) -> Result<RebuildReport> {
-        let _lock = DirLock::acquire(root)?;
-        let layout = Layout::new(root);
-        match layout.found()? {
-            Found::Store { version } if version > FORMAT_VERSION => {
-                return Err(Error::UnsupportedFormat {
-                    path: root.to_owned(),
-                    detail: format!("data format {version} is newer than this registry's"),
-                });
-            }
-            // Its packs hold no metadata: a rebuild would keep the blobs and drop every
-            // repository, tag and manifest that its index alone holds.
-            Found::Store { version: 1 } => {
-                return Err(Error::UnsupportedFormat {
-                    path: root.to_owned(),
-                    detail: "data format 1 keeps its metadata in the index only, so it cannot \
-                             be rebuilt from the packs: open it once (`registry serve` or \
-                             `registry fsck`) to upgrade it in place, then repair"
-                        .into(),
-                });
-            }
-            _ => {}
-        }
-        rebuild::rebuild(&layout, options, progress)
-    }
-
     /// Every pack with its committed length and its dead bytes (records nothing needs
     /// any more), in id order: what garbage collection chooses packs to compact by.
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
@@ -349,162 +173,6 @@ impl Engine {
             pack_syncs: c.pack_syncs.load(Ordering::Relaxed),
             index_writes: self.core.index.writes(),
             index_syncs: self.core.index.wal_syncs(),
-        }
-    }
-
-    // ---- uploads -------------------------------------------------------------------
-
-    /// Starts an upload into `repo`. The bytes are hashed with `algorithm` as they
-    /// arrive (a commit with another algorithm's digest re-hashes once).
-    pub fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadId> {
-        self.start_upload_by(repo, algorithm, None)
-    }
-
-    /// [`Engine::start_upload`] for `owner`, held to its share of the sessions
-    /// ([`Options::max_upload_sessions_per_owner`]).
-    pub fn start_upload_by(
-        &self,
-        repo: &str,
-        algorithm: Algorithm,
-        owner: Option<&str>,
-    ) -> Result<UploadId> {
-        keys::check_name(repo, "repository name")?;
-        self.core.space.admit(0)?;
-        let options = &self.core.options;
-        if let Some(owner) = owner {
-            while self.core.sessions.owned_by(owner) >= options.max_upload_sessions_per_owner {
-                let Some(evicted) = self
-                    .core
-                    .sessions
-                    .evict_least_active(options.upload_evict_idle, Some(owner))
-                else {
-                    return Err(Error::TooManyUploadsFrom {
-                        owner: owner.to_owned(),
-                        limit: options.max_upload_sessions_per_owner,
-                    });
-                };
-                tracing::info!(
-                    upload = evicted,
-                    owner,
-                    "the owner's share of upload sessions is reached; ended its least active idle one"
-                );
-                self.forget_upload(&evicted);
-            }
-        }
-        while self.core.sessions.len() >= options.max_upload_sessions {
-            let sessions = &self.core.sessions;
-            let evicted = sessions
-                .evict_least_active(options.upload_evict_idle, None)
-                .or_else(|| {
-                    // Fair shares: an owner holding more sessions than this one gives up
-                    // its least active, once idle for a few seconds. Many addresses
-                    // that open sessions and never use them cannot shut others out.
-                    let mine = owner.map_or(0, |owner| sessions.owned_by(owner));
-                    let largest = sessions.largest_owner(mine + 1)?;
-                    sessions.evict_least_active(options.upload_fair_share_idle, Some(&largest))
-                });
-            let Some(evicted) = evicted else {
-                return Err(Error::TooManyUploads {
-                    limit: options.max_upload_sessions,
-                });
-            };
-            tracing::info!(
-                upload = evicted,
-                limit = options.max_upload_sessions,
-                "upload session limit reached; ended the least active idle session"
-            );
-            self.forget_upload(&evicted);
-        }
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let mut session = Session::new(repo, algorithm, self.core.packs.clone());
-        session.owner = owner.map(str::to_owned);
-        // Recorded without a sync: after a crash every session is dropped anyway, and
-        // this entry only lets the next start count them.
-        let mut batch = Batch::default();
-        batch.put(
-            Family::Uploads,
-            &keys::upload(&id),
-            &values::encode_upload(repo, session.started),
-        );
-        self.core.index.apply(batch)?;
-        self.core.sessions.insert(id.clone(), session);
-        Ok(id)
-    }
-
-    /// Appends the next piece of upload `id`; returns the bytes received so far. If
-    /// the write fails the session is cancelled.
-    pub fn upload_append(&self, repo: &str, id: &str, piece: Bytes) -> Result<u64> {
-        self.in_session(repo, id, |session| self.core.append(session, piece))
-    }
-
-    /// The client has stopped sending to upload `id` for now (its request ended): the
-    /// pieces still gathering are written, so that a session waiting for its next chunk
-    /// holds no buffer, however long the wait. Returns the bytes received so far.
-    pub fn upload_pause(&self, repo: &str, id: &str) -> Result<u64> {
-        self.in_session(repo, id, |session| self.core.pause(session))
-    }
-
-    /// The bytes upload `id` has received, once its last write has landed; if that
-    /// write failed, the session is cancelled and the error returned.
-    pub fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
-        self.in_session(repo, id, |session| session.status())
-    }
-
-    /// Runs `f` on session `id`; if it fails, the session ends (its bytes are cut off
-    /// its pack) and is forgotten.
-    fn in_session<T>(
-        &self,
-        repo: &str,
-        id: &str,
-        f: impl FnOnce(&mut crate::upload::Session) -> Result<T>,
-    ) -> Result<T> {
-        let slot = self.core.sessions.get(repo, id)?;
-        let result = slot.with(id, f);
-        if result.is_err() {
-            self.core.sessions.remove(id);
-            self.forget_upload(id);
-        }
-        result
-    }
-
-    /// Completes upload `id`: the blob is stored (unless it already was) and linked to
-    /// the repository if its bytes hash to `expected`. The session ends either way; on
-    /// a mismatch its bytes are dropped and [`Error::DigestMismatch`] is returned.
-    pub fn commit_upload(&self, repo: &str, id: &str, expected: &Digest) -> Result<BlobInfo> {
-        let session = self.core.sessions.take(repo, id)?;
-        // On success the session's entry goes in the commit's own batch.
-        let mut side = Batch::default();
-        side.delete(Family::Uploads, &keys::upload(id));
-        let result = self
-            .core
-            .commit(session, Some(expected), &|_, _| Ok(Vec::new()), side);
-        if result.is_err() {
-            self.forget_upload(id);
-        }
-        result
-    }
-
-    /// Abandons upload `id` and gives its bytes back.
-    pub fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
-        drop(self.core.sessions.take(repo, id)?);
-        self.forget_upload(id);
-        Ok(())
-    }
-
-    /// Cancels every session idle for longer than `idle`; returns how many.
-    pub fn purge_uploads(&self, idle: Duration) -> usize {
-        let purged = self.core.sessions.purge(idle);
-        for id in &purged {
-            self.forget_upload(id);
-        }
-        purged.len()
-    }
-
-    fn forget_upload(&self, id: &str) {
-        let mut batch = Batch::default();
-        batch.delete(Family::Uploads, &keys::upload(id));
-        if let Err(e) = self.core.index.apply(batch) {
-            tracing::warn!(upload = id, error = %e, "could not remove upload entry");
         }
     }
 

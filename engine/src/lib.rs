@@ -27,6 +27,7 @@ mod group;
 mod inflight;
 mod layout;
 mod lock;
+mod open;
 mod options;
 mod rebuild;
 mod replay;

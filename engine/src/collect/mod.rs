@@ -15,7 +15,7 @@
 //! neither the sweep nor the compaction takes it away.
 
 mod compact;
-mod guard;
+pub(crate) mod guard;
 mod mark;
 
 use std::collections::{HashMap, HashSet};
@@ -30,8 +30,6 @@ use crate::pack::format::{PACK_HEADER_LEN, RECORD_OVERHEAD};
 use crate::progress::Progress;
 use crate::sync::{lock, write_lock};
 use crate::types::ReferenceReader;
-
-pub(crate) use guard::LinkGuard;
 
 /// How to collect.
 #[derive(Debug, Clone)]

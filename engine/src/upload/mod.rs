@@ -7,277 +7,29 @@
 //! cancelled, fails, or turns out to be a duplicate gives its bytes back by truncating
 //! its pack to where it started: the session's record is always its pack's tail.
 
-use std::collections::HashMap;
+pub(crate) mod session;
+
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::change::Change;
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::digest::{Algorithm, Digest};
 use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::group::{GroupEntry, SmallBlob};
 use crate::index::values::LinkState;
 use crate::index::{Batch, Family, keys, values};
 use crate::pack::format::{RECORD_HEADER_LEN, RECORD_TRAILER_LEN, RecordHeader};
-use crate::pack::{Appender, Location, PackWriter, Packs};
+use crate::pack::{Appender, Location, PackWriter};
 use crate::sync::{lock, read_lock};
 use crate::types::BlobInfo;
 
-/// Pieces an upload holds before writing, whatever their size: bounds the per-piece
-/// bookkeeping a client sending tiny pieces can cause, and the `writev` length.
-const MAX_PENDING_PIECES: usize = 1024;
-
-/// Identifies an upload session (a UUID in text form).
-pub type UploadId = String;
-
-/// What [`crate::Engine::upload_status`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadStatus {
-    /// Bytes received so far; the next piece continues at this offset.
-    pub received: u64,
-    pub started: SystemTime,
-}
-
-/// One upload in progress.
-pub(crate) struct Session {
-    pub repo: String,
-    /// Who started it, as the caller names them (see `Engine::start_upload_by`).
-    pub owner: Option<String>,
-    pub started: SystemTime,
-    pub last_active: Instant,
-    hasher: Hasher,
-    crc: crc32fast::Hasher,
-    received: u64,
-    /// Pieces received but not yet written.
-    pending: Vec<Bytes>,
-    pending_len: usize,
-    /// The pack this session writes to; taken at the first write, so sessions that
-    /// never send bytes hold no pack.
-    lease: Option<Lease>,
-    /// The write of the previous flush, running while the next pieces are hashed.
-    writing: Option<JoinHandle<Result<()>>>,
-    packs: Arc<Packs>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        // The write in flight finishes before the pack's tail is cut and it goes back.
-        let _ = self.settle_write();
-        if let Some(lease) = self.lease.take() {
-            self.packs.release(lease.writer);
-        }
-    }
-}
-
-/// A leased pack and the offset where this session's record starts in it.
-struct Lease {
-    writer: PackWriter,
-    record_start: u64,
-}
-
-impl Session {
-    pub fn new(repo: &str, algorithm: Algorithm, packs: Arc<Packs>) -> Session {
-        Session {
-            repo: repo.to_owned(),
-            owner: None,
-            started: SystemTime::now(),
-            last_active: Instant::now(),
-            hasher: algorithm.hasher(),
-            crc: crc32fast::Hasher::new(),
-            received: 0,
-            pending: Vec::new(),
-            pending_len: 0,
-            lease: None,
-            writing: None,
-            packs,
-        }
-    }
-
-    /// Waits for the write in flight, if any, and returns its outcome. A failed write
-    /// ends the session (its caller drops it).
-    fn settle_write(&mut self) -> Result<()> {
-        self.writing.take().map_or(Ok(()), land)
-    }
-
-    /// What the session holds, once the write in flight has landed: a write that
-    /// failed ends the session here, before its client sends more, rather than at the
-    /// next append.
-    pub fn status(&mut self) -> Result<UploadStatus> {
-        self.settle_write()?;
-        Ok(UploadStatus {
-            received: self.received,
-            started: self.started,
-        })
-    }
-}
-
-/// Waits for a write thread and returns its outcome.
-fn land(handle: JoinHandle<Result<()>>) -> Result<()> {
-    handle.join().unwrap_or_else(|_| {
-        Err(Error::Io {
-            op: "append (the writing thread panicked) to",
-            path: "an upload's pack".into(),
-            source: std::io::Error::other("panic"),
-        })
-    })
-}
-
-/// The sessions that clients can resume by id.
-#[derive(Default)]
-pub(crate) struct Sessions {
-    map: Mutex<HashMap<UploadId, Arc<Slot>>>,
-}
-
-/// A session's place in the table. The session itself is `None` once a commit or
-/// cancel has taken it, so a request racing with those finds it gone.
-pub(crate) struct Slot {
-    repo: String,
-    owner: Option<String>,
-    session: Mutex<Option<Session>>,
-}
-
-impl Slot {
-    /// Runs `f` on the session, waiting for any other request using it. If `f` fails,
-    /// the session ends before the lock is released, so no other request can touch its
-    /// half-written bytes.
-    pub fn with<T>(&self, id: &str, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
-        let mut guard = lock(&self.session);
-        let session = guard
-            .as_mut()
-            .ok_or_else(|| Error::UploadUnknown(id.to_owned()))?;
-        let result = f(session);
-        if result.is_err() {
-            // Dropping the session cuts its bytes off the pack and puts the writer back
-            // at the last commit.
-            *guard = None;
-        }
-        result
-    }
-}
-
-impl Sessions {
-    pub fn insert(&self, id: UploadId, session: Session) {
-        let slot = Slot {
-            repo: session.repo.clone(),
-            owner: session.owner.clone(),
-            session: Mutex::new(Some(session)),
-        };
-        lock(&self.map).insert(id, Arc::new(slot));
-    }
-
-    /// The session `id`, if it exists and belongs to `repo`.
-    pub fn get(&self, repo: &str, id: &str) -> Result<Arc<Slot>> {
-        lock(&self.map)
-            .get(id)
-            .filter(|slot| slot.repo == repo)
-            .cloned()
-            .ok_or_else(|| Error::UploadUnknown(id.to_owned()))
-    }
-
-    /// Forgets session `id` (after it has ended).
-    pub fn remove(&self, id: &str) {
-        lock(&self.map).remove(id);
-    }
-
-    /// Removes session `id` of `repo` from the table and hands it over, once no other
-    /// request is using it.
-    pub fn take(&self, repo: &str, id: &str) -> Result<Session> {
-        let slot = self.get(repo, id)?;
-        lock(&self.map).remove(id);
-        let session = lock(&slot.session).take();
-        session.ok_or_else(|| Error::UploadUnknown(id.to_owned()))
-    }
-
-    pub fn len(&self) -> usize {
-        lock(&self.map).len()
-    }
-
-    /// How many sessions `owner` has.
-    pub fn owned_by(&self, owner: &str) -> usize {
-        lock(&self.map)
-            .values()
-            .filter(|slot| slot.owner.as_deref() == Some(owner))
-            .count()
-    }
-
-    /// The owner holding the most sessions, if that is more than `than`.
-    pub fn largest_owner(&self, than: usize) -> Option<String> {
-        let map = lock(&self.map);
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for owner in map.values().filter_map(|slot| slot.owner.as_deref()) {
-            *counts.entry(owner).or_default() += 1;
-        }
-        counts
-            .into_iter()
-            .filter(|(_, n)| *n > than)
-            .max_by_key(|(_, n)| *n)
-            .map(|(owner, _)| owner.to_owned())
-    }
-
-    /// Ends every session idle for longer than `idle` (busy ones are skipped) and
-    /// returns their ids.
-    pub fn purge(&self, idle: Duration) -> Vec<UploadId> {
-        let mut purged = Vec::new();
-        for (id, slot) in self.snapshot() {
-            if self.end_if(&id, &slot, |s| s.last_active.elapsed() > idle) {
-                purged.push(id);
-            }
-        }
-        purged
-    }
-
-    /// Ends the session (of `owner`, if given) that has received nothing for the
-    /// longest, if that is at least `min_idle` (one being written right now is
-    /// skipped), and returns its id; `None` if no session has been idle that long.
-    pub fn evict_least_active(&self, min_idle: Duration, owner: Option<&str>) -> Option<UploadId> {
-        let mut oldest: Option<(Instant, UploadId, Arc<Slot>)> = None;
-        for (id, slot) in self.snapshot() {
-            if owner.is_some_and(|owner| slot.owner.as_deref() != Some(owner)) {
-                continue;
-            }
-            let Ok(guard) = slot.session.try_lock() else {
-                continue;
-            };
-            if let Some(active) = guard.as_ref().map(|s| s.last_active)
-                && active.elapsed() >= min_idle
-                && oldest.as_ref().is_none_or(|(seen, ..)| active < *seen)
-            {
-                drop(guard);
-                oldest = Some((active, id, slot));
-            }
-        }
-        let (seen, id, slot) = oldest?;
-        // Only if nothing touched it since it was chosen.
-        self.end_if(&id, &slot, |s| s.last_active == seen)
-            .then_some(id)
-    }
-
-    fn snapshot(&self) -> Vec<(UploadId, Arc<Slot>)> {
-        lock(&self.map)
-            .iter()
-            .map(|(id, slot)| (id.clone(), slot.clone()))
-            .collect()
-    }
-
-    /// Ends session `id` if no request is using it and `condition` holds, checked
-    /// under the session's own lock (a request that just touched it wins).
-    fn end_if(&self, id: &str, slot: &Slot, condition: impl Fn(&Session) -> bool) -> bool {
-        let Ok(mut guard) = slot.session.try_lock() else {
-            return false;
-        };
-        if !guard.as_ref().is_some_and(condition) {
-            return false;
-        }
-        *guard = None;
-        lock(&self.map).remove(id);
-        true
-    }
-}
+use session::{Lease, MAX_PENDING_PIECES, Session, land};
+pub use session::{UploadId, UploadStatus};
 
 impl Core {
     /// Takes in one piece of an upload: hashes it now, writes it when enough has
@@ -619,4 +371,162 @@ fn write_and_start_writeback(appender: &Appender, pieces: &[Bytes], offset: u64)
         tracing::debug!("early writeback not started: {e}");
     }
     Ok(())
+}
+
+impl crate::engine::Engine {
+    // ---- uploads -------------------------------------------------------------------
+
+    /// Starts an upload into `repo`. The bytes are hashed with `algorithm` as they
+    /// arrive (a commit with another algorithm's digest re-hashes once).
+    pub fn start_upload(&self, repo: &str, algorithm: Algorithm) -> Result<UploadId> {
+        self.start_upload_by(repo, algorithm, None)
+    }
+
+    /// [`Engine::start_upload`] for `owner`, held to its share of the sessions
+    /// ([`Options::max_upload_sessions_per_owner`]).
+    pub fn start_upload_by(
+        &self,
+        repo: &str,
+        algorithm: Algorithm,
+        owner: Option<&str>,
+    ) -> Result<UploadId> {
+        keys::check_name(repo, "repository name")?;
+        self.core.space.admit(0)?;
+        let options = &self.core.options;
+        if let Some(owner) = owner {
+            while self.core.sessions.owned_by(owner) >= options.max_upload_sessions_per_owner {
+                let Some(evicted) = self
+                    .core
+                    .sessions
+                    .evict_least_active(options.upload_evict_idle, Some(owner))
+                else {
+                    return Err(Error::TooManyUploadsFrom {
+                        owner: owner.to_owned(),
+                        limit: options.max_upload_sessions_per_owner,
+                    });
+                };
+                tracing::info!(
+                    upload = evicted,
+                    owner,
+                    "the owner's share of upload sessions is reached; ended its least active idle one"
+                );
+                self.forget_upload(&evicted);
+            }
+        }
+        while self.core.sessions.len() >= options.max_upload_sessions {
+            let sessions = &self.core.sessions;
+            let evicted = sessions
+                .evict_least_active(options.upload_evict_idle, None)
+                .or_else(|| {
+                    // Fair shares: an owner holding more sessions than this one gives up
+                    // its least active, once idle for a few seconds. Many addresses
+                    // that open sessions and never use them cannot shut others out.
+                    let mine = owner.map_or(0, |owner| sessions.owned_by(owner));
+                    let largest = sessions.largest_owner(mine + 1)?;
+                    sessions.evict_least_active(options.upload_fair_share_idle, Some(&largest))
+                });
+            let Some(evicted) = evicted else {
+                return Err(Error::TooManyUploads {
+                    limit: options.max_upload_sessions,
+                });
+            };
+            tracing::info!(
+                upload = evicted,
+                limit = options.max_upload_sessions,
+                "upload session limit reached; ended the least active idle session"
+            );
+            self.forget_upload(&evicted);
+        }
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let mut session = Session::new(repo, algorithm, self.core.packs.clone());
+        session.owner = owner.map(str::to_owned);
+        // Recorded without a sync: after a crash every session is dropped anyway, and
+        // this entry only lets the next start count them.
+        let mut batch = Batch::default();
+        batch.put(
+            Family::Uploads,
+            &keys::upload(&id),
+            &values::encode_upload(repo, session.started),
+        );
+        self.core.index.apply(batch)?;
+        self.core.sessions.insert(id.clone(), session);
+        Ok(id)
+    }
+
+    /// Appends the next piece of upload `id`; returns the bytes received so far. If
+    /// the write fails the session is cancelled.
+    pub fn upload_append(&self, repo: &str, id: &str, piece: Bytes) -> Result<u64> {
+        self.in_session(repo, id, |session| self.core.append(session, piece))
+    }
+
+    /// The client has stopped sending to upload `id` for now (its request ended): the
+    /// pieces still gathering are written, so that a session waiting for its next chunk
+    /// holds no buffer, however long the wait. Returns the bytes received so far.
+    pub fn upload_pause(&self, repo: &str, id: &str) -> Result<u64> {
+        self.in_session(repo, id, |session| self.core.pause(session))
+    }
+
+    /// The bytes upload `id` has received, once its last write has landed; if that
+    /// write failed, the session is cancelled and the error returned.
+    pub fn upload_status(&self, repo: &str, id: &str) -> Result<UploadStatus> {
+        self.in_session(repo, id, |session| session.status())
+    }
+
+    /// Runs `f` on session `id`; if it fails, the session ends (its bytes are cut off
+    /// its pack) and is forgotten.
+    fn in_session<T>(
+        &self,
+        repo: &str,
+        id: &str,
+        f: impl FnOnce(&mut crate::upload::Session) -> Result<T>,
+    ) -> Result<T> {
+        let slot = self.core.sessions.get(repo, id)?;
+        let result = slot.with(id, f);
+        if result.is_err() {
+            self.core.sessions.remove(id);
+            self.forget_upload(id);
+        }
+        result
+    }
+
+    /// Completes upload `id`: the blob is stored (unless it already was) and linked to
+    /// the repository if its bytes hash to `expected`. The session ends either way; on
+    /// a mismatch its bytes are dropped and [`Error::DigestMismatch`] is returned.
+    pub fn commit_upload(&self, repo: &str, id: &str, expected: &Digest) -> Result<BlobInfo> {
+        let session = self.core.sessions.take(repo, id)?;
+        // On success the session's entry goes in the commit's own batch.
+        let mut side = Batch::default();
+        side.delete(Family::Uploads, &keys::upload(id));
+        let result = self
+            .core
+            .commit(session, Some(expected), &|_, _| Ok(Vec::new()), side);
+        if result.is_err() {
+            self.forget_upload(id);
+        }
+        result
+    }
+
+    /// Abandons upload `id` and gives its bytes back.
+    pub fn cancel_upload(&self, repo: &str, id: &str) -> Result<()> {
+        drop(self.core.sessions.take(repo, id)?);
+        self.forget_upload(id);
+        Ok(())
+    }
+
+    /// Cancels every session idle for longer than `idle`; returns how many.
+    pub fn purge_uploads(&self, idle: Duration) -> usize {
+        let purged = self.core.sessions.purge(idle);
+        for id in &purged {
+            self.forget_upload(id);
+        }
+        purged.len()
+    }
+
+    fn forget_upload(&self, id: &str) {
+        let mut batch = Batch::default();
+        batch.delete(Family::Uploads, &keys::upload(id));
+        if let Err(e) = self.core.index.apply(batch) {
+            tracing::warn!(upload = id, error = %e, "could not remove upload entry");
+        }
+    }
 }

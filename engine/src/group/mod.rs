@@ -15,84 +15,23 @@
 //! outcome. Commits that arrive while a group is in flight queue up and form the next
 //! group, so the more commits wait, the more each sync is shared.
 
+pub(crate) mod queue;
+
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex};
 
-use bytes::Bytes;
-
-use crate::change::{self, Change, EntryKey};
+use crate::change::{self, Change};
 use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::index::values::Source;
 use crate::index::{Batch, Family, keys, values};
-use crate::pack::format::{
-    META_MAX_BODY, RECORD_HEADER_LEN, RECORD_OVERHEAD, RecordHeader, encode_meta_record,
-};
+use crate::pack::format::{META_MAX_BODY, RECORD_HEADER_LEN, RECORD_OVERHEAD, encode_meta_record};
 use crate::pack::{Location, PackWriter};
 use crate::sync::lock;
 use crate::usage::{META_FRAMING, Usage};
-
-/// What one committer hands to the group: all of it becomes durable and visible
-/// atomically, or none of it.
-#[derive(Default)]
-pub(crate) struct GroupEntry {
-    /// A blob to store in the group's pack.
-    pub blob: Option<SmallBlob>,
-    /// Metadata changes: logged in the group's metadata record, then indexed.
-    pub changes: Vec<Change>,
-    /// Index entries that are not part of the log: state the packs themselves show (a
-    /// large upload's location and its pack's length) or that no restart keeps (an
-    /// upload session's entry).
-    pub side: Batch,
-    /// Entries to re-state as they are when the group is written (compaction carrying
-    /// the log forward): resolved by the leader, so no change of the same keys can
-    /// slip in between the read and the write.
-    pub restate: Option<Restate>,
-}
-
-/// What compaction asks the group to re-state: each key whose newest change may be in
-/// the packs being compacted, with that change if it is a deletion.
-pub(crate) struct Restate {
-    /// The packs being compacted: an entry set by a change logged in one of them is
-    /// re-stated, one set elsewhere is newer and needs nothing.
-    pub from: Vec<u64>,
-    pub keys: Vec<(EntryKey, Option<Change>)>,
-}
-
-/// An entry waiting for a group, its changes already encoded (by its own thread, not
-/// the leader's).
-struct Queued {
-    entry: GroupEntry,
-    /// The changes as a metadata record's body holds them (without the count), and the
-    /// bytes each takes.
-    encoded: Vec<u8>,
-    sizes: Vec<u32>,
-}
-
-/// A blob whose bytes are all in memory.
-pub(crate) struct SmallBlob {
-    pub header: RecordHeader,
-    pub data: Vec<Bytes>,
-    pub crc: u32,
-}
-
-#[derive(Default)]
-pub(crate) struct GroupCommit {
-    state: Mutex<State>,
-    finished: Condvar,
-}
-
-#[derive(Default)]
-struct State {
-    queue: Vec<(u64, Queued)>,
-    outcomes: HashMap<u64, Result<()>>,
-    leader_active: bool,
-    next_ticket: u64,
-    /// The pack groups append to, kept leased between groups.
-    pack: Option<PackWriter>,
-}
+use queue::{GroupCommit, Queued, State};
+pub(crate) use queue::{GroupEntry, Restate, SmallBlob};
 
 impl Core {
     /// Makes `entry` durable and visible, sharing the write and syncs with concurrent
