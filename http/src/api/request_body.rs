@@ -30,6 +30,8 @@ const READ_OUT_TIME: Duration = Duration::from_secs(2);
 /// ...and at most this much of it.
 const READ_OUT_BYTES: usize = 64 << 20;
 
+/// A request's body, with what it has delivered and how long the server has waited
+/// for it.
 pub struct RequestBody {
     incoming: Incoming,
     received: u64,
