@@ -278,15 +278,9 @@ fn put_manifest(
     config: &str,
     layers: &[(String, usize)],
 ) -> (u16, String) {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|(d, len)| {
-            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#)
-        })
-        .collect();
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{}]}}"#,
-        layers.join(",")
+    let manifest = lain_testkit::image_manifest(
+        (config, 2),
+        layers.iter().map(|(d, len)| (d.as_str(), *len)),
     );
     let response = reg
         .request("PUT", &format!("/v2/{repo}/manifests/{tag}"))

@@ -316,15 +316,9 @@ impl Client {
         for _ in 0..layers {
             blobs.push(self.layer()?);
         }
-        let layer_json: Vec<String> = blobs[1..]
-            .iter()
-            .map(|(d, _, len)| {
-                format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#)
-            })
-            .collect();
-        let bytes = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_len}}},"layers":[{}]}}"#,
-            layer_json.join(",")
+        let bytes = lain_testkit::image_manifest(
+            (config_digest.to_string(), config_len),
+            blobs[1..].iter().map(|(d, _, len)| (d.to_string(), *len)),
         )
         .into_bytes();
         let tag = format!("t{}", self.rng.below(3));

@@ -362,21 +362,12 @@ fn collections_racing_pushes_tag_moves_mounts_and_deletes() {
                     digests.push(d);
                 }
             }
-            let layers: Vec<String> = digests[1..]
-                .iter()
-                .zip(&blobs[1..])
-                .map(|(d, b)| {
-                    format!(
-                        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{}}}"#,
-                        b.len()
-                    )
-                })
-                .collect();
-            let manifest = format!(
-                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
-                digests[0],
-                config.len(),
-                layers.join(",")
+            let manifest = lain_testkit::image_manifest(
+                (digests[0].as_str(), config.len()),
+                digests[1..]
+                    .iter()
+                    .zip(&blobs[1..])
+                    .map(|(d, b)| (d.as_str(), b.len())),
             );
             let put = request_to(&addr, "PUT", &format!("/v2/{repo}/manifests/{tag}"))
                 .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")

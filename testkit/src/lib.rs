@@ -29,3 +29,23 @@ pub fn memory_tempdir() -> tempfile::TempDir {
     }
     .expect("tempdir")
 }
+
+/// An OCI image manifest naming a config blob and layer blobs by digest and size, as
+/// the tests and the load generator push them.
+pub fn image_manifest<D: std::fmt::Display>(
+    config: (D, usize),
+    layers: impl IntoIterator<Item = (D, usize)>,
+) -> String {
+    let descriptor = |media_type: &str, (digest, size): (D, usize)| {
+        format!(r#"{{"mediaType":"{media_type}","digest":"{digest}","size":{size}}}"#)
+    };
+    let layers: Vec<String> = layers
+        .into_iter()
+        .map(|layer| descriptor("application/vnd.oci.image.layer.v1.tar", layer))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
+        descriptor("application/vnd.oci.image.config.v1+json", config),
+        layers.join(",")
+    )
+}

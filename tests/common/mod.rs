@@ -538,16 +538,9 @@ pub fn push_image(reg: &Registry, repo: &str, tag: &str, seed: u64) -> String {
             (put_blob(reg, repo, &layer), len)
         })
         .collect();
-    let layers_json: Vec<String> = layers
-        .iter()
-        .map(|(d, len)| {
-            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{len}}}"#)
-        })
-        .collect();
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
-        config.len(),
-        layers_json.join(",")
+    let manifest = lain_testkit::image_manifest(
+        (config_digest.as_str(), config.len()),
+        layers.iter().map(|(d, len)| (d.as_str(), *len)),
     );
     reg.request("PUT", &format!("/v2/{repo}/manifests/{tag}"))
         .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")

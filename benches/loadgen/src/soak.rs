@@ -192,16 +192,9 @@ impl Client {
             self.tallies.record("push blob", started, &pushed);
             blobs.push((pushed?, size));
         }
-        let layers_json: Vec<String> = blobs
-            .iter()
-            .map(|(d, size)| {
-                format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{size}}}"#)
-            })
-            .collect();
-        let manifest = format!(
-            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
-            config.len(),
-            layers_json.join(",")
+        let manifest = lain_testkit::image_manifest(
+            (config_digest.as_str(), config.len()),
+            blobs.iter().map(|(d, size)| (d.as_str(), *size)),
         );
         let tag = format!("t{}", self.n % 5);
         let path = format!("/v2/{}/manifests/{tag}", self.repo);
