@@ -597,7 +597,8 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
         let watcher = etcd.map(|(settings, values)| {
             tokio::spawn(etcd::follow(settings, base, config.clone(), values, live_tx))
         });
-        let served = lain_http::serve(listener, engine, config.http.clone(), live, tls, shutdown)
+        let store: std::sync::Arc<dyn lain_store::Store> = std::sync::Arc::new(engine);
+        let served = lain_http::serve(listener, store, config.http.clone(), live, tls, shutdown)
             .await
             .map_err(|e| e.to_string());
         files.abort();

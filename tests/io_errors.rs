@@ -56,7 +56,7 @@ fn an_unreadable_blob_is_a_500_for_that_blob_alone() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(lain_http::serve(
         listener,
-        engine,
+        std::sync::Arc::new(engine),
         lain_http::Settings::default(),
         live,
         None,

@@ -66,6 +66,10 @@ pub enum Error {
     #[error("upload session {0} is unknown")]
     UploadUnknown(String),
 
+    /// A piece offered at another offset than the session's end.
+    #[error("the upload has {received} bytes; a chunk must continue there")]
+    UploadOffset { received: u64 },
+
     /// `max_upload_sessions` sessions exist and none has been idle long enough to end.
     #[error("{limit} upload sessions are in progress; try again later")]
     TooManyUploads { limit: usize },

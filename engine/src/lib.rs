@@ -35,13 +35,12 @@ mod repository;
 mod retention;
 mod rollforward;
 mod space;
+mod store;
 mod sync;
-mod types;
 mod upgrade;
 mod upload;
 mod usage;
 
-pub mod digest;
 pub mod index;
 pub mod pack;
 pub mod progress;
@@ -52,11 +51,16 @@ pub use check::{CheckReport, Finding, Problem};
 pub use collect::{
     CollectOptions, CollectReport, DEFAULT_COMPACT_THRESHOLD, DEFAULT_GRACE, Removal,
 };
+// The shared vocabulary lives below the engine, in the storage interface's crate;
+// under these paths the engine's modules name it as their own.
 pub use digest::{Algorithm, Digest, DigestParseError};
 pub use engine::{BlobReader, Engine, EngineStats, Options, PackUsage, RecoveryReport};
 pub use error::{Error, IndexError, Result};
+pub use lain_store::{digest, types};
 pub use pack::PackRecovery;
 pub use rebuild::RebuildReport;
 pub use retention::{Pruned, TagOrder, glob_matches, natural};
-pub use types::{BlobInfo, ManifestMeta, ManifestRecord, Reference, ReferenceReader, References};
-pub use upload::{UploadId, UploadStatus};
+pub use types::{
+    BlobInfo, ManifestMeta, ManifestRecord, Reference, ReferenceReader, References, UploadId,
+    UploadStatus,
+};

@@ -3,7 +3,7 @@
 
 use hyper::StatusCode;
 use hyper::header::{HeaderName, HeaderValue};
-use lain_engine::Error as EngineError;
+use lain_store::Error as StoreError;
 
 /// An error code from the distribution spec (and docker/distribution's additions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,10 @@ pub enum ErrorCode {
     /// the operator's remedy (delete, collect) is known. Not 503 with a `Retry-After`:
     /// waiting frees nothing.
     StorageFull,
+    /// Storage did not answer (a database or object store down or electing): 503
+    /// with a `Retry-After`, distribution's code for a registry that cannot take the
+    /// request now. Nothing acknowledged is affected.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -58,7 +62,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Unknown => "UNKNOWN",
-            ErrorCode::StorageFull => "UNAVAILABLE",
+            ErrorCode::StorageFull | ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -84,6 +88,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -157,46 +162,49 @@ impl ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> ApiError {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
         let code = match &e {
-            EngineError::DigestMismatch { .. } | EngineError::InvalidDigest(_) => {
+            StoreError::DigestMismatch { .. } | StoreError::InvalidDigest(_) => {
                 ErrorCode::DigestInvalid
             }
-            EngineError::UploadUnknown(_) => ErrorCode::BlobUploadUnknown,
-            EngineError::TooManyUploads { .. } | EngineError::TooManyUploadsFrom { .. } => {
+            StoreError::UploadUnknown(_) => ErrorCode::BlobUploadUnknown,
+            StoreError::UploadOffset { .. } => ErrorCode::RangeInvalid,
+            StoreError::TooManyUploads { .. } | StoreError::TooManyUploadsFrom { .. } => {
                 ErrorCode::TooManyRequests
             }
-            EngineError::BlobUnknown(_) => ErrorCode::BlobUnknown,
-            EngineError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
+            StoreError::BlobUnknown(_) => ErrorCode::BlobUnknown,
+            StoreError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
             // The spec's code for any unknown reference, blob or manifest.
-            EngineError::ReferenceUnknown { .. } => ErrorCode::ManifestBlobUnknown,
-            EngineError::RangeNotSatisfiable { .. } => ErrorCode::RangeInvalid,
-            EngineError::InvalidName { .. } => ErrorCode::NameInvalid,
-            EngineError::StorageFull { .. } => {
+            StoreError::ReferenceUnknown { .. } => ErrorCode::ManifestBlobUnknown,
+            StoreError::RangeNotSatisfiable { .. } => ErrorCode::RangeInvalid,
+            StoreError::InvalidName { .. } => ErrorCode::NameInvalid,
+            StoreError::StorageFull { .. } => {
                 tracing::warn!(error = %e, "a write was refused");
                 ErrorCode::StorageFull
             }
-            EngineError::Locked { .. }
-            | EngineError::Io { .. }
-            | EngineError::Index(_)
-            | EngineError::CorruptIndex { .. }
-            | EngineError::CorruptPack { .. }
-            | EngineError::Unreadable { .. }
-            | EngineError::UnsupportedFormat { .. }
-            | EngineError::BackupMismatch { .. }
-            | EngineError::MetadataTooLarge { .. } => {
+            StoreError::Unavailable { .. } => {
+                tracing::warn!(error = %e, "storage did not answer");
+                ErrorCode::Unavailable
+            }
+            StoreError::Internal(_) => {
                 tracing::error!(error = %e, "storage failure");
                 return ApiError::new(ErrorCode::Unknown, "internal storage error");
             }
         };
         match e {
-            EngineError::RangeNotSatisfiable { size, .. } => ApiError::range_outside(size),
+            StoreError::RangeNotSatisfiable { size, .. } => ApiError::range_outside(size),
             // Sessions end all the time (commits, cancels, idle ones evicted): soon.
-            EngineError::TooManyUploads { .. } | EngineError::TooManyUploadsFrom { .. } => {
+            StoreError::TooManyUploads { .. } | StoreError::TooManyUploadsFrom { .. } => {
                 ApiError::too_many(e.to_string(), std::time::Duration::from_secs(10))
             }
-            EngineError::ReferenceUnknown { ref digest, .. } => {
+            StoreError::UploadOffset { received } => ApiError::new(code, e.to_string())
+                .with_header(hyper::header::RANGE, crate::ranges::upload_range(received)),
+            StoreError::Unavailable { .. } => ApiError::new(code, e.to_string()).with_header(
+                hyper::header::RETRY_AFTER,
+                UNAVAILABLE_RETRY.as_secs().to_string(),
+            ),
+            StoreError::ReferenceUnknown { ref digest, .. } => {
                 let detail = serde_json::json!({ "digest": digest.to_string() });
                 ApiError::new(code, e.to_string()).with_detail(detail)
             }
@@ -205,13 +213,17 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// When a client may retry after storage did not answer: etcd elects a new leader,
+/// and an object store's node restarts, within seconds.
+const UNAVAILABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_429_says_when_to_retry() {
-        let e = ApiError::from(EngineError::TooManyUploads { limit: 4 });
+        let e = ApiError::from(StoreError::TooManyUploads { limit: 4 });
         assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
         let retry = e
             .headers

@@ -140,13 +140,13 @@ impl PartialEq for Access {
 impl Eq for Access {}
 
 /// The blobs (config, layers) and child manifests a stored manifest references, as
-/// its media type says to read it: the engine's [`lain_engine::ReferenceReader`].
+/// its media type says to read it: a [`lain_store::ReferenceReader`].
 pub fn manifest_references(
     bytes: &[u8],
     media_type: &str,
-) -> Result<lain_engine::References, String> {
+) -> Result<lain_store::References, String> {
     let parsed = manifest::parse(bytes, Some(media_type)).map_err(|e| e.message)?;
-    Ok(lain_engine::References {
+    Ok(lain_store::References {
         blobs: parsed.blobs,
         manifests: parsed.children,
     })

@@ -1,7 +1,7 @@
 //! Manifest validation: the JSON shape per media type, and what a manifest references.
 //! Whether the references exist is the handler's question (it asks the engine).
 
-use lain_engine::{Digest, ManifestMeta};
+use lain_store::{Digest, ManifestMeta};
 use serde_json::{Map, Value};
 
 use crate::errors::{ApiError, ErrorCode};

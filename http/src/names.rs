@@ -1,6 +1,6 @@
 //! The spec's grammars for repository names, tags and references.
 
-use lain_engine::{Digest, Reference};
+use lain_store::{Digest, Reference};
 
 use crate::errors::{ApiError, ErrorCode};
 

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -15,7 +16,7 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use lain_engine::Engine;
+use lain_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -62,11 +63,11 @@ pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
 
 /// Serves the API on `listener` (over TLS when `tls` is given) until `shutdown`
 /// resolves; then stops accepting, lets in-flight requests finish (up to the drain
-/// timeout) and returns, dropping its engine handles. `live` carries settings that
+/// timeout) and returns, dropping its store handles. `live` carries settings that
 /// change while serving; each request takes the ones current when it arrives.
 pub async fn serve(
     listener: TcpListener,
-    engine: Engine,
+    store: Arc<dyn Store>,
     settings: Settings,
     live: watch::Receiver<Live>,
     tls: Option<TlsAcceptor>,
@@ -74,7 +75,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let purge = settings.upload_purge_interval.map(|every| {
         tokio::spawn(purge_uploads(
-            engine.clone(),
+            store.clone(),
             every,
             settings.upload_purge_age,
             live.clone(),
@@ -86,7 +87,7 @@ pub async fn serve(
         settings.max_connections_per_client,
     );
     let http2 = settings.http2;
-    let ctx = Context::new(engine, settings, live, tls.is_some());
+    let ctx = Context::new(store, settings, live, tls.is_some());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -466,7 +467,7 @@ fn rebase_locations(headers: &mut hyper::HeaderMap, base: &str) {
 /// Cancels idle upload sessions every `every`, except in read-only mode (which changes
 /// nothing stored, as in distribution).
 async fn purge_uploads(
-    engine: Engine,
+    store: Arc<dyn Store>,
     every: Duration,
     age: Duration,
     live: watch::Receiver<Live>,
@@ -478,8 +479,7 @@ async fn purge_uploads(
         if live.borrow().read_only {
             continue;
         }
-        let engine = engine.clone();
-        match tokio::task::spawn_blocking(move || engine.purge_uploads(age)).await {
+        match store.purge_uploads(age).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "cancelled idle upload sessions"),
             Err(e) => tracing::error!(error = %e, "upload purge failed"),

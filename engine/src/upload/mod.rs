@@ -459,6 +459,20 @@ impl crate::engine::Engine {
         self.in_session(repo, id, |session| self.core.append(session, piece))
     }
 
+    /// [`Engine::upload_append`] if the session has exactly `at` bytes;
+    /// [`Error::UploadOffset`] otherwise, the session unchanged (another request
+    /// wrote first).
+    pub fn upload_append_at(&self, repo: &str, id: &str, at: u64, piece: Bytes) -> Result<u64> {
+        self.in_session(repo, id, |session| {
+            if session.received != at {
+                return Ok(Err(Error::UploadOffset {
+                    received: session.received,
+                }));
+            }
+            self.core.append(session, piece).map(Ok)
+        })?
+    }
+
     /// The client has stopped sending to upload `id` for now (its request ended): the
     /// pieces still gathering are written, so that a session waiting for its next chunk
     /// holds no buffer, however long the wait. Returns the bytes received so far.

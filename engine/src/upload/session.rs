@@ -18,16 +18,7 @@ use crate::sync::lock;
 /// bookkeeping a client sending tiny pieces can cause, and the `writev` length.
 pub(super) const MAX_PENDING_PIECES: usize = 1024;
 
-/// Identifies an upload session (a UUID in text form).
-pub type UploadId = String;
-
-/// What [`crate::Engine::upload_status`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UploadStatus {
-    /// Bytes received so far; the next piece continues at this offset.
-    pub received: u64,
-    pub started: SystemTime,
-}
+pub use crate::types::{UploadId, UploadStatus};
 
 /// One upload in progress.
 pub(crate) struct Session {

@@ -2,23 +2,22 @@
 
 use hyper::header;
 use hyper::{Method, StatusCode};
-use lain_engine::BlobReader;
 
-use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking};
+use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply};
 use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::parse_digest;
 use crate::ranges::{ReadRange, read_range};
 
-pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply, ApiError> {
+pub async fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply, ApiError> {
     let digest = parse_digest(digest)?;
     // HEAD needs the size only; GET the bytes, whose length is the size.
     let (size, reader) = if call.method == Method::HEAD {
-        let info = ctx.engine.repo_blob(name, &digest)?;
+        let info = ctx.store.blob(name, &digest).await?;
         (info.map(|i| i.size), None)
     } else {
-        let reader = ctx.engine.read_repo_blob(name, &digest)?;
-        (reader.as_ref().map(BlobReader::remaining), reader)
+        let blob = ctx.store.open_blob(name, &digest).await?;
+        (blob.as_ref().map(|b| b.size()), blob)
     };
     let size = size.ok_or_else(|| blob_unknown(&digest.to_string()))?;
     let (status, range) = match read_range(call.header(header::RANGE)?, size) {
@@ -44,7 +43,7 @@ pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply
         );
     }
     Ok(match reader {
-        Some(reader) => reply.body(ResponseBody::Blob(reader.range(range)?)),
+        Some(blob) => reply.body(ResponseBody::Blob(blob.read(range)?)),
         None => reply,
     })
 }
@@ -53,7 +52,7 @@ pub fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply
 pub async fn delete(ctx: &Context, name: String, digest: &str) -> Result<Reply, ApiError> {
     let digest = parse_digest(digest)?;
     let text = digest.to_string();
-    let removed = blocking(ctx, move |e| Ok(e.unlink_blob(&name, &digest)?)).await?;
+    let removed = ctx.store.unlink_blob(&name, &digest).await?;
     if !removed {
         return Err(blob_unknown(&text));
     }

@@ -17,9 +17,9 @@ const CATALOG_PAGE: usize = 1000;
 /// distribution sends every tag at once, however many.
 const TAGS_PAGE: usize = 10_000;
 
-pub fn tags(ctx: &Context, name: &str, call: &Call) -> Result<Reply, ApiError> {
+pub async fn tags(ctx: &Context, name: &str, call: &Call) -> Result<Reply, ApiError> {
     let page = Page::from_query(call, Some(TAGS_PAGE))?;
-    if !ctx.engine.repository_exists(name)? {
+    if !ctx.store.repository_exists(name).await? {
         return Err(ApiError::new(
             ErrorCode::NameUnknown,
             "repository name not known to registry",
@@ -27,8 +27,9 @@ pub fn tags(ctx: &Context, name: &str, call: &Call) -> Result<Reply, ApiError> {
         .with_detail(serde_json::json!({ "name": name })));
     }
     let tags = ctx
-        .engine
-        .list_tags(name, page.last.as_deref(), page.fetch())?;
+        .store
+        .list_tags(name, page.last.as_deref(), page.fetch())
+        .await?;
     let (tags, link) = page.cut(tags, &format!("/v2/{name}/tags/list"));
     let reply = Reply::new(StatusCode::OK).json(
         &serde_json::json!({ "name": name, "tags": tags }),
@@ -37,11 +38,12 @@ pub fn tags(ctx: &Context, name: &str, call: &Call) -> Result<Reply, ApiError> {
     Ok(with_link(reply, link))
 }
 
-pub fn catalog(ctx: &Context, call: &Call) -> Result<Reply, ApiError> {
+pub async fn catalog(ctx: &Context, call: &Call) -> Result<Reply, ApiError> {
     let page = Page::from_query(call, Some(CATALOG_PAGE))?;
     let repos = ctx
-        .engine
-        .list_repositories(page.last.as_deref(), page.fetch())?;
+        .store
+        .list_repositories(page.last.as_deref(), page.fetch())
+        .await?;
     let (repos, link) = page.cut(repos, "/v2/_catalog");
     let reply = Reply::new(StatusCode::OK).json(
         &serde_json::json!({ "repositories": repos }),
@@ -59,7 +61,12 @@ const REFERRERS_PAGE_BYTES: usize = 1 << 20;
 const REFERRERS_BATCH: usize = 256;
 
 /// `GET /v2/<name>/referrers/<digest>[?artifactType=][&last=<digest>]`.
-pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result<Reply, ApiError> {
+pub async fn referrers(
+    ctx: &Context,
+    name: &str,
+    digest: &str,
+    call: &Call,
+) -> Result<Reply, ApiError> {
     let subject = parse_digest(digest)?;
     let filter = call.query("artifactType").filter(|t| !t.is_empty());
     let mut after = call.query("last").map(parse_digest).transpose()?;
@@ -69,9 +76,10 @@ pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result
     // The last referrer on this page, when more follow.
     let mut next = None;
     'page: loop {
-        let (records, more) =
-            ctx.engine
-                .referrers_page(name, &subject, filter, after.as_ref(), REFERRERS_BATCH)?;
+        let (records, more) = ctx
+            .store
+            .referrers_page(name, &subject, filter, after.as_ref(), REFERRERS_BATCH)
+            .await?;
         let mut last_listed = None;
         for record in records {
             let digest = record.digest.to_string();
@@ -109,7 +117,7 @@ pub fn referrers(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result
 }
 
 /// A referrer as the image index lists it.
-fn descriptor(r: lain_engine::ManifestRecord) -> serde_json::Value {
+fn descriptor(r: lain_store::ManifestRecord) -> serde_json::Value {
     let mut descriptor = serde_json::json!({
         "mediaType": r.meta.media_type,
         "digest": r.digest.to_string(),

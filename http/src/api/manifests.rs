@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use hyper::header;
 use hyper::{Method, StatusCode};
-use lain_engine::{Algorithm, Reference};
+use lain_store::{Algorithm, Reference, References};
 
-use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply, blocking, read_manifest_body};
+use super::{Call, Context, DOCKER_CONTENT_DIGEST, Reply, read_manifest_body};
 use crate::body::ResponseBody;
 use crate::errors::{ApiError, ErrorCode};
 use crate::manifest::{self, EMPTY_BLOB, MAX_MANIFEST_BYTES};
@@ -21,23 +21,23 @@ pub async fn put(
     let bytes = read_manifest_body(call, MAX_MANIFEST_BYTES, &ctx.manifest_memory).await?;
     let parsed = manifest::parse(&bytes, call.header(header::CONTENT_TYPE)?)?;
     let subject = parsed.meta.subject.clone();
-    let repo = name.clone();
-    let record = blocking(ctx, move |e| {
-        let empty = Algorithm::Sha256.digest(EMPTY_BLOB);
-        if parsed.blobs.contains(&empty) && e.repo_blob(&repo, &empty)?.is_none() {
-            // Artifacts' empty config: store it rather than fail the client.
-            e.put_blob(&repo, Bytes::from_static(EMPTY_BLOB), &empty)?;
-        }
-        // The engine checks every reference under the repository's lock (a
-        // collection may be sweeping it): `ReferenceUnknown` becomes
-        // MANIFEST_BLOB_UNKNOWN.
-        let references = lain_engine::References {
-            blobs: parsed.blobs,
-            manifests: parsed.children,
-        };
-        Ok(e.put_manifest(&repo, bytes, &reference, parsed.meta, &references)?)
-    })
-    .await?;
+    let store = &ctx.store;
+    let empty = Algorithm::Sha256.digest(EMPTY_BLOB);
+    if parsed.blobs.contains(&empty) && store.blob(&name, &empty).await?.is_none() {
+        // Artifacts' empty config: store it rather than fail the client.
+        store
+            .put_blob(&name, Bytes::from_static(EMPTY_BLOB), &empty)
+            .await?;
+    }
+    // The store checks every reference atomically with the write (a collection may be
+    // sweeping the repository): `ReferenceUnknown` becomes MANIFEST_BLOB_UNKNOWN.
+    let references = References {
+        blobs: parsed.blobs,
+        manifests: parsed.children,
+    };
+    let record = store
+        .put_manifest(&name, bytes, &reference, parsed.meta, &references)
+        .await?;
     let mut reply = Reply::new(StatusCode::CREATED)
         .header(
             header::LOCATION,
@@ -51,14 +51,19 @@ pub async fn put(
     Ok(reply)
 }
 
-pub fn get(ctx: &Context, name: &str, reference: &str, call: &Call) -> Result<Reply, ApiError> {
+pub async fn get(
+    ctx: &Context,
+    name: &str,
+    reference: &str,
+    call: &Call,
+) -> Result<Reply, ApiError> {
     let reference = parse_reference(reference).map_err(|_| unknown(reference))?;
     let head = call.method == Method::HEAD;
     let (record, bytes) = if head {
-        let record = ctx.engine.manifest(name, &reference)?;
+        let record = ctx.store.manifest(name, &reference).await?;
         (record, None)
     } else {
-        match ctx.engine.get_manifest(name, &reference)? {
+        match ctx.store.get_manifest(name, &reference).await? {
             Some((record, bytes)) => (Some(record), Some(bytes)),
             None => (None, None),
         }
@@ -94,13 +99,10 @@ pub fn get(ctx: &Context, name: &str, reference: &str, call: &Call) -> Result<Re
 pub async fn delete(ctx: &Context, name: String, reference: &str) -> Result<Reply, ApiError> {
     let reference = parse_reference(reference).map_err(|_| unknown(reference))?;
     let text = reference_text(&reference);
-    let removed = blocking(ctx, move |e| {
-        Ok(match &reference {
-            Reference::Tag(tag) => e.untag(&name, tag)?,
-            Reference::Digest(digest) => e.delete_manifest(&name, digest)?,
-        })
-    })
-    .await?;
+    let removed = match &reference {
+        Reference::Tag(tag) => ctx.store.untag(&name, tag).await?,
+        Reference::Digest(digest) => ctx.store.delete_manifest(&name, digest).await?,
+    };
     if !removed {
         return Err(unknown(&text));
     }

@@ -1,6 +1,5 @@
 //! The endpoints: which method of which route runs which handler, and the small
-//! pieces every handler shares (the reply builder, running engine calls off the
-//! async runtime, reading a bounded request body).
+//! pieces every handler shares (the reply builder, reading a bounded request body).
 
 mod blobs;
 mod listing;
@@ -14,7 +13,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
-use lain_engine::Engine;
+use lain_store::Store;
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
@@ -28,7 +27,7 @@ pub use request_body::RequestBody;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct Context {
-    pub engine: Engine,
+    pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
     /// The settings that change while serving.
     pub live: watch::Receiver<Live>,
@@ -43,13 +42,13 @@ pub struct Context {
 
 impl Context {
     pub fn new(
-        engine: Engine,
+        store: Arc<dyn Store>,
         settings: Settings,
         live: watch::Receiver<Live>,
         tls: bool,
     ) -> Context {
         Context {
-            engine,
+            store,
             upload_memory: BodyBudget::new(settings.upload_memory),
             // Four times the largest manifest: no buffer takes more than a quarter.
             manifest_memory: BodyBudget::new(4 * crate::manifest::MAX_MANIFEST_BYTES),
@@ -180,26 +179,6 @@ impl Reply {
 pub const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 pub const DOCKER_UPLOAD_UUID: &str = "docker-upload-uuid";
 
-/// Runs `f` on the blocking pool: engine calls that write wait for fdatasync and
-/// synced index writes, and upload-session calls may wait for a session's lock while
-/// a MiB is written; neither may stall the async workers. Pure reads (index point
-/// lookups, which the block cache and bloom filters keep to microseconds, and slicing
-/// a pack's mapping) run inline: a hop to the pool would cost more than they do.
-pub async fn blocking<T, F>(ctx: &Context, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
-{
-    let engine = ctx.engine.clone();
-    match tokio::task::spawn_blocking(move || f(&engine)).await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "engine task failed");
-            Err(ApiError::new(ErrorCode::Unknown, "internal error"))
-        }
-    }
-}
-
 /// Reads a whole manifest body of at most `limit` bytes; a longer one is refused with
 /// 413 `SIZE_INVALID` (before it is read when its `Content-Length` says so).
 ///
@@ -308,28 +287,28 @@ async fn run(ctx: &Context, route: Route, call: &mut Call) -> Result<Reply, ApiE
         Route::Base => {
             Ok(Reply::new(StatusCode::OK).json(&serde_json::json!({}), "application/json"))
         }
-        Route::Catalog => listing::catalog(ctx, call),
+        Route::Catalog => listing::catalog(ctx, call).await,
         Route::Tags { name } => {
             check_repository(&name)?;
-            listing::tags(ctx, &name, call)
+            listing::tags(ctx, &name, call).await
         }
         Route::Referrers { name, digest } => {
             check_repository(&name)?;
-            listing::referrers(ctx, &name, &digest, call)
+            listing::referrers(ctx, &name, &digest, call).await
         }
         Route::Manifest { name, reference } => {
             check_repository(&name)?;
             match method {
                 M::PUT => manifests::put(ctx, name, &reference, call).await,
                 M::DELETE => manifests::delete(ctx, name, &reference).await,
-                _ => manifests::get(ctx, &name, &reference, call),
+                _ => manifests::get(ctx, &name, &reference, call).await,
             }
         }
         Route::Blob { name, digest } => {
             check_repository(&name)?;
             match method {
                 M::DELETE => blobs::delete(ctx, name, &digest).await,
-                _ => blobs::get(ctx, &name, &digest, call),
+                _ => blobs::get(ctx, &name, &digest, call).await,
             }
         }
         Route::UploadStart { name } => {

@@ -1,8 +1,8 @@
 //! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic, mount), and
 //! `PATCH`/`PUT`/`GET`/`DELETE /v2/<name>/blobs/uploads/<id>`.
 //!
-//! Request bodies stream into the engine's session in batches of about a MiB; while
-//! one batch is hashed and written on the blocking pool, the next is received, so
+//! Request bodies stream into the store's session in batches of about a MiB; while
+//! one batch is hashed and written, the next is received, so
 //! the network and the hashing overlap and no more than two batches are in memory.
 //! Body frames are copied into the batch rather than kept: a frame is a slice of the
 //! connection's read buffer, and a client trickling one-byte frames would otherwise
@@ -10,7 +10,9 @@
 //!
 //! One request at a time may write a session: a second concurrent PATCH or PUT gets
 //! 416, so two chunks can never interleave. The claim is held until the request's last
-//! engine call (append or commit) has finished, even if the client went away first.
+//! store call (append or commit) has finished, even if the client went away first.
+//! Across instances serving one store, the store itself refuses a piece that does not
+//! continue the session where it ends (also 416).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,19 +21,16 @@ use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use hyper::header;
-use lain_engine::{Algorithm, Digest, Engine};
+use lain_store::{Algorithm, Digest};
 use tokio::task::JoinHandle;
 
-use super::{
-    Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Mounts, Reply, RequestBody, blocking,
-};
+use super::{Call, Context, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Mounts, Reply, RequestBody};
 use crate::budget::Buffer;
 use crate::errors::{ApiError, ErrorCode};
 use crate::names::{check_repository, parse_digest};
 use crate::ranges::{content_range, upload_range};
 
-/// How many body bytes gather, at most, before they go to the engine in one blocking
-/// call.
+/// How many body bytes gather, at most, before they go to the store in one call.
 const APPEND_BATCH: usize = 1 << 20;
 
 /// A body's first batch; each full one doubles the next, up to [`APPEND_BATCH`]. A
@@ -45,7 +44,7 @@ const BATCH_QUIET: Duration = Duration::from_millis(50);
 #[derive(Clone, Default)]
 pub struct Writers(Arc<Mutex<HashSet<String>>>);
 
-/// A request's exclusive right to write one session. Clones go with each engine call
+/// A request's exclusive right to write one session. Clones go with each store call
 /// the request starts; the session is free again when the last one is dropped.
 #[derive(Clone)]
 struct Claim {
@@ -75,6 +74,14 @@ impl Drop for Held {
         let mut set = writers.lock().unwrap_or_else(PoisonError::into_inner);
         set.remove(&self.id);
     }
+}
+
+/// What a store call on the session needs, owned, so that the call can outlive the
+/// request.
+struct Session {
+    store: std::sync::Arc<dyn lain_store::Store>,
+    repo: String,
+    id: String,
 }
 
 /// A session as one request writes it.
@@ -124,23 +131,19 @@ async fn mount(ctx: &Context, name: &str, call: &Call) -> Result<Option<Digest>,
         (Mounts::Among(_), Some(_)) => return Ok(None),
         (Mounts::Among(pullable), None) => Some(pullable.clone()),
     };
-    let (repo, wanted) = (name.to_owned(), digest.clone());
-    let mounted = blocking(ctx, move |e| {
-        if let Some(sources) = &sources {
-            let mut found = false;
-            for source in sources.iter().filter(|s| check_repository(s).is_ok()) {
-                if e.repo_blob(source, &wanted)?.is_some() {
-                    found = true;
-                    break;
-                }
-            }
-            if !found {
-                return Ok(None);
+    if let Some(sources) = &sources {
+        let mut found = false;
+        for source in sources.iter().filter(|s| check_repository(s).is_ok()) {
+            if ctx.store.blob(source, &digest).await?.is_some() {
+                found = true;
+                break;
             }
         }
-        Ok(e.link_blob(&repo, &wanted)?)
-    })
-    .await?;
+        if !found {
+            return Ok(None);
+        }
+    }
+    let mounted = ctx.store.link_blob(name, &digest).await?;
     Ok(mounted.map(|_| digest))
 }
 
@@ -191,7 +194,7 @@ pub async fn finish(
 }
 
 pub async fn cancel(ctx: &Context, name: String, id: String) -> Result<Reply, ApiError> {
-    blocking(ctx, move |e| Ok(e.cancel_upload(&name, &id)?)).await?;
+    ctx.store.cancel_upload(&name, &id).await?;
     Ok(Reply::new(StatusCode::NO_CONTENT))
 }
 
@@ -202,18 +205,13 @@ async fn open_session(
     algorithm: Algorithm,
     call: &Call,
 ) -> Result<String, ApiError> {
-    let (repo, owner) = (name.to_owned(), call.client.to_string());
-    blocking(ctx, move |e| {
-        Ok(e.start_upload_by(&repo, algorithm, Some(&owner))?)
-    })
-    .await
+    let owner = call.client.to_string();
+    Ok(ctx.store.start_upload(name, algorithm, &owner).await?)
 }
 
-/// The bytes session `id` has received (the session lock may be held by a write, so
-/// this runs on the blocking pool).
+/// The bytes session `id` has received.
 async fn received(ctx: &Context, name: &str, id: &str) -> Result<u64, ApiError> {
-    let (repo, id) = (name.to_owned(), id.to_owned());
-    blocking(ctx, move |e| Ok(e.upload_status(&repo, &id)?.received)).await
+    Ok(ctx.store.upload_status(name, id).await?.received)
 }
 
 impl<'a> Upload<'a> {
@@ -239,29 +237,46 @@ impl<'a> Upload<'a> {
         }
     }
 
-    /// Runs `f` on the blocking pool with this request's claim held until it returns.
-    async fn engine<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Engine, &str, &str) -> lain_engine::Result<T> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (claim, repo, id) = (self.claim.clone(), self.name.to_owned(), self.id.to_owned());
-        blocking(self.ctx, move |e| {
+    /// Runs the store call `work` makes with this request's claim held until the call
+    /// returns, even if the request is dropped first (its client went away).
+    async fn held<T, F>(&self, work: impl FnOnce(Session) -> F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: Future<Output = lain_store::Result<T>> + Send + 'static,
+    {
+        join(self.spawn_held(work)).await
+    }
+
+    /// [`Upload::held`], not waited for.
+    fn spawn_held<T, F>(&self, work: impl FnOnce(Session) -> F) -> JoinHandle<Result<T, ApiError>>
+    where
+        T: Send + 'static,
+        F: Future<Output = lain_store::Result<T>> + Send + 'static,
+    {
+        let claim = self.claim.clone();
+        let call = work(Session {
+            store: self.ctx.store.clone(),
+            repo: self.name.to_owned(),
+            id: self.id.to_owned(),
+        });
+        tokio::spawn(async move {
             let _claim = claim;
-            Ok(f(e, &repo, &id)?)
+            Ok(call.await?)
         })
-        .await
     }
 
     async fn commit(&self, digest: Digest) -> Result<Reply, ApiError> {
         let expected = digest.clone();
-        self.engine(move |e, repo, id| e.commit_upload(repo, id, &expected))
+        self.held(|s| async move { s.store.commit_upload(&s.repo, &s.id, &expected).await })
             .await?;
         Ok(created(self.name, &digest))
     }
 
     /// Drops the session (best effort: it may already be gone).
     async fn cancel(&self) {
-        let _ = self.engine(|e, repo, id| e.cancel_upload(repo, id)).await;
+        let _ = self
+            .held(|s| async move { s.store.cancel_upload(&s.repo, &s.id).await })
+            .await;
     }
 
     /// Streams the request's body into the session, after checking its
@@ -394,8 +409,8 @@ impl<'a> Upload<'a> {
         Ok(received)
     }
 
-    /// Hands `batch` to the engine on the blocking pool, after the batch before it
-    /// (`in_flight`) has landed, so pieces stay in order; returns the new task.
+    /// Hands `batch` to the store, after the batch before it (`in_flight`) has landed,
+    /// so pieces stay in order; returns the new task.
     async fn send(
         &self,
         batch: Buffer,
@@ -405,18 +420,16 @@ impl<'a> Upload<'a> {
         if let Some(task) = in_flight {
             *received = join(task).await?;
         }
-        let piece = batch.freeze();
-        let (engine, claim) = (self.ctx.engine.clone(), self.claim.clone());
-        let (repo, id) = (self.name.to_owned(), self.id.to_owned());
-        Ok(tokio::task::spawn_blocking(move || {
-            let _claim = claim;
-            Ok(engine.upload_append(&repo, &id, piece)?)
+        let (piece, at) = (batch.freeze(), *received);
+        Ok(self.spawn_held(move |s| async move {
+            s.store.upload_append(&s.repo, &s.id, at, piece).await
         }))
     }
 
-    /// Writes what the session still gathers (see `Engine::upload_pause`).
+    /// Puts away what the session still gathers (see `Store::upload_pause`).
     async fn pause(&self) -> Result<u64, ApiError> {
-        self.engine(|e, repo, id| e.upload_pause(repo, id)).await
+        self.held(|s| async move { s.store.upload_pause(&s.repo, &s.id).await })
+            .await
     }
 
     /// Lets the batch in flight land, then writes what the session gathers: this
@@ -443,9 +456,9 @@ async fn finish_in_flight(
     error
 }
 
-async fn join(task: JoinHandle<Result<u64, ApiError>>) -> Result<u64, ApiError> {
+async fn join<T>(task: JoinHandle<Result<T, ApiError>>) -> Result<T, ApiError> {
     task.await.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "upload append task failed");
+        tracing::error!(error = %e, "upload store task failed");
         Err(ApiError::new(ErrorCode::Unknown, "internal error"))
     })
 }

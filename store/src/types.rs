@@ -1,6 +1,5 @@
-//! Plain data types that several modules share (the public API, index values, metadata
-//! records). They sit below everything else, so no module has to import another's
-//! internals to name them.
+//! Plain data types the storage interface speaks in, shared by the protocol layer and
+//! every store.
 
 use crate::digest::Digest;
 
@@ -52,3 +51,14 @@ pub struct References {
 /// Reads a manifest's references from its bytes and media type; an error says why the
 /// bytes are not a manifest of that type.
 pub type ReferenceReader<'a> = &'a (dyn Fn(&[u8], &str) -> Result<References, String> + Sync);
+
+/// Identifies an upload session; the store chooses it, the protocol layer passes it back.
+pub type UploadId = String;
+
+/// What [`crate::Store::upload_status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    /// Bytes received so far; the next piece continues at this offset.
+    pub received: u64,
+    pub started: std::time::SystemTime,
+}

@@ -32,15 +32,16 @@ impl Algorithm {
         }
     }
 
-    /// The one-byte code this algorithm has in packs and index keys (see FORMAT.md).
-    pub(crate) fn code(self) -> u8 {
+    /// The one-byte code this algorithm has in stored keys and records (the engine's
+    /// FORMAT.md).
+    pub fn code(self) -> u8 {
         match self {
             Algorithm::Sha256 => 1,
             Algorithm::Sha512 => 2,
         }
     }
 
-    pub(crate) fn from_code(code: u8) -> Option<Algorithm> {
+    pub fn from_code(code: u8) -> Option<Algorithm> {
         match code {
             1 => Some(Algorithm::Sha256),
             2 => Some(Algorithm::Sha512),
@@ -105,8 +106,8 @@ impl Digest {
         out
     }
 
-    /// The compact binary form used inside index keys: algorithm code, then the value.
-    pub(crate) fn to_key(&self) -> Vec<u8> {
+    /// The compact binary form stores use inside keys: algorithm code, then the value.
+    pub fn to_key(&self) -> Vec<u8> {
         let mut key = Vec::with_capacity(1 + self.algorithm.hash_len());
         key.push(self.algorithm.code());
         key.extend_from_slice(self.as_bytes());
@@ -115,7 +116,7 @@ impl Digest {
 
     /// Parses the form written by [`Digest::to_key`]; returns the digest and the number
     /// of bytes it took.
-    pub(crate) fn from_key(key: &[u8]) -> Option<(Digest, usize)> {
+    pub fn from_key(key: &[u8]) -> Option<(Digest, usize)> {
         let (&code, rest) = key.split_first()?;
         let algorithm = Algorithm::from_code(code)?;
         let value = rest.get(..algorithm.hash_len())?;
