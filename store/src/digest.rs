@@ -208,6 +208,31 @@ impl Hasher {
         }
     }
 
+    /// The hasher's state as bytes, so that another process can go on where this one
+    /// stopped (an upload continued on another node). The form is sha2's own, stable
+    /// within sha2 0.11; [`Hasher::restore`] checks it.
+    pub fn save(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Hasher::Sha256(h) => h.serialize().to_vec(),
+            Hasher::Sha512(h) => h.serialize().to_vec(),
+        }
+    }
+
+    /// A hasher from [`Hasher::save`]'s bytes; `None` if they are not a saved state of
+    /// `algorithm`.
+    pub fn restore(algorithm: Algorithm, saved: &[u8]) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        Some(match algorithm {
+            Algorithm::Sha256 => {
+                Hasher::Sha256(sha2::Sha256::deserialize(saved.try_into().ok()?).ok()?)
+            }
+            Algorithm::Sha512 => {
+                Hasher::Sha512(sha2::Sha512::deserialize(saved.try_into().ok()?).ok()?)
+            }
+        })
+    }
+
     pub fn finish(self) -> Digest {
         let digest = match self {
             Hasher::Sha256(h) => Digest::from_bytes(Algorithm::Sha256, &h.finalize()),
@@ -233,6 +258,24 @@ mod tests {
         let d512 = Algorithm::Sha512.digest(b"abc");
         assert_eq!(d512.to_string().parse::<Digest>().unwrap(), d512);
         assert!(d512.to_string().starts_with("sha512:ddaf35a1"));
+    }
+
+    #[test]
+    fn a_saved_hasher_goes_on_where_it_stopped() {
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut first = algorithm.hasher();
+            first.update(b"the first half, ");
+            let saved = first.save();
+            let mut second = Hasher::restore(algorithm, &saved).expect("restores");
+            second.update(b"and the second");
+            assert_eq!(
+                second.finish(),
+                algorithm.digest(b"the first half, and the second")
+            );
+            assert!(Hasher::restore(algorithm, &saved[1..]).is_none());
+        }
+        let sha256 = Algorithm::Sha256.hasher().save();
+        assert!(Hasher::restore(Algorithm::Sha512, &sha256).is_none());
     }
 
     #[test]
