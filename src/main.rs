@@ -8,6 +8,7 @@ mod commands;
 mod control;
 mod etcd;
 mod progress;
+mod storage;
 mod tls;
 mod token_server;
 
@@ -547,24 +548,39 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|e| e.to_string())?;
-    let engine = Engine::open(&config.root, config.engine.options())
-        .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
-    // The directory exists now; print where the data really is.
-    if let Ok(absolute) = config.root.canonicalize() {
-        config.root = absolute;
-    }
+    let opened = match &config.cluster {
+        None => {
+            let engine = Engine::open(&config.root, config.engine.options())
+                .map_err(|e| format!("cannot open {}: {e}", config.root.display()))?;
+            // The directory exists now; print where the data really is.
+            if let Ok(absolute) = config.root.canonicalize() {
+                config.root = absolute;
+            }
+            storage::Opened::Local(engine)
+        }
+        Some(cluster) => {
+            storage::Opened::Cluster(runtime.block_on(storage::open_cluster(&config, cluster))?)
+        }
+    };
     let (live_tx, live) = tokio::sync::watch::channel(live_settings);
     let live_tx = std::sync::Arc::new(live_tx);
     runtime.block_on(async {
         tokio::spawn(return_free_memory());
-        let mut control = control::server::bind(&config.root).map_err(|e| {
-            format!(
-                "cannot create the control socket in {}: {e}",
-                config.root.display()
-            )
-        })?;
-        let control_engine = engine.clone();
-        let control = tokio::spawn(async move { control.run(control_engine).await });
+        // Local data has a control socket, through which commands reach it while it
+        // is locked by this server; the cluster's commands open the cluster themselves.
+        let control = match &opened {
+            storage::Opened::Local(engine) => {
+                let mut control = control::server::bind(&config.root).map_err(|e| {
+                    format!(
+                        "cannot create the control socket in {}: {e}",
+                        config.root.display()
+                    )
+                })?;
+                let control_engine = engine.clone();
+                Some(tokio::spawn(async move { control.run(control_engine).await }))
+            }
+            storage::Opened::Cluster(_) => None,
+        };
         // Installed before the address is announced, so that a signal arriving at any
         // moment after a client could have connected stops the server cleanly.
         let shutdown = shutdown_signal()
@@ -582,23 +598,22 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             None => "off".to_owned(),
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let data = opened.describe(&config);
         tracing::info!(
             config = %config.file.as_deref().map_or("(embedded default)".into(), |f| f.display().to_string()),
-            data = %config.root.display(),
+            %data,
             %addr,
             delete_enabled = config.http.delete_enabled,
             read_only = config.live.read_only,
             upload_purge = %purge,
-            "registry listening on {scheme}://{addr}{}/v2/ with data in {}",
+            "registry listening on {scheme}://{addr}{}/v2/ with data in {data}",
             config.http.prefix,
-            config.root.display()
         );
         let files = tokio::spawn(access::follow_files(config.clone(), live_tx.clone()));
         let watcher = etcd.map(|(settings, values)| {
             tokio::spawn(etcd::follow(settings, base, config.clone(), values, live_tx))
         });
-        let store: std::sync::Arc<dyn lain_store::Store> = std::sync::Arc::new(engine);
-        let served = lain_http::serve(listener, store, config.http.clone(), live, tls, shutdown)
+        let served = lain_http::serve(listener, opened.store(), config.http.clone(), live, tls, shutdown)
             .await
             .map_err(|e| e.to_string());
         files.abort();
@@ -606,8 +621,10 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             watcher.abort();
         }
         // Dropping the control task closes and removes the socket.
-        control.abort();
-        let _ = control.await;
+        if let Some(control) = control {
+            control.abort();
+            let _ = control.await;
+        }
         served
     })?;
     tracing::info!("registry stopped");

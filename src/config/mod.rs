@@ -52,6 +52,8 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 pub const LAIN_AUTH_KEY: &str = "/lain/config/auth/registry";
 /// Where an operator puts a YAML fragment laid over the file.
 pub const DEFAULT_CONFIG_KEY: &str = "/lain/config/registry";
+/// Where cluster mode keeps its metadata in etcd, unless `etcd.prefix` says otherwise.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "/lain/registry/";
 
 /// Keys distribution knows that this registry accepts without applying them. Those
 /// present are named once at start.
@@ -80,7 +82,20 @@ pub const NOT_APPLIED: &[&str] = &[
     "storage.inmemory",
     "storage.oss",
     "storage.redirect",
-    "storage.s3",
+    "storage.s3.accelerate",
+    "storage.s3.credentialsconfigpath",
+    "storage.s3.encrypt",
+    "storage.s3.keyid",
+    "storage.s3.loglevel",
+    "storage.s3.multipartcopychunksize",
+    "storage.s3.multipartcopymaxconcurrency",
+    "storage.s3.multipartcopythresholdsize",
+    "storage.s3.objectacl",
+    "storage.s3.sessiontoken",
+    "storage.s3.skipverify",
+    "storage.s3.storageclass",
+    "storage.s3.usedualstack",
+    "storage.s3.useragent",
     "storage.swift",
     "storage.tag",
     "validation",
@@ -103,6 +118,8 @@ pub struct Config {
     /// `storage.engine.collection`: garbage collection's defaults.
     pub collect: CollectSettings,
     pub etcd: Option<Etcd>,
+    /// `storage.s3` (with `etcd`): cluster mode instead of the local engine.
+    pub cluster: Option<Cluster>,
     pub log: Log,
     /// Authentication the configuration asks for (`None`: none).
     pub auth: Option<AuthRequest>,
@@ -182,6 +199,14 @@ pub struct Tls {
     pub tls13_only: bool,
 }
 
+/// Cluster mode: the bucket (`storage.s3`) and the store's options (`etcd.prefix`,
+/// `storage.s3.rootdirectory`, `chunksize`).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub bucket: lain_cluster::BucketSettings,
+    pub options: lain_cluster::Options,
+}
+
 /// `etcd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Etcd {
@@ -194,6 +219,8 @@ pub struct Etcd {
     pub ca: Option<PathBuf>,
     pub identity: Option<(PathBuf, PathBuf)>,
     pub timeout: Duration,
+    /// `etcd.prefix`: cluster mode's metadata keys.
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -739,6 +766,11 @@ impl Config {
             _ => None,
         };
 
+        let cluster = match storage.s3 {
+            Some(s3) => Some(Self::cluster(s3, etcd.as_ref(), &invalid)?),
+            None => None,
+        };
+
         let connections = http.connections.unwrap_or_default();
         for (key, value) in [
             ("http.connections.max", connections.max),
@@ -796,6 +828,7 @@ impl Config {
             engine,
             collect,
             etcd,
+            cluster,
             log: Log { level, json },
             auth,
             purge_dry_run: purging.dryrun.is_some_and(|d| d.0),
@@ -922,6 +955,64 @@ impl Config {
         })
     }
 
+    fn cluster(
+        s3: model::S3,
+        etcd: Option<&Etcd>,
+        invalid: &dyn Fn(&str, String) -> Error,
+    ) -> Result<Cluster, Error> {
+        let Some(etcd) = etcd.filter(|e| e.api == EtcdApi::V3) else {
+            return Err(invalid(
+                "storage.s3",
+                "keeps blobs only: the metadata needs etcd (v3 API): give etcd.endpoints".into(),
+            ));
+        };
+        let text = |value: Option<values::Text>| value.map(|t| t.0).filter(|t| !t.is_empty());
+        let Some(bucket) = text(s3.bucket) else {
+            return Err(invalid("storage.s3.bucket", "is missing".into()));
+        };
+        let (access_key, secret_key) = match (text(s3.accesskey), text(s3.secretkey)) {
+            (Some(a), Some(s)) => (a, s),
+            _ => {
+                return Err(invalid(
+                    "storage.s3.accesskey",
+                    "accesskey and secretkey are both needed (no instance credentials)".into(),
+                ));
+            }
+        };
+        if s3.v4auth.is_some_and(|v| !v.0) {
+            return Err(invalid(
+                "storage.s3.v4auth",
+                "false: only AWS signature version 4 is spoken".into(),
+            ));
+        }
+        let part_size = s3.chunksize.map_or(lain_cluster::MIN_PART_SIZE, |s| s.0);
+        if part_size < lain_cluster::MIN_PART_SIZE {
+            return Err(invalid(
+                "storage.s3.chunksize",
+                format!("{part_size} bytes is below S3's minimum part of 5MiB"),
+            ));
+        }
+        let endpoint = text(s3.regionendpoint);
+        Ok(Cluster {
+            bucket: lain_cluster::BucketSettings {
+                bucket,
+                region: text(s3.region).unwrap_or_else(|| "us-east-1".to_owned()),
+                // As distribution: an endpoint of its own is addressed by path.
+                virtual_hosted: endpoint.is_none() && !s3.forcepathstyle.is_some_and(|f| f.0),
+                endpoint,
+                access_key,
+                secret_key,
+                secure: s3.secure.is_none_or(|s| s.0),
+            },
+            options: lain_cluster::Options {
+                prefix: etcd.prefix.clone(),
+                root: text(s3.rootdirectory).unwrap_or_default(),
+                part_size,
+                ..lain_cluster::Options::default()
+            },
+        })
+    }
+
     fn etcd(etcd: model::Etcd, invalid: &dyn Fn(&str, String) -> Error) -> Result<Etcd, Error> {
         let endpoints = etcd.endpoints.map(|e| e.0).unwrap_or_default();
         for endpoint in &endpoints {
@@ -982,6 +1073,7 @@ impl Config {
             ca: tls.ca.map(|c| PathBuf::from(c.0)),
             identity,
             timeout: etcd.timeout.map_or(Duration::from_secs(2), |t| t.0),
+            prefix: key(etcd.prefix, DEFAULT_CLUSTER_PREFIX, "etcd.prefix")?,
         })
     }
 

@@ -69,13 +69,45 @@ pub struct Storage {
     pub tag: Option<Any>,
     /// This registry's own engine settings.
     pub engine: Option<EngineSection>,
+    /// Cluster mode: blobs in this bucket, metadata in etcd.
+    pub s3: Option<S3>,
     // Other drivers: accepted, not applied.
-    pub s3: Option<Any>,
     pub azure: Option<Any>,
     pub gcs: Option<Any>,
     pub swift: Option<Any>,
     pub oss: Option<Any>,
     pub inmemory: Option<Any>,
+}
+
+/// distribution's `storage.s3` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3 {
+    pub accesskey: Option<Text>,
+    pub secretkey: Option<Text>,
+    pub region: Option<Text>,
+    pub regionendpoint: Option<Text>,
+    pub bucket: Option<Text>,
+    pub rootdirectory: Option<Text>,
+    pub secure: Option<Flag>,
+    pub v4auth: Option<Flag>,
+    pub chunksize: Option<Size>,
+    pub forcepathstyle: Option<Flag>,
+    // Accepted, not applied.
+    pub encrypt: Option<Any>,
+    pub keyid: Option<Any>,
+    pub skipverify: Option<Any>,
+    pub storageclass: Option<Any>,
+    pub useragent: Option<Any>,
+    pub usedualstack: Option<Any>,
+    pub accelerate: Option<Any>,
+    pub objectacl: Option<Any>,
+    pub loglevel: Option<Any>,
+    pub sessiontoken: Option<Any>,
+    pub credentialsconfigpath: Option<Any>,
+    pub multipartcopychunksize: Option<Any>,
+    pub multipartcopymaxconcurrency: Option<Any>,
+    pub multipartcopythresholdsize: Option<Any>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -363,6 +395,8 @@ pub struct Etcd {
     pub tls: Option<EtcdTls>,
     /// How long a request to etcd may take.
     pub timeout: Option<GoDuration>,
+    /// Cluster mode: where the registry's metadata keys are.
+    pub prefix: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -152,7 +152,7 @@ fn token_auth_is_read_and_the_kinds_not_enforced_are_refused() {
 
 #[test]
 fn distribution_defaults_when_keys_are_missing() {
-    let config = parse("version: 0.1\nstorage:\n  s3:\n    bucket: b\n").expect("parses");
+    let config = parse("version: 0.1\nstorage:\n  gcs:\n    bucket: b\n").expect("parses");
     assert_eq!(config.addr, ListenAddr::new("", 5000));
     assert_eq!(config.root, PathBuf::from(DISTRIBUTION_ROOT));
     assert!(
@@ -161,7 +161,7 @@ fn distribution_defaults_when_keys_are_missing() {
     );
     assert_eq!(config.http.upload_purge_age, 168 * HOUR);
     assert_eq!(config.http.upload_purge_interval, Some(24 * HOUR));
-    assert_eq!(config.not_applied, ["storage.s3"]);
+    assert_eq!(config.not_applied, ["storage.gcs"]);
     assert!(!config.live.read_only);
     assert_eq!(config.http.locations, lain_http::Locations::Relative);
     // Empty sections are as good as absent.
@@ -606,4 +606,41 @@ fn a_list_where_a_section_belongs_is_an_error() {
             "{e}"
         );
     }
+}
+
+#[test]
+fn storage_s3_with_etcd_is_cluster_mode_with_distributions_keys() {
+    let file = "storage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n    region: eu-west-1\n    \
+                regionendpoint: http://127.0.0.1:8333\n    bucket: registry\n    \
+                rootdirectory: /lain\n    secure: false\n    chunksize: 10485760\n    \
+                storageclass: STANDARD\n\
+                etcd:\n  endpoints: [http://127.0.0.1:2379]\n  prefix: /lain/registry-b/\n";
+    let config = parse(file).expect("parses");
+    let cluster = config.cluster.expect("cluster mode");
+    assert_eq!(cluster.bucket.bucket, "registry");
+    assert_eq!(cluster.bucket.region, "eu-west-1");
+    assert_eq!(cluster.bucket.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+    assert_eq!((cluster.bucket.access_key.as_str(), cluster.bucket.secret_key.as_str()), ("AK", "SK"));
+    assert!(!cluster.bucket.secure);
+    assert!(!cluster.bucket.virtual_hosted, "an endpoint of its own is addressed by path");
+    assert_eq!(cluster.options.root, "/lain");
+    assert_eq!(cluster.options.part_size, 10 << 20);
+    assert_eq!(cluster.options.prefix, "/lain/registry-b/");
+    assert_eq!(config.not_applied, ["storage.s3.storageclass"]);
+    // The embedded default stays the local engine.
+    assert!(parse("version: 0.1\n").expect("parses").cluster.is_none());
+}
+
+#[test]
+fn storage_s3_without_etcd_or_with_small_parts_is_refused() {
+    let s3 = "storage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n    bucket: b\n";
+    let e = parse(s3).expect_err("metadata needs etcd");
+    assert_eq!(located(&e).0, "storage.s3");
+    let etcd = "etcd:\n  endpoints: [http://127.0.0.1:2379]\n";
+    let small = format!("{s3}    chunksize: 1048576\n{etcd}");
+    assert_eq!(located(&parse(&small).expect_err("parts below 5MiB")).0, "storage.s3.chunksize");
+    let keyless = format!("storage:\n  s3:\n    bucket: b\n{etcd}");
+    assert_eq!(located(&parse(&keyless).expect_err("no keys")).0, "storage.s3.accesskey");
+    let bucketless = format!("storage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n{etcd}");
+    assert_eq!(located(&parse(&bucketless).expect_err("no bucket")).0, "storage.s3.bucket");
 }

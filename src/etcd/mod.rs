@@ -9,7 +9,7 @@
 //! clusters use), behind [`Client`].
 
 mod v2;
-mod v3;
+pub mod v3;
 
 use std::sync::Arc;
 use std::time::Duration;

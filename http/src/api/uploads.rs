@@ -100,7 +100,11 @@ pub async fn start(ctx: &Context, name: String, call: &mut Call) -> Result<Reply
     }
     let Some(text) = call.query("digest") else {
         let id = open_session(ctx, &name, Algorithm::Sha256, call).await?;
-        return Ok(session_reply(StatusCode::ACCEPTED, &name, &id, 0));
+        let reply = session_reply(StatusCode::ACCEPTED, &name, &id, 0);
+        return Ok(match ctx.store.chunk_min_length() {
+            Some(length) => reply.named("oci-chunk-min-length", length.to_string()),
+            None => reply,
+        });
     };
     // Monolithic: the whole blob is this request's body.
     let digest = parse_digest(text)?;
