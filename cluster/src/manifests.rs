@@ -48,7 +48,11 @@ impl Inner {
         let children: BTreeSet<&Digest> = references.manifests.iter().collect();
         let mut conditions = vec![exists(&self.layout.link(repo, &digest))];
         conditions.extend(blobs.iter().map(|b| exists(&self.layout.link(repo, b))));
-        conditions.extend(children.iter().map(|c| exists(&self.layout.manifest(repo, c))));
+        conditions.extend(
+            children
+                .iter()
+                .map(|c| exists(&self.layout.manifest(repo, c))),
+        );
         let entry = ManifestEntry {
             size,
             media_type: meta.media_type.clone(),
@@ -60,7 +64,11 @@ impl Inner {
             made: now_ms(),
         };
         let mut ops = vec![
-            TxnOp::put(self.layout.manifest(repo, &digest), records::encode(&entry), None),
+            TxnOp::put(
+                self.layout.manifest(repo, &digest),
+                records::encode(&entry),
+                None,
+            ),
             TxnOp::put(self.layout.repository(repo), "", None),
         ];
         ops.extend(
@@ -70,16 +78,32 @@ impl Inner {
                 .map(|b| TxnOp::put(self.layout.reference(repo, b, &digest), "", None)),
         );
         if let Some(tag) = tag {
-            ops.push(TxnOp::put(self.layout.tag(repo, tag), digest.to_string(), None));
+            ops.push(TxnOp::put(
+                self.layout.tag(repo, tag),
+                digest.to_string(),
+                None,
+            ));
         }
         if let Some(subject) = &meta.subject {
-            ops.push(TxnOp::put(self.layout.referrer(repo, subject, &digest), "", None));
+            ops.push(TxnOp::put(
+                self.layout.referrer(repo, subject, &digest),
+                "",
+                None,
+            ));
         }
         let txn = Txn::new().when(conditions).and_then(ops);
-        if self.meta.txn(txn).await.map_err(lain_store::Error::from)?.succeeded() {
+        if self
+            .meta
+            .txn(txn)
+            .await
+            .map_err(lain_store::Error::from)?
+            .succeeded()
+        {
             return Ok(ManifestRecord { digest, size, meta });
         }
-        Err(self.missing_reference(repo, &digest, &blobs, &children).await?)
+        Err(self
+            .missing_reference(repo, &digest, &blobs, &children)
+            .await?)
     }
 
     /// Which reference made a manifest's transaction fail.
@@ -93,8 +117,16 @@ impl Inner {
         let wanted: Vec<(&Digest, &'static str, String)> = children
             .iter()
             .map(|c| (*c, "manifest", self.layout.manifest(repo, c)))
-            .chain(blobs.iter().map(|b| (*b, "blob", self.layout.link(repo, b))))
-            .chain([(digest, "manifest's own bytes", self.layout.link(repo, digest))])
+            .chain(
+                blobs
+                    .iter()
+                    .map(|b| (*b, "blob", self.layout.link(repo, b))),
+            )
+            .chain([(
+                digest,
+                "manifest's own bytes",
+                self.layout.link(repo, digest),
+            )])
             .collect();
         let keys: Vec<String> = wanted.iter().map(|(_, _, k)| k.clone()).collect();
         let found = self.meta.get_many(&keys).await?;
@@ -109,7 +141,10 @@ impl Inner {
         }
         // Everything is there now: a collection removed something and a push put it
         // back between the transaction and this look.
-        Ok(Error::Contended { what: "a manifest's push" }.into())
+        Ok(Error::Contended {
+            what: "a manifest's push",
+        }
+        .into())
     }
 
     async fn resolve(&self, repo: &str, reference: &Reference) -> Result<Option<Digest>> {
@@ -125,7 +160,11 @@ impl Inner {
         }
     }
 
-    pub async fn manifest(&self, repo: &str, reference: &Reference) -> Result<Option<ManifestRecord>> {
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>> {
         let Some(digest) = self.resolve(repo, reference).await? else {
             return Ok(None);
         };
@@ -178,27 +217,47 @@ impl Inner {
             }
             for referenced in entry.blobs.iter().chain(&entry.children) {
                 let referenced = records::parse_digest(kv.key(), referenced)?;
-                ops.push(TxnOp::delete(self.layout.reference(repo, &referenced, digest), None));
+                ops.push(TxnOp::delete(
+                    self.layout.reference(repo, &referenced, digest),
+                    None,
+                ));
             }
             if let Some(subject) = &entry.subject {
                 let subject = records::parse_digest(kv.key(), subject)?;
-                ops.push(TxnOp::delete(self.layout.referrer(repo, &subject, digest), None));
+                ops.push(TxnOp::delete(
+                    self.layout.referrer(repo, &subject, digest),
+                    None,
+                ));
             }
-            if self.meta.txn(Txn::new().when(conditions).and_then(ops)).await?.succeeded() {
+            if self
+                .meta
+                .txn(Txn::new().when(conditions).and_then(ops))
+                .await?
+                .succeeded()
+            {
                 return Ok(true);
             }
         }
-        Err(Error::Contended { what: "a manifest's delete" })
+        Err(Error::Contended {
+            what: "a manifest's delete",
+        })
     }
 
     pub async fn repository_exists(&self, repo: &str) -> Result<bool> {
-        Ok(self.meta.get(&self.layout.repository(repo)).await?.is_some())
+        Ok(self
+            .meta
+            .get(&self.layout.repository(repo))
+            .await?
+            .is_some())
     }
 
     /// Names under `prefix`, after `after`, at most `limit`.
     async fn names(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let after = after.map(|a| format!("{prefix}{a}"));
-        let (kvs, _) = self.meta.scan(prefix, after.as_deref(), limit, true).await?;
+        let (kvs, _) = self
+            .meta
+            .scan(prefix, after.as_deref(), limit, true)
+            .await?;
         Ok(kvs
             .iter()
             .filter_map(|kv| kv.key().strip_prefix(prefix.as_bytes()))
@@ -206,11 +265,20 @@ impl Inner {
             .collect())
     }
 
-    pub async fn list_tags(&self, repo: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+    pub async fn list_tags(
+        &self,
+        repo: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         self.names(&self.layout.tags(repo), after, limit).await
     }
 
-    pub async fn list_repositories(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+    pub async fn list_repositories(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         self.names(&self.layout.repositories(), after, limit).await
     }
 
@@ -229,7 +297,10 @@ impl Inner {
         for name in &names {
             digests.push(records::parse_digest(prefix.as_bytes(), name)?);
         }
-        let keys: Vec<String> = digests.iter().map(|d| self.layout.manifest(repo, d)).collect();
+        let keys: Vec<String> = digests
+            .iter()
+            .map(|d| self.layout.manifest(repo, d))
+            .collect();
         let mut records = Vec::new();
         for (digest, kv) in digests.iter().zip(self.meta.get_many(&keys).await?) {
             // A referrer entry outlives its manifest by nothing; none is skipped.
@@ -239,7 +310,9 @@ impl Inner {
                 records.push(entry.record(kv.key(), digest.clone())?);
             }
         }
-        let more = (names.len() >= limit).then(|| digests.last().cloned()).flatten();
+        let more = (names.len() >= limit)
+            .then(|| digests.last().cloned())
+            .flatten();
         Ok((records, more))
     }
 }

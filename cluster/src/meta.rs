@@ -189,7 +189,11 @@ async fn keep_alive(mut client: Client, lease: std::sync::Weak<Lease>) {
                 // writer key it held is gone. A new one, for new claims.
                 match client.lease_grant(LEASE_TTL.as_secs() as i64, None).await {
                     Ok(granted) => {
-                        tracing::warn!(old = id, new = granted.id(), "etcd lease lapsed; took a new one");
+                        tracing::warn!(
+                            old = id,
+                            new = granted.id(),
+                            "etcd lease lapsed; took a new one"
+                        );
                         lease.id.store(granted.id(), Ordering::Release);
                         lease.renewed.store(now_ms(), Ordering::Release);
                     }

@@ -83,7 +83,11 @@ impl Bucket {
     /// and staged objects never change, so an existing one holds the same bytes.
     pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
         let options = PutOptions::from(PutMode::Create);
-        match self.s3.put_opts(path, PutPayload::from(bytes), options).await {
+        match self
+            .s3
+            .put_opts(path, PutPayload::from(bytes), options)
+            .await
+        {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -134,7 +138,13 @@ impl Bucket {
     }
 
     /// Uploads part `index` (0-based) and returns its ETag.
-    pub async fn put_part(&self, path: &Path, id: &str, index: usize, bytes: Bytes) -> Result<String> {
+    pub async fn put_part(
+        &self,
+        path: &Path,
+        id: &str,
+        index: usize,
+        bytes: Bytes,
+    ) -> Result<String> {
         let part = self
             .s3
             .put_part(path, &id.to_owned(), index, PutPayload::from(bytes))

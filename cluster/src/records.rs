@@ -28,10 +28,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn parse_digest(key: &[u8], text: &str) -> Result<Digest> {
-    text.parse().map_err(|e: lain_store::DigestParseError| Error::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        detail: e.to_string(),
-    })
+    text.parse()
+        .map_err(|e: lain_store::DigestParseError| Error::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            detail: e.to_string(),
+        })
 }
 
 /// A stored blob. Its bytes are the object `blobs/<algorithm>/<hex>`.

@@ -32,7 +32,12 @@ impl Store for ClusterStore {
         Ok(self.inner.unlink_blob(repo, digest).await?)
     }
 
-    async fn start_upload(&self, repo: &str, algorithm: Algorithm, owner: &str) -> Result<UploadId> {
+    async fn start_upload(
+        &self,
+        repo: &str,
+        algorithm: Algorithm,
+        owner: &str,
+    ) -> Result<UploadId> {
         self.inner.start_upload(repo, algorithm, owner).await
     }
 
@@ -103,7 +108,12 @@ impl Store for ClusterStore {
         Ok(self.inner.repository_exists(repo).await?)
     }
 
-    async fn list_tags(&self, repo: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+    async fn list_tags(
+        &self,
+        repo: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         Ok(self.inner.list_tags(repo, after, limit).await?)
     }
 

@@ -21,11 +21,11 @@ use bytes::{Bytes, BytesMut};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use lain_store::{Algorithm, BlobInfo, Digest, Hasher, UploadId, UploadStatus};
 
+use crate::Inner;
 use crate::blobs::Source;
 use crate::error::{Error, Result};
 use crate::meta::{absent, unchanged};
 use crate::records::{self, SessionRecord, Tail, now_ms};
-use crate::Inner;
 
 /// A session a request has not touched for this long has lost its request (the client
 /// went away between two pieces): what it gathered is staged and the claim released.
@@ -102,7 +102,12 @@ fn unknown(id: &str) -> lain_store::Error {
 }
 
 impl Inner {
-    pub async fn start_upload(&self, repo: &str, algorithm: Algorithm, owner: &str) -> lain_store::Result<UploadId> {
+    pub async fn start_upload(
+        &self,
+        repo: &str,
+        algorithm: Algorithm,
+        owner: &str,
+    ) -> lain_store::Result<UploadId> {
         let limit = self.options.max_upload_sessions;
         if self.meta.count(&self.layout.sessions()).await? >= limit as i64 {
             return Err(lain_store::Error::TooManyUploads { limit });
@@ -123,11 +128,16 @@ impl Inner {
             tail: None,
         };
         let key = self.layout.session(&id);
-        let txn = Txn::new()
-            .when([absent(&key)])
-            .and_then([TxnOp::put(key.as_str(), records::encode(&record), None)]);
+        let txn = Txn::new().when([absent(&key)]).and_then([TxnOp::put(
+            key.as_str(),
+            records::encode(&record),
+            None,
+        )]);
         if !self.meta.txn(txn).await?.succeeded() {
-            return Err(Error::Contended { what: "a new upload session" }.into());
+            return Err(Error::Contended {
+                what: "a new upload session",
+            }
+            .into());
         }
         Ok(id)
     }
@@ -149,7 +159,11 @@ impl Inner {
         let received = match self.writing.get(id) {
             Some(writer) => {
                 let writer = writer.lock().await;
-                if writer.done { record.received } else { writer.received() }
+                if writer.done {
+                    record.received
+                } else {
+                    writer.received()
+                }
             }
             None => record.received,
         };
@@ -158,7 +172,11 @@ impl Inner {
     }
 
     /// The session's writer, taking its claim in etcd unless this instance holds it.
-    async fn take(&self, repo: &str, id: &str) -> lain_store::Result<Arc<tokio::sync::Mutex<Writer>>> {
+    async fn take(
+        &self,
+        repo: &str,
+        id: &str,
+    ) -> lain_store::Result<Arc<tokio::sync::Mutex<Writer>>> {
         if let Some(writer) = self.writing.get(id) {
             let held = writer.lock().await;
             if !held.done && held.repo == repo {
@@ -180,14 +198,18 @@ impl Inner {
         if !self.meta.txn(claim).await?.succeeded() {
             // Another request (here or elsewhere) writes it, or just did.
             let (now, _) = self.session(repo, id).await?;
-            return Err(lain_store::Error::UploadOffset { received: now.received });
+            return Err(lain_store::Error::UploadOffset {
+                received: now.received,
+            });
         }
         let corrupt = |detail: &str| Error::Corrupt {
             key: key.clone(),
             detail: detail.to_owned(),
         };
         let algorithm = algorithm_named(&record.algorithm).ok_or_else(|| corrupt("algorithm"))?;
-        let saved = BASE64.decode(&record.hasher).map_err(|_| corrupt("hasher"))?;
+        let saved = BASE64
+            .decode(&record.hasher)
+            .map_err(|_| corrupt("hasher"))?;
         let hasher = Hasher::restore(algorithm, &saved).ok_or_else(|| corrupt("hasher"))?;
         let mut buffer = BytesMut::new();
         if let Some(tail) = &record.tail {
@@ -225,7 +247,10 @@ impl Inner {
     /// Drops this instance's claim (best effort: the lease ends it anyway).
     async fn release(&self, id: &str) {
         self.writing.remove(id);
-        let _ = self.meta.txn(self.release_txn(id, Vec::new(), Vec::new())).await;
+        let _ = self
+            .meta
+            .txn(self.release_txn(id, Vec::new(), Vec::new()))
+            .await;
     }
 
     /// A transaction that, if this instance still holds the claim, does `ops` and
@@ -241,14 +266,24 @@ impl Inner {
         Compare::value(writer_key, CompareOp::Equal, self.writing.instance.as_str())
     }
 
-    pub async fn upload_append(&self, repo: &str, id: &str, at: u64, piece: Bytes) -> lain_store::Result<u64> {
+    pub async fn upload_append(
+        &self,
+        repo: &str,
+        id: &str,
+        at: u64,
+        piece: Bytes,
+    ) -> lain_store::Result<u64> {
         let writer = self.take(repo, id).await?;
         let mut w = writer.lock().await;
         if w.done {
-            return Err(lain_store::Error::UploadOffset { received: w.record.received });
+            return Err(lain_store::Error::UploadOffset {
+                received: w.record.received,
+            });
         }
         if w.received() != at {
-            return Err(lain_store::Error::UploadOffset { received: w.received() });
+            return Err(lain_store::Error::UploadOffset {
+                received: w.received(),
+            });
         }
         w.buffer.extend_from_slice(&piece);
         w.last_used = Instant::now();
@@ -300,18 +335,26 @@ impl Inner {
         record.active = now_ms();
         let key = self.layout.session(id);
         let txn = Txn::new()
-            .when([unchanged(&key, w.revision), self.ours(&self.layout.writer(id))])
+            .when([
+                unchanged(&key, w.revision),
+                self.ours(&self.layout.writer(id)),
+            ])
             .and_then([TxnOp::put(key.as_str(), records::encode(&record), None)]);
         let response = self.meta.txn(txn).await?;
         if !response.succeeded() {
-            return Err(lain_store::Error::UploadOffset { received: record.received - part.len() as u64 });
+            return Err(lain_store::Error::UploadOffset {
+                received: record.received - part.len() as u64,
+            });
         }
         w.revision = response.header().map_or(0, |h| h.revision());
         w.record = record;
         w.hasher = hasher;
         w.hashed = w.hashed.saturating_sub(part.len());
         if let Some(staged) = staged {
-            let _ = self.bucket.delete(&self.layout.tail_object(id, &staged.name)).await;
+            let _ = self
+                .bucket
+                .delete(&self.layout.tail_object(id, &staged.name))
+                .await;
         }
         Ok(())
     }
@@ -360,19 +403,31 @@ impl Inner {
         }
         let txn = self.release_txn(id, vec![unchanged(&key, w.revision)], ops);
         if !self.meta.txn(txn).await?.succeeded() {
-            return Err(lain_store::Error::UploadOffset { received: w.record.received });
+            return Err(lain_store::Error::UploadOffset {
+                received: w.record.received,
+            });
         }
         if let Some(old) = old_tail {
-            let _ = self.bucket.delete(&self.layout.tail_object(id, &old.name)).await;
+            let _ = self
+                .bucket
+                .delete(&self.layout.tail_object(id, &old.name))
+                .await;
         }
         Ok(record.received)
     }
 
-    pub async fn commit_upload(&self, repo: &str, id: &str, expected: &Digest) -> lain_store::Result<BlobInfo> {
+    pub async fn commit_upload(
+        &self,
+        repo: &str,
+        id: &str,
+        expected: &Digest,
+    ) -> lain_store::Result<BlobInfo> {
         let writer = self.take(repo, id).await?;
         let mut w = writer.lock().await;
         if w.done {
-            return Err(lain_store::Error::UploadOffset { received: w.record.received });
+            return Err(lain_store::Error::UploadOffset {
+                received: w.record.received,
+            });
         }
         w.done = true;
         let result = self.finish(repo, id, expected, &mut w).await;
@@ -386,7 +441,13 @@ impl Inner {
         result
     }
 
-    async fn finish(&self, repo: &str, id: &str, expected: &Digest, w: &mut Writer) -> lain_store::Result<BlobInfo> {
+    async fn finish(
+        &self,
+        repo: &str,
+        id: &str,
+        expected: &Digest,
+        w: &mut Writer,
+    ) -> lain_store::Result<BlobInfo> {
         let mut hasher = w.hasher.clone();
         hasher.update(&w.buffer[w.hashed..]);
         let computed = hasher.finish();
@@ -401,7 +462,8 @@ impl Inner {
         let info = match &w.record.multipart {
             None => {
                 let bytes = Bytes::copy_from_slice(&w.buffer);
-                self.settle_blob(repo, expected, size, Source::Bytes(bytes)).await?
+                self.settle_blob(repo, expected, size, Source::Bytes(bytes))
+                    .await?
             }
             Some(multipart) => {
                 if !self.meta.lease_alive() {
@@ -412,17 +474,28 @@ impl Inner {
                     let mut parts = w.record.parts.clone();
                     if !w.buffer.is_empty() {
                         let last = Bytes::copy_from_slice(&w.buffer);
-                        parts.push(self.bucket.put_part(&object, multipart, parts.len(), last).await?);
+                        parts.push(
+                            self.bucket
+                                .put_part(&object, multipart, parts.len(), last)
+                                .await?,
+                        );
                     }
-                    self.bucket.finish_multipart(&object, multipart, &parts).await?;
+                    self.bucket
+                        .finish_multipart(&object, multipart, &parts)
+                        .await?;
                 }
-                self.settle_blob(repo, expected, size, Source::Object(object.clone())).await?
+                self.settle_blob(repo, expected, size, Source::Object(object.clone()))
+                    .await?
             }
         };
         // The blob is stored and linked: the session's end is cleanup, and a failure
         // here leaves only what the purge removes.
         let key = self.layout.session(id);
-        let txn = self.release_txn(id, vec![unchanged(&key, w.revision)], vec![TxnOp::delete(key.as_str(), None)]);
+        let txn = self.release_txn(
+            id,
+            vec![unchanged(&key, w.revision)],
+            vec![TxnOp::delete(key.as_str(), None)],
+        );
         if let Err(e) = self.meta.txn(txn).await {
             tracing::warn!(error = %e, session = id, "a committed session's record stays until purged");
         }
@@ -452,7 +525,10 @@ impl Inner {
             TxnOp::delete(self.layout.writer(id), None),
         ]);
         if !self.meta.txn(txn).await?.succeeded() {
-            return Err(Error::Contended { what: "an upload's cancel" }.into());
+            return Err(Error::Contended {
+                what: "an upload's cancel",
+            }
+            .into());
         }
         self.remove_objects(id, &record).await;
         Ok(())
@@ -468,9 +544,14 @@ impl Inner {
                 continue;
             }
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let Some(id) = key.strip_prefix(&self.layout.sessions()) else { continue };
+            let Some(id) = key.strip_prefix(&self.layout.sessions()) else {
+                continue;
+            };
             let txn = Txn::new()
-                .when([unchanged(&key, kv.mod_revision()), absent(&self.layout.writer(id))])
+                .when([
+                    unchanged(&key, kv.mod_revision()),
+                    absent(&self.layout.writer(id)),
+                ])
                 .and_then([TxnOp::delete(key.as_str(), None)]);
             if self.meta.txn(txn).await?.succeeded() {
                 self.remove_objects(id, &record).await;
@@ -489,7 +570,9 @@ pub async fn put_away_abandoned(inner: Weak<Inner>) {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         for (id, writer) in inner.writing.all() {
-            let Ok(mut w) = writer.try_lock() else { continue };
+            let Ok(mut w) = writer.try_lock() else {
+                continue;
+            };
             if w.done || w.last_used.elapsed() < ABANDONED {
                 continue;
             }

@@ -116,3 +116,43 @@ pub fn collect(engine: &Engine, settings: &Collect, out: &dyn Output) -> Result<
         Outcome::Problems
     })
 }
+
+/// The collection of a cluster (see `lain_cluster::CollectOptions`): one collector at a
+/// time, whichever process runs it, while every instance serves.
+pub async fn collect_cluster(
+    store: &lain_cluster::ClusterStore,
+    settings: &Collect,
+    out: &dyn Output,
+) -> Result<Outcome, String> {
+    let options = lain_cluster::CollectOptions {
+        delete_untagged: settings.delete_untagged,
+        dry_run: settings.dry_run,
+        grace: settings.grace,
+        wait: std::time::Duration::from_secs(60),
+    };
+    let report = store
+        .collect(&options)
+        .await
+        .map_err(|e| format!("the collection failed: {e}"))?;
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for removal in &report.removals {
+        out.line(&format!("{verb} {removal}"));
+    }
+    out.line(&format!(
+        "{verb} {} manifests, {} links, {} blobs ({}) and {} stray objects in {} repositories; \
+         {} removals skipped because a push needed them; {:.1} s",
+        report.manifests_removed,
+        report.links_removed,
+        report.blobs_removed,
+        bytes(report.blob_bytes_removed),
+        report.objects_removed,
+        report.repositories,
+        report.kept_by_races,
+        report.elapsed.as_secs_f64(),
+    ));
+    Ok(Outcome::Clean)
+}

@@ -619,10 +619,22 @@ fn storage_s3_with_etcd_is_cluster_mode_with_distributions_keys() {
     let cluster = config.cluster.expect("cluster mode");
     assert_eq!(cluster.bucket.bucket, "registry");
     assert_eq!(cluster.bucket.region, "eu-west-1");
-    assert_eq!(cluster.bucket.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
-    assert_eq!((cluster.bucket.access_key.as_str(), cluster.bucket.secret_key.as_str()), ("AK", "SK"));
+    assert_eq!(
+        cluster.bucket.endpoint.as_deref(),
+        Some("http://127.0.0.1:8333")
+    );
+    assert_eq!(
+        (
+            cluster.bucket.access_key.as_str(),
+            cluster.bucket.secret_key.as_str()
+        ),
+        ("AK", "SK")
+    );
     assert!(!cluster.bucket.secure);
-    assert!(!cluster.bucket.virtual_hosted, "an endpoint of its own is addressed by path");
+    assert!(
+        !cluster.bucket.virtual_hosted,
+        "an endpoint of its own is addressed by path"
+    );
     assert_eq!(cluster.options.root, "/lain");
     assert_eq!(cluster.options.part_size, 10 << 20);
     assert_eq!(cluster.options.prefix, "/lain/registry-b/");
@@ -638,9 +650,18 @@ fn storage_s3_without_etcd_or_with_small_parts_is_refused() {
     assert_eq!(located(&e).0, "storage.s3");
     let etcd = "etcd:\n  endpoints: [http://127.0.0.1:2379]\n";
     let small = format!("{s3}    chunksize: 1048576\n{etcd}");
-    assert_eq!(located(&parse(&small).expect_err("parts below 5MiB")).0, "storage.s3.chunksize");
+    assert_eq!(
+        located(&parse(&small).expect_err("parts below 5MiB")).0,
+        "storage.s3.chunksize"
+    );
     let keyless = format!("storage:\n  s3:\n    bucket: b\n{etcd}");
-    assert_eq!(located(&parse(&keyless).expect_err("no keys")).0, "storage.s3.accesskey");
+    assert_eq!(
+        located(&parse(&keyless).expect_err("no keys")).0,
+        "storage.s3.accesskey"
+    );
     let bucketless = format!("storage:\n  s3:\n    accesskey: AK\n    secretkey: SK\n{etcd}");
-    assert_eq!(located(&parse(&bucketless).expect_err("no bucket")).0, "storage.s3.bucket");
+    assert_eq!(
+        located(&parse(&bucketless).expect_err("no bucket")).0,
+        "storage.s3.bucket"
+    );
 }

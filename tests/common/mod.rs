@@ -4,9 +4,12 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod cluster;
 pub mod etcd;
+pub mod layout;
 pub mod skopeo;
 pub mod tokens;
+pub mod weed;
 
 #[allow(unused_imports)] // each test binary uses its own part of this module
 pub use lain_testkit::seed;
@@ -225,6 +228,35 @@ enum Body {
     Bytes(Vec<u8>),
     /// Sent with `Transfer-Encoding: chunked`, one chunk per element.
     Chunked(Vec<Vec<u8>>),
+}
+
+/// Whatever answers the registry API: one registry, or the cluster's proxy.
+pub trait Api {
+    fn request(&self, method: &str, path: &str) -> Request<'_>;
+}
+
+impl Api for Registry {
+    fn request(&self, method: &str, path: &str) -> Request<'_> {
+        Registry::request(self, method, path)
+    }
+}
+
+impl Api for cluster::Proxy {
+    fn request(&self, method: &str, path: &str) -> Request<'_> {
+        request_to(&self.addr, method, path)
+    }
+}
+
+impl<T: Api + ?Sized> Api for Arc<T> {
+    fn request(&self, method: &str, path: &str) -> Request<'_> {
+        T::request(self, method, path)
+    }
+}
+
+impl Api for str {
+    fn request(&self, method: &str, path: &str) -> Request<'_> {
+        request_to(self, method, path)
+    }
 }
 
 /// A request to another server on loopback (etcd's HTTP API, in the etcd tests).
@@ -511,7 +543,7 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-pub fn put_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
+pub fn put_blob(reg: &(impl Api + ?Sized), repo: &str, bytes: &[u8]) -> String {
     let digest = sha256(bytes);
     reg.request(
         "POST",
@@ -526,7 +558,7 @@ pub fn put_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
 
 /// Pushes an image of two layers and a config, tagged `tag`; returns its manifest
 /// digest.
-pub fn push_image(reg: &Registry, repo: &str, tag: &str, seed: u64) -> String {
+pub fn push_image(reg: &(impl Api + ?Sized), repo: &str, tag: &str, seed: u64) -> String {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#);
     let config_digest = put_blob(reg, repo, config.as_bytes());
     let layers: Vec<(String, usize)> = (0..2)
@@ -552,7 +584,7 @@ pub fn push_image(reg: &Registry, repo: &str, tag: &str, seed: u64) -> String {
 
 /// What a registry serves for `repos`: each tag's manifest bytes and every blob the
 /// manifest names, fetched over HTTP.
-pub fn served(reg: &Registry, repos: &[&str]) -> BTreeMap<String, Vec<u8>> {
+pub fn served(reg: &(impl Api + ?Sized), repos: &[&str]) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for repo in repos {
         let tags = reg.request("GET", &format!("/v2/{repo}/tags/list")).send();
@@ -567,7 +599,12 @@ pub fn served(reg: &Registry, repos: &[&str]) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-pub fn image(reg: &Registry, repo: &str, reference: &str, out: &mut BTreeMap<String, Vec<u8>>) {
+pub fn image(
+    reg: &(impl Api + ?Sized),
+    repo: &str,
+    reference: &str,
+    out: &mut BTreeMap<String, Vec<u8>>,
+) {
     let manifest = reg
         .request("GET", &format!("/v2/{repo}/manifests/{reference}"))
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
