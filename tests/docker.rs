@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::Cluster;
 use common::{Launch, Registry};
 
 /// A private dockerd, killed and reaped when dropped.
@@ -91,7 +92,7 @@ impl Dockerd {
         child.wait_with_output().expect("docker")
     }
 
-    fn ok(&self, args: &[&str], registry: &Registry) -> String {
+    fn ok(&self, args: &[&str], registry: &dyn Target) -> String {
         let out = self.docker(args);
         assert!(
             out.status.success(),
@@ -104,9 +105,9 @@ impl Dockerd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn login(&self, registry: &Registry, user: &str, password: &str) -> Output {
+    fn login(&self, registry: &dyn Target, user: &str, password: &str) -> Output {
         self.docker_with_input(
-            &["login", &registry.addr, "-u", user, "--password-stdin"],
+            &["login", &registry.addr(), "-u", user, "--password-stdin"],
             Some(password),
         )
     }
@@ -125,8 +126,34 @@ impl Drop for Dockerd {
     }
 }
 
+/// What the docker client pushes to: an address, and the log that explains a failure.
+trait Target {
+    fn addr(&self) -> String;
+    fn log(&self) -> String;
+}
+
+impl Target for Registry {
+    fn addr(&self) -> String {
+        self.addr.clone()
+    }
+
+    fn log(&self) -> String {
+        Registry::log(self)
+    }
+}
+
+impl Target for Cluster {
+    fn addr(&self) -> String {
+        self.proxy.addr.clone()
+    }
+
+    fn log(&self) -> String {
+        Cluster::log(self)
+    }
+}
+
 /// A wrong password refused, alice logged in, then the seed's workflow.
-fn login_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: usize) {
+fn login_push_pull(dockerd: &Dockerd, registry: &dyn Target, context: &Path, n: usize) {
     assert!(
         !dockerd.login(registry, "alice", "wrong").status.success(),
         "a wrong password logged in"
@@ -141,9 +168,9 @@ fn login_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: us
 }
 
 /// The seed's workflow against `registry`, logged in as `user`.
-fn build_push_pull(dockerd: &Dockerd, registry: &Registry, context: &Path, n: usize) {
+fn build_push_pull(dockerd: &Dockerd, registry: &dyn Target, context: &Path, n: usize) {
     let local = format!("lain-test/app:{n}");
-    let remote = format!("{}/lain/app:v{n}", registry.addr);
+    let remote = format!("{}/lain/app:v{n}", registry.addr());
     dockerd.ok(
         &[
             "build",
@@ -233,5 +260,38 @@ fn docker_builds_logs_in_pushes_and_pulls() {
         registry.log().contains("subject=alice"),
         "{}",
         registry.log()
+    );
+}
+
+/// The seed's workflow through three cluster instances behind a proxy that sends each
+/// request to the next one: every request of the push and of the pull lands on
+/// another instance than the one before.
+#[test]
+fn docker_pushes_and_pulls_through_three_cluster_instances() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dockerd = Dockerd::start(&work.path().join("docker"));
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    // One layer past an S3 part (a multipart upload), two within one.
+    for (name, bytes) in [("a", 1usize << 10), ("b", 7 << 20), ("c", 64 << 10)] {
+        let content: Vec<u8> = common::pseudo_random(u64::from(name.as_bytes()[0]), bytes);
+        std::fs::write(context.join(name), content).expect("write");
+    }
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n",
+    )
+    .expect("write");
+    let cluster = Cluster::start(3);
+    build_push_pull(&dockerd, &cluster, &context, 1);
+    let requests = cluster.proxy.log();
+    let instances: std::collections::BTreeSet<usize> = requests.iter().map(|r| r.0).collect();
+    assert_eq!(instances.len(), 3, "{requests:?}");
+    for pair in requests.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "two requests in a row on one instance");
+    }
+    assert!(
+        requests.iter().any(|r| r.1 == "PUT" && r.2.contains("/manifests/")),
+        "the push reached the cluster: {requests:?}"
     );
 }
