@@ -567,7 +567,15 @@ fn serve(file: Option<&Path>) -> Result<(), String> {
             storage::Opened::Local(engine)
         }
         Some(cluster) => {
-            storage::Opened::Cluster(runtime.block_on(storage::open_cluster(&config, cluster))?)
+            let store = runtime.block_on(storage::open_cluster(&config, cluster))?;
+            if config.http.secret.is_none() {
+                // Instances must agree on it: without http.secret, etcd keeps one.
+                let secret = runtime
+                    .block_on(store.shared_secret())
+                    .map_err(|e| format!("cannot read the cluster's shared secret: {e}"))?;
+                config.http.secret = Some(secret);
+            }
+            storage::Opened::Cluster(store)
         }
     };
     let (live_tx, live) = tokio::sync::watch::channel(live_settings);

@@ -150,6 +150,13 @@ fn oci_flows_pass_through_the_proxy() {
         status.header("range"),
         Some(format!("0-{}", offset - 1).as_str())
     );
+    // Locations carry a state only this cluster issues (every instance checks it).
+    let (path, state) = location.split_once("?_state=").expect("a state");
+    let first = if state.starts_with('A') { 'B' } else { 'A' };
+    let forged = format!("{path}?_state={first}{}", &state[1..]);
+    api.request("GET", &forged)
+        .send()
+        .expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
     let wrong = api
         .request("PUT", &with_query(&location, &format!("digest={digest}")))
         .body(Vec::new())
@@ -308,6 +315,8 @@ fn an_upload_whose_instance_is_killed_mid_chunk_is_finished_through_another() {
     let b = cluster.instance(1);
     let status = b.request("GET", &location).send();
     status.expect(204, None);
+    // A client resumes at the location the status gives (its state names the size).
+    let location = status.header("location").expect("location").to_owned();
     let range = status.header("range").expect("range").to_owned();
     let received: usize = range
         .strip_prefix("0-")

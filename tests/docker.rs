@@ -288,10 +288,15 @@ fn docker_pushes_and_pulls_through_three_cluster_instances() {
     let instances: std::collections::BTreeSet<usize> = requests.iter().map(|r| r.0).collect();
     assert_eq!(instances.len(), 3, "{requests:?}");
     for pair in requests.windows(2) {
-        assert_ne!(pair[0].0, pair[1].0, "two requests in a row on one instance");
+        assert_ne!(
+            pair[0].0, pair[1].0,
+            "two requests in a row on one instance"
+        );
     }
     assert!(
-        requests.iter().any(|r| r.1 == "PUT" && r.2.contains("/manifests/")),
+        requests
+            .iter()
+            .any(|r| r.1 == "PUT" && r.2.contains("/manifests/")),
         "the push reached the cluster: {requests:?}"
     );
 }

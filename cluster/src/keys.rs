@@ -16,6 +16,8 @@
 //! upload/<id>                        SessionRecord: an upload session
 //! writer/<id>                        the instance writing session <id> (its lease)
 //! collector                          the collection lock (etcd's lock API)
+//! secret                             the instances' shared upload-location secret,
+//!                                    when http.secret does not give one
 //! ```
 //! Bucket, under `<rootdirectory>/`:
 //! ```text
@@ -126,6 +128,10 @@ impl Layout {
 
     pub fn writer(&self, id: &str) -> String {
         self.key(format_args!("writer/{id}"))
+    }
+
+    pub fn secret(&self) -> String {
+        self.key(format_args!("secret"))
     }
 
     pub fn collector(&self) -> String {

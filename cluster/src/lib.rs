@@ -90,6 +90,37 @@ impl ClusterStore {
         Ok(store)
     }
 
+    /// A secret every instance of this cluster shares, made by the first to ask:
+    /// upload locations one instance issues then check on every other, with no
+    /// `http.secret` to keep in step.
+    pub async fn shared_secret(&self) -> Result<Vec<u8>> {
+        use etcd_client::{Txn, TxnOp, TxnOpResponse};
+        let key = self.inner.layout.secret();
+        let fresh = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let txn = Txn::new()
+            .when([meta::absent(&key)])
+            .and_then([TxnOp::put(key.as_str(), fresh.as_str(), None)])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let response = self.inner.meta.txn(txn).await?;
+        if response.succeeded() {
+            return Ok(fresh.into_bytes());
+        }
+        for op in response.op_responses() {
+            if let TxnOpResponse::Get(get) = op
+                && let Some(kv) = get.kvs().first()
+            {
+                return Ok(kv.value().to_vec());
+            }
+        }
+        Err(Error::Contended {
+            what: "the shared secret",
+        })
+    }
+
     pub fn options(&self) -> &Options {
         &self.inner.options
     }

@@ -13,6 +13,7 @@ mod ranges;
 mod route;
 mod server;
 mod unparsed;
+mod upload_state;
 
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Connections one client address may have open (`http.connections.perclient`).
     pub max_connections_per_client: usize,
+    /// What upload locations are authenticated with (`http.secret`); a random key of
+    /// this process when `None`.
+    pub secret: Option<Vec<u8>>,
 }
 
 /// How `Location` (and `Link`) headers name this registry.
@@ -93,6 +97,7 @@ impl Default for Settings {
             upload_memory: DEFAULT_UPLOAD_MEMORY,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            secret: None,
         }
     }
 }

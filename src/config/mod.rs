@@ -63,7 +63,6 @@ pub const NOT_APPLIED: &[&str] = &[
     "health",
     "http.debug",
     "http.h2c",
-    "http.secret",
     "http.tls.ciphersuites",
     "log.accesslog",
     "log.fields",
@@ -811,6 +810,10 @@ impl Config {
                     connections.perclient,
                     lain_http::DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
                 ),
+                secret: http
+                    .secret
+                    .map(|s| s.0.into_bytes())
+                    .filter(|s| !s.is_empty()),
                 upload_memory: engine_section
                     .uploadmemory
                     .map_or(lain_http::DEFAULT_UPLOAD_MEMORY, |s| {

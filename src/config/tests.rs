@@ -81,12 +81,7 @@ fn lain_file_with_auth_cleared_by_the_environment() {
     config.refuse_unenforced().expect("no auth asked");
     assert_eq!(
         config.not_applied,
-        [
-            "compatibility",
-            "http.secret",
-            "log.fields",
-            "storage.cache"
-        ]
+        ["compatibility", "log.fields", "storage.cache"]
     );
 }
 

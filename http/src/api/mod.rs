@@ -38,6 +38,8 @@ pub struct Context {
     pub upload_memory: BodyBudget,
     /// What manifest bodies in flight may hold, all requests together.
     pub manifest_memory: BodyBudget,
+    /// Authenticates the state in upload locations.
+    pub upload_states: crate::upload_state::UploadStates,
 }
 
 impl Context {
@@ -47,8 +49,13 @@ impl Context {
         live: watch::Receiver<Live>,
         tls: bool,
     ) -> Context {
+        let upload_states = match &settings.secret {
+            Some(secret) => crate::upload_state::UploadStates::new(secret),
+            None => crate::upload_state::UploadStates::random(),
+        };
         Context {
             store,
+            upload_states,
             upload_memory: BodyBudget::new(settings.upload_memory),
             // Four times the largest manifest: no buffer takes more than a quarter.
             manifest_memory: BodyBudget::new(4 * crate::manifest::MAX_MANIFEST_BYTES),
@@ -320,8 +327,8 @@ async fn run(ctx: &Context, route: Route, call: &mut Call) -> Result<Reply, ApiE
             match method {
                 M::PATCH => uploads::patch(ctx, name, id, call).await,
                 M::PUT => uploads::finish(ctx, name, id, call).await,
-                M::DELETE => uploads::cancel(ctx, name, id).await,
-                _ => uploads::status(ctx, name, id).await,
+                M::DELETE => uploads::cancel(ctx, name, id, call).await,
+                _ => uploads::status(ctx, name, id, call).await,
             }
         }
     }

@@ -100,7 +100,7 @@ pub async fn start(ctx: &Context, name: String, call: &mut Call) -> Result<Reply
     }
     let Some(text) = call.query("digest") else {
         let id = open_session(ctx, &name, Algorithm::Sha256, call).await?;
-        let reply = session_reply(StatusCode::ACCEPTED, &name, &id, 0);
+        let reply = session_reply(ctx, StatusCode::ACCEPTED, &name, &id, 0);
         return Ok(match ctx.store.chunk_min_length() {
             Some(length) => reply.named("oci-chunk-min-length", length.to_string()),
             None => reply,
@@ -157,18 +157,51 @@ pub async fn patch(
     id: String,
     call: &mut Call,
 ) -> Result<Reply, ApiError> {
+    check_state(ctx, &name, &id, call)?;
     let upload = Upload::claim(ctx, &name, &id).await?;
     let streamed = upload.stream_chunk(call).await;
     // The session now waits for the client's next chunk, holding no buffer.
     let paused = upload.pause().await;
     let received = streamed?;
     paused?;
-    Ok(session_reply(StatusCode::ACCEPTED, &name, &id, received))
+    Ok(session_reply(
+        ctx,
+        StatusCode::ACCEPTED,
+        &name,
+        &id,
+        received,
+    ))
 }
 
-pub async fn status(ctx: &Context, name: String, id: String) -> Result<Reply, ApiError> {
+pub async fn status(
+    ctx: &Context,
+    name: String,
+    id: String,
+    call: &Call,
+) -> Result<Reply, ApiError> {
+    check_state(ctx, &name, &id, call)?;
     let received = received(ctx, &name, &id).await?;
-    Ok(session_reply(StatusCode::NO_CONTENT, &name, &id, received))
+    Ok(session_reply(
+        ctx,
+        StatusCode::NO_CONTENT,
+        &name,
+        &id,
+        received,
+    ))
+}
+
+/// Refuses a location whose `_state` this registry did not issue for this session (404,
+/// as for an unknown session) without asking the store. The size the state names is
+/// not held against the chunk: a client may resume with an older location of the
+/// session, and the store refuses a chunk that does not continue it.
+fn check_state(ctx: &Context, name: &str, id: &str, call: &Call) -> Result<(), ApiError> {
+    match call.query("_state") {
+        Some(state) if ctx.upload_states.check(name, id, state).is_err() => Err(ApiError::new(
+            ErrorCode::BlobUploadUnknown,
+            "the upload location's state is not this registry's",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `PUT ...?digest=`: the optional last chunk, then the commit.
@@ -179,6 +212,7 @@ pub async fn finish(
     call: &mut Call,
 ) -> Result<Reply, ApiError> {
     // An unknown session is reported before anything about the digest.
+    check_state(ctx, &name, &id, call)?;
     let upload = Upload::claim(ctx, &name, &id).await?;
     let digest = match call.query("digest") {
         Some(text) => parse_digest(text)?,
@@ -197,7 +231,13 @@ pub async fn finish(
     upload.commit(digest).await
 }
 
-pub async fn cancel(ctx: &Context, name: String, id: String) -> Result<Reply, ApiError> {
+pub async fn cancel(
+    ctx: &Context,
+    name: String,
+    id: String,
+    call: &Call,
+) -> Result<Reply, ApiError> {
+    check_state(ctx, &name, &id, call)?;
     ctx.store.cancel_upload(&name, &id).await?;
     Ok(Reply::new(StatusCode::NO_CONTENT))
 }
@@ -233,6 +273,7 @@ impl<'a> Upload<'a> {
                 received,
             }),
             None => Err(range_refused(
+                ctx,
                 name,
                 id,
                 received,
@@ -295,6 +336,7 @@ impl<'a> Upload<'a> {
         };
         if start != received {
             return Err(range_refused(
+                self.ctx,
                 self.name,
                 self.id,
                 received,
@@ -489,23 +531,25 @@ fn bad_range(start: u64, end: u64) -> ApiError {
 }
 
 /// 416 `RANGE_INVALID` with the session's headers, so the client can resume.
-fn range_refused(name: &str, id: &str, received: u64, message: String) -> ApiError {
+fn range_refused(ctx: &Context, name: &str, id: &str, received: u64, message: String) -> ApiError {
     ApiError::new(ErrorCode::RangeInvalid, message)
         .with_header(header::RANGE, upload_range(received))
-        .with_header(header::LOCATION, session_location(name, id))
+        .with_header(header::LOCATION, session_location(ctx, name, id, received))
         .with_header(
             header::HeaderName::from_static(DOCKER_UPLOAD_UUID),
             id.to_owned(),
         )
 }
 
-fn session_location(name: &str, id: &str) -> String {
-    format!("/v2/{name}/blobs/uploads/{id}")
+/// The session's URL, with its state at `received` bytes.
+fn session_location(ctx: &Context, name: &str, id: &str, received: u64) -> String {
+    let state = ctx.upload_states.issue(name, id, received);
+    format!("/v2/{name}/blobs/uploads/{id}?_state={state}")
 }
 
-fn session_reply(status: StatusCode, name: &str, id: &str, received: u64) -> Reply {
+fn session_reply(ctx: &Context, status: StatusCode, name: &str, id: &str, received: u64) -> Reply {
     Reply::new(status)
-        .header(header::LOCATION, session_location(name, id))
+        .header(header::LOCATION, session_location(ctx, name, id, received))
         .header(header::RANGE, upload_range(received))
         .header(header::CONTENT_LENGTH, "0")
         .named(DOCKER_UPLOAD_UUID, id)
