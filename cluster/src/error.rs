@@ -41,7 +41,7 @@ impl Error {
     }
 }
 
-fn etcd_unreachable(e: &etcd_client::Error) -> bool {
+pub(crate) fn etcd_unreachable(e: &etcd_client::Error) -> bool {
     use tonic::Code;
     match e {
         etcd_client::Error::GRpcStatus(status) => matches!(

@@ -32,8 +32,21 @@ struct Lease {
 impl Meta {
     /// Takes a lease and keeps it alive for as long as the returned value (or a clone)
     /// lives, taking a new one when etcd has lost it.
+    /// etcd that does not answer yet (a node booting, a cluster electing) is waited
+    /// for, with a warning every try.
     pub async fn new(mut client: Client) -> Result<Meta> {
-        let granted = client.lease_grant(LEASE_TTL.as_secs() as i64, None).await?;
+        let mut wait = std::time::Duration::from_millis(250);
+        let granted = loop {
+            match client.lease_grant(LEASE_TTL.as_secs() as i64, None).await {
+                Ok(granted) => break granted,
+                Err(e) if crate::error::etcd_unreachable(&e) => {
+                    tracing::warn!("etcd does not answer yet; trying again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let lease = Arc::new(Lease {
             id: AtomicI64::new(granted.id()),
             renewed: AtomicU64::new(now_ms()),
