@@ -323,8 +323,16 @@ fn collect(config: &Config, settings: commands::collect::Collect) -> Result<Exit
 }
 
 fn prune(config: &Config, settings: commands::prune::Prune) -> Result<ExitCode, String> {
-    existing_store(&config.root)?;
     let out = progress::reporter();
+    if let Some(cluster) = &config.cluster {
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let store = storage::open_cluster(config, cluster).await?;
+            commands::prune::prune_cluster(&store, &settings, &*out).await
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    existing_store(&config.root)?;
     let request = Request::Prune(settings.clone());
     maintain(config, request, &*out, |engine| {
         commands::prune::prune(engine, &settings, &*out)

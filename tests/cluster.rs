@@ -575,3 +575,51 @@ fn blobs_removed(summary: &str) -> u64 {
         .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// `registry prune` on the cluster: the newest tags kept, the others and the manifests
+/// only they named removed, and the collection that follows frees their blobs.
+#[test]
+fn prune_keeps_the_newest_tags_and_collects_the_rest() {
+    let cluster = Cluster::start(1);
+    let api = &cluster.proxy;
+    let digests: Vec<String> = (0..5u64)
+        .map(|n| push_image(api, "lain/prune", &format!("v{n}"), 900 + n))
+        .collect();
+    // A second tag on the newest image, pushed first: it is the oldest tag.
+    let other = push_image(api, "lain/keep", "only", 950);
+    std::thread::sleep(GRACE + Duration::from_secs(1));
+    let run = cluster.command(&[
+        "prune",
+        "--keep-last",
+        "2",
+        "--repo",
+        "lain/prune",
+        "--grace",
+        "3s",
+    ]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let tags = api.request("GET", "/v2/lain/prune/tags/list").send();
+    assert_eq!(
+        tags.json()["tags"],
+        serde_json::json!(["v3", "v4"]),
+        "{text}"
+    );
+    for (n, digest) in digests.iter().enumerate() {
+        let status = if n >= 3 { 200 } else { 404 };
+        api.request("HEAD", &format!("/v2/lain/prune/manifests/{digest}"))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .expect(status, None);
+    }
+    let mut out = BTreeMap::new();
+    image(api, "lain/prune", "v4", &mut out);
+    image(api, "lain/keep", "only", &mut out);
+    assert_eq!(sha256(&out["lain/keep:only"]), other);
+    // Three images' manifests, configs and two layers each.
+    assert!(blobs_removed(&text) >= 12, "{text}");
+}

@@ -16,7 +16,7 @@ use lain_store::{BlobInfo, Digest, OpenBlob};
 use object_store::path::Path;
 
 use crate::error::{Error, Result};
-use crate::meta::{absent, exists, unchanged};
+use crate::meta::{absent, exists, none_under, unchanged};
 use crate::records::{self, BlobRecord, BlobState, now_ms};
 use crate::{DELETING_WAIT, Inner, TXN_ATTEMPTS};
 
@@ -98,33 +98,38 @@ impl Inner {
     ) -> Result<BlobInfo> {
         let key = self.layout.blob(digest);
         let object = self.layout.blob_object(digest);
-        let mut written = false;
+        let mut deleting_seen = 0;
         for _ in 0..TXN_ATTEMPTS {
             let current = self.meta.get(&key).await?;
             let record = match &current {
                 Some(kv) => Some(records::decode::<BlobRecord>(kv.key(), kv.value())?),
                 None => None,
             };
-            let txn = match (&current, &record) {
-                (Some(kv), Some(record)) if record.state == BlobState::Live => Txn::new()
-                    .when([unchanged(&key, kv.mod_revision())])
-                    .and_then(self.link_ops(repo, digest)),
-                (Some(_), _) => {
+            let made = match (&current, &record) {
+                (Some(kv), Some(record)) if record.state == BlobState::Live => {
+                    let txn = Txn::new()
+                        .when([unchanged(&key, kv.mod_revision())])
+                        .and_then(self.link_ops(repo, digest));
+                    if self.meta.txn(txn).await?.succeeded() {
+                        return Ok(BlobInfo {
+                            digest: digest.clone(),
+                            size,
+                        });
+                    }
+                    continue;
+                }
+                (Some(kv), _) => {
                     // A collector is removing it; its object may be gone any moment.
+                    deleting_seen += 1;
+                    if deleting_seen > 3 {
+                        self.finish_abandoned_removal(digest, kv.mod_revision())
+                            .await?;
+                    }
                     tokio::time::sleep(DELETING_WAIT).await;
-                    written = false;
                     continue;
                 }
                 (None, _) => {
-                    if !written {
-                        match &source {
-                            Source::Bytes(bytes) => {
-                                self.bucket.create(&object, bytes.clone()).await?
-                            }
-                            Source::Object(from) => self.bucket.copy_absent(from, &object).await?,
-                        }
-                        written = true;
-                    }
+                    self.write_object(&object, &source).await?;
                     let record = BlobRecord {
                         size,
                         state: BlobState::Live,
@@ -135,7 +140,13 @@ impl Inner {
                     Txn::new().when([absent(&key)]).and_then(ops)
                 }
             };
-            if self.meta.txn(txn).await?.succeeded() {
+            if self.meta.txn(made).await?.succeeded() {
+                // The live, linked record now keeps collectors away. The object written
+                // before may have been an orphan a collector removed meanwhile (the
+                // write found it there): written again if so.
+                if !self.bucket.exists(&object).await? {
+                    self.write_object(&object, &source).await?;
+                }
                 return Ok(BlobInfo {
                     digest: digest.clone(),
                     size,
@@ -145,6 +156,29 @@ impl Inner {
         Err(Error::Contended {
             what: "a blob's push",
         })
+    }
+
+    async fn write_object(&self, object: &Path, source: &Source) -> Result<()> {
+        match source {
+            Source::Bytes(bytes) => self.bucket.create(object, bytes.clone()).await,
+            Source::Object(from) => self.bucket.copy_absent(from, object).await,
+        }
+    }
+
+    /// A blob left `deleting` by a collector that died half-way (no collector holds
+    /// the lock): its removal is finished here, so that the push can go on.
+    async fn finish_abandoned_removal(&self, digest: &Digest, revision: i64) -> Result<()> {
+        let collectors = format!("{}/", self.layout.collector());
+        if self.meta.count(&collectors).await? > 0 {
+            return Ok(());
+        }
+        self.bucket.delete(&self.layout.blob_object(digest)).await?;
+        let key = self.layout.blob(digest);
+        let gone = Txn::new()
+            .when([unchanged(&key, revision), none_under(&collectors)])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        self.meta.txn(gone).await?;
+        Ok(())
     }
 
     /// The keys that link `digest` into `repo`. A link's value is when it was made

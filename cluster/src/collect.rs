@@ -96,7 +96,8 @@ impl Inner {
             let repo = String::from_utf8_lossy(repo).into_owned();
             report.repositories += 1;
             if options.delete_untagged {
-                self.remove_untagged(&repo, options, &mut report).await?;
+                self.remove_untagged(&repo, cutoff, options, &mut report)
+                    .await?;
             }
             self.remove_links(&repo, cutoff, options, &mut report)
                 .await?;
@@ -109,6 +110,7 @@ impl Inner {
     async fn remove_untagged(
         &self,
         repo: &str,
+        cutoff: u64,
         options: &CollectOptions,
         report: &mut CollectReport,
     ) -> Result<()> {
@@ -128,11 +130,19 @@ impl Inner {
                 (entry, kv.mod_revision()),
             );
         }
-        // Reached: the tagged, their children, and referrers of what is reached.
+        // Reached: the tagged, their children, and referrers of what is reached; and
+        // manifests younger than the grace window (an index's children are pushed by
+        // digest before the index that names them).
         let mut kept: BTreeSet<String> = tags
             .iter()
             .map(|t| String::from_utf8_lossy(t.value()).into_owned())
             .collect();
+        kept.extend(
+            entries
+                .iter()
+                .filter(|(_, (entry, _))| entry.made > cutoff)
+                .map(|(digest, _)| digest.clone()),
+        );
         loop {
             let before = kept.len();
             for (digest, (entry, _)) in &entries {
@@ -157,33 +167,9 @@ impl Inner {
                 report.manifests_removed += 1;
                 continue;
             }
-            let key = self.layout.manifest(repo, &digest);
-            let mut ops = vec![TxnOp::delete(key.as_str(), None)];
-            for referenced in entry.blobs.iter().chain(&entry.children) {
-                let referenced = records::parse_digest(key.as_bytes(), referenced)?;
-                ops.push(TxnOp::delete(
-                    self.layout.reference(repo, &referenced, &digest),
-                    None,
-                ));
-            }
-            if let Some(subject) = &entry.subject {
-                let subject = records::parse_digest(key.as_bytes(), subject)?;
-                ops.push(TxnOp::delete(
-                    self.layout.referrer(repo, &subject, &digest),
-                    None,
-                ));
-            }
-            let conditions = vec![
-                unchanged(&key, *revision),
-                // No tag made or moved since they were read.
-                Compare::mod_revision(tags_prefix.as_str(), CompareOp::Less, read_at + 1)
-                    .with_range(keys::prefix_end(&tags_prefix)),
-            ];
             if self
-                .meta
-                .txn(Txn::new().when(conditions).and_then(ops))
+                .remove_manifest(repo, &digest, entry, *revision, read_at)
                 .await?
-                .succeeded()
             {
                 report.manifests_removed += 1;
             } else {
@@ -191,6 +177,46 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// Removes a manifest entry (as read at `revision`) with its `ref` and referrer
+    /// keys, if no tag of the repository has changed since `tags_read_at` (so none
+    /// points at it now that did not then): false if one has.
+    pub(crate) async fn remove_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        entry: &ManifestEntry,
+        revision: i64,
+        tags_read_at: i64,
+    ) -> Result<bool> {
+        let key = self.layout.manifest(repo, digest);
+        let tags_prefix = self.layout.tags(repo);
+        let mut ops = vec![TxnOp::delete(key.as_str(), None)];
+        for referenced in entry.blobs.iter().chain(&entry.children) {
+            let referenced = records::parse_digest(key.as_bytes(), referenced)?;
+            ops.push(TxnOp::delete(
+                self.layout.reference(repo, &referenced, digest),
+                None,
+            ));
+        }
+        if let Some(subject) = &entry.subject {
+            let subject = records::parse_digest(key.as_bytes(), subject)?;
+            ops.push(TxnOp::delete(
+                self.layout.referrer(repo, &subject, digest),
+                None,
+            ));
+        }
+        let conditions = vec![
+            unchanged(&key, revision),
+            Compare::mod_revision(tags_prefix.as_str(), CompareOp::Less, tags_read_at + 1)
+                .with_range(keys::prefix_end(&tags_prefix)),
+        ];
+        Ok(self
+            .meta
+            .txn(Txn::new().when(conditions).and_then(ops))
+            .await?
+            .succeeded())
     }
 
     async fn remove_links(

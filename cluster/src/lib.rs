@@ -15,6 +15,7 @@ mod manifests;
 mod meta;
 mod objects;
 mod records;
+mod retention;
 mod store;
 mod uploads;
 

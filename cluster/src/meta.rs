@@ -110,7 +110,10 @@ impl Meta {
         let mut revision = 0;
         let mut out = Vec::new();
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(1000);
+            // Values are up to tens of KiB (a session with many parts): pages stay far
+            // below gRPC's 4 MiB message limit.
+            let limit = if keys_only { 1000 } else { 100 };
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(limit);
             if keys_only {
                 options = options.with_keys_only();
             }

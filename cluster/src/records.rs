@@ -117,6 +117,10 @@ pub struct SessionRecord {
     /// Bytes after the parts, staged in an object of their own.
     #[serde(default)]
     pub tail: Option<Tail>,
+    /// The digest a commit is finishing the multipart upload as: a retried commit
+    /// must name the same.
+    #[serde(default)]
+    pub completed: Option<String>,
 }
 
 /// Staged bytes: `uploads/<id>/tail-<name>`, named at random by the writer that staged

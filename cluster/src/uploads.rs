@@ -58,6 +58,14 @@ impl Writing {
         held.insert(id.to_owned(), writer);
     }
 
+    /// Forgets `writer` unless another has taken its place.
+    fn remove_if_same(&self, id: &str, writer: &Arc<tokio::sync::Mutex<Writer>>) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.get(id).is_some_and(|w| Arc::ptr_eq(w, writer)) {
+            held.remove(id);
+        }
+    }
+
     fn remove(&self, id: &str) {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.remove(id);
@@ -75,6 +83,9 @@ pub struct Writer {
     record: SessionRecord,
     /// The record's mod revision as this writer last wrote or read it.
     revision: i64,
+    /// The lease its claim is bound to: if the instance's lease lapsed since, the
+    /// claim may be another instance's now.
+    lease: i64,
     /// Covers the parts and `buffer[..hashed]`.
     hasher: Hasher,
     /// The bytes after the parts: a staged tail's, then new ones.
@@ -126,6 +137,7 @@ impl Inner {
             parts: Vec::new(),
             parts_len: 0,
             tail: None,
+            completed: None,
         };
         let key = self.layout.session(&id);
         let txn = Txn::new().when([absent(&key)]).and_then([TxnOp::put(
@@ -179,29 +191,66 @@ impl Inner {
     ) -> lain_store::Result<Arc<tokio::sync::Mutex<Writer>>> {
         if let Some(writer) = self.writing.get(id) {
             let held = writer.lock().await;
-            if !held.done && held.repo == repo {
+            if held.repo != repo {
+                // Another repository's session: never disturbed by this request.
+                return Err(unknown(id));
+            }
+            if !held.done && held.lease == self.meta.lease() {
                 drop(held);
                 return Ok(writer);
             }
             drop(held);
-            self.writing.remove(id);
+            self.writing.remove_if_same(id, &writer);
         }
         let (record, revision) = self.session(repo, id).await?;
         let (key, writer_key) = (self.layout.session(id), self.layout.writer(id));
-        let claim = Txn::new()
-            .when([unchanged(&key, revision), absent(&writer_key)])
-            .and_then([TxnOp::put(
+        let lease = self.meta.lease();
+        let claim_op = || {
+            TxnOp::put(
                 writer_key.as_str(),
                 self.writing.instance.as_str(),
-                Some(etcd_client::PutOptions::new().with_lease(self.meta.lease())),
-            )]);
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+        };
+        let claim = Txn::new()
+            .when([unchanged(&key, revision), absent(&writer_key)])
+            .and_then([claim_op()]);
         if !self.meta.txn(claim).await?.succeeded() {
-            // Another request (here or elsewhere) writes it, or just did.
-            let (now, _) = self.session(repo, id).await?;
-            return Err(lain_store::Error::UploadOffset {
-                received: now.received,
-            });
+            // A claim of this very instance whose request is gone (its reply lost in
+            // an etcd outage, a release that failed) is taken over: the HTTP layer lets
+            // one request at a time write a session here. Anyone else's: 416.
+            let adopt = Txn::new()
+                .when([unchanged(&key, revision), self.ours(&writer_key)])
+                .and_then([claim_op()]);
+            if !self.meta.txn(adopt).await?.succeeded() {
+                let (now, _) = self.session(repo, id).await?;
+                return Err(lain_store::Error::UploadOffset {
+                    received: now.received,
+                });
+            }
         }
+        match self.load(repo, id, record, revision, lease).await {
+            Ok(writer) => {
+                self.writing.insert(id, writer.clone());
+                Ok(writer)
+            }
+            Err(e) => {
+                self.release(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A claimed session's writer: its hasher restored, its staged tail read back.
+    async fn load(
+        &self,
+        repo: &str,
+        id: &str,
+        record: SessionRecord,
+        revision: i64,
+        lease: i64,
+    ) -> lain_store::Result<Arc<tokio::sync::Mutex<Writer>>> {
+        let key = self.layout.session(id);
         let corrupt = |detail: &str| Error::Corrupt {
             key: key.clone(),
             detail: detail.to_owned(),
@@ -219,29 +268,22 @@ impl Inner {
                 .await;
             match staged {
                 Ok(bytes) if bytes.len() as u64 == tail.len => buffer.extend_from_slice(&bytes),
-                Ok(_) => {
-                    self.release(id).await;
-                    return Err(corrupt("the staged tail's length").into());
-                }
-                Err(e) => {
-                    self.release(id).await;
-                    return Err(e.into());
-                }
+                Ok(_) => return Err(corrupt("the staged tail's length").into()),
+                Err(e) => return Err(e.into()),
             }
         }
         let hashed = buffer.len();
-        let writer = Arc::new(tokio::sync::Mutex::new(Writer {
+        Ok(Arc::new(tokio::sync::Mutex::new(Writer {
             repo: repo.to_owned(),
             record,
             revision,
+            lease,
             hasher,
             buffer,
             hashed,
             last_used: Instant::now(),
             done: false,
-        }));
-        self.writing.insert(id, writer.clone());
-        Ok(writer)
+        })))
     }
 
     /// Drops this instance's claim (best effort: the lease ends it anyway).
@@ -300,21 +342,39 @@ impl Inner {
 
     /// Sends the first part's worth of the buffer to S3 and records it.
     async fn put_part(&self, id: &str, w: &mut Writer) -> lain_store::Result<()> {
-        if !self.meta.lease_alive() {
+        if !self.meta.lease_alive() || w.lease != self.meta.lease() {
             return Err(Error::LeaseLapsed.into());
         }
         let object = self.layout.upload_object(id);
-        let mut record = w.record.clone();
-        let multipart = match &record.multipart {
+        let started = w.record.multipart.is_none();
+        let multipart = match &w.record.multipart {
             Some(m) => m.clone(),
             None => self.bucket.start_multipart(&object).await?,
         };
-        let part = w.buffer.split_to(self.options.part_size as usize).freeze();
+        let recorded = self.record_part(id, w, &object, &multipart).await;
+        if recorded.is_err() && started {
+            // Never recorded: nobody else would abort it.
+            let _ = self.bucket.abort_multipart(&object, &multipart).await;
+        }
+        recorded
+    }
+
+    async fn record_part(
+        &self,
+        id: &str,
+        w: &mut Writer,
+        object: &object_store::path::Path,
+        multipart: &str,
+    ) -> lain_store::Result<()> {
+        let mut record = w.record.clone();
+        // A staged tail loaded from an instance with larger parts goes whole.
+        let cut = (self.options.part_size as usize).max(w.hashed);
+        let part = w.buffer.split_to(cut).freeze();
         let mut hasher = w.hasher.clone();
         hasher.update(&part[w.hashed.min(part.len())..]);
         let etag = self
             .bucket
-            .put_part(&object, &multipart, record.parts.len(), part.clone())
+            .put_part(object, multipart, record.parts.len(), part.clone())
             .await;
         let etag = match etag {
             Ok(etag) => etag,
@@ -327,7 +387,7 @@ impl Inner {
             }
         };
         let staged = record.tail.take();
-        record.multipart = Some(multipart);
+        record.multipart = Some(multipart.to_owned());
         record.parts.push(etag);
         record.parts_len += part.len() as u64;
         record.received = record.parts_len;
@@ -343,7 +403,7 @@ impl Inner {
         let response = self.meta.txn(txn).await?;
         if !response.succeeded() {
             return Err(lain_store::Error::UploadOffset {
-                received: record.received - part.len() as u64,
+                received: w.record.received,
             });
         }
         w.revision = response.header().map_or(0, |h| h.revision());
@@ -466,10 +526,23 @@ impl Inner {
                     .await?
             }
             Some(multipart) => {
-                if !self.meta.lease_alive() {
+                if !self.meta.lease_alive() || w.lease != self.meta.lease() {
                     return Err(Error::LeaseLapsed.into());
                 }
-                // A retried commit finds the upload finished by the first attempt.
+                let multipart = multipart.clone();
+                // The digest is recorded before the upload is finished: a retried
+                // commit, which finds it finished, must be for the same bytes.
+                match w.record.completed.clone() {
+                    Some(done) if done != expected.to_string() => {
+                        return Err(lain_store::Error::DigestMismatch {
+                            expected: Box::new(expected.clone()),
+                            computed: Box::new(records::parse_digest(b"completed", &done)?),
+                        });
+                    }
+                    Some(_) => {}
+                    None => self.record_completion(id, w, expected).await?,
+                }
+                let multipart = &multipart;
                 if !self.bucket.exists(&object).await? {
                     let mut parts = w.record.parts.clone();
                     if !w.buffer.is_empty() {
@@ -501,6 +574,33 @@ impl Inner {
         }
         self.remove_objects(id, &w.record).await;
         Ok(info)
+    }
+
+    /// Records that the session is being committed as `digest`.
+    async fn record_completion(
+        &self,
+        id: &str,
+        w: &mut Writer,
+        digest: &Digest,
+    ) -> lain_store::Result<()> {
+        let mut record = w.record.clone();
+        record.completed = Some(digest.to_string());
+        let key = self.layout.session(id);
+        let txn = Txn::new()
+            .when([
+                unchanged(&key, w.revision),
+                self.ours(&self.layout.writer(id)),
+            ])
+            .and_then([TxnOp::put(key.as_str(), records::encode(&record), None)]);
+        let response = self.meta.txn(txn).await?;
+        if !response.succeeded() {
+            return Err(lain_store::Error::UploadOffset {
+                received: w.record.received,
+            });
+        }
+        w.revision = response.header().map_or(0, |h| h.revision());
+        w.record = record;
+        Ok(())
     }
 
     /// Best effort: the session's multipart upload and staged objects.
@@ -547,12 +647,14 @@ impl Inner {
             let Some(id) = key.strip_prefix(&self.layout.sessions()) else {
                 continue;
             };
+            // A writer key on a session idle this long is a claim whose request is
+            // long gone (a live request records each part): it goes too.
             let txn = Txn::new()
-                .when([
-                    unchanged(&key, kv.mod_revision()),
-                    absent(&self.layout.writer(id)),
-                ])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .when([unchanged(&key, kv.mod_revision())])
+                .and_then([
+                    TxnOp::delete(key.as_str(), None),
+                    TxnOp::delete(self.layout.writer(id), None),
+                ]);
             if self.meta.txn(txn).await?.succeeded() {
                 self.remove_objects(id, &record).await;
                 purged += 1;

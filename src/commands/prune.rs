@@ -71,3 +71,61 @@ pub fn prune(engine: &Engine, settings: &Prune, out: &dyn Output) -> Result<Outc
         None => Ok(Outcome::Clean),
     }
 }
+
+/// [`prune`] on the cluster, then its collection (see `lain_cluster`'s retention).
+pub async fn prune_cluster(
+    store: &lain_cluster::ClusterStore,
+    settings: &Prune,
+    out: &dyn Output,
+) -> Result<Outcome, String> {
+    let failed = |e: lain_cluster::Error| format!("pruning failed: {e}");
+    let repos: Vec<String> = store
+        .repositories()
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .filter(|r| settings.repo.as_deref().is_none_or(|g| glob_matches(g, r)))
+        .collect();
+    let order = if settings.by_name {
+        TagOrder::Name
+    } else {
+        TagOrder::Pushed
+    };
+    out.phase("pruning repositories", repos.len() as u64);
+    let (mut tags, mut manifests) = (0, 0);
+    let verb = if settings.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for repo in &repos {
+        let pruned = store
+            .prune_repository(repo, settings.keep_last, order, settings.dry_run)
+            .await
+            .map_err(failed)?;
+        for tag in &pruned.tags {
+            out.line(&format!("{verb} tag {repo}:{tag}"));
+        }
+        for digest in &pruned.manifests {
+            out.line(&format!("{verb} manifest {repo}@{digest}"));
+        }
+        tags += pruned.tags.len();
+        manifests += pruned.manifests.len();
+        out.advance(1);
+    }
+    out.line(&format!(
+        "{verb} {tags} tags and {manifests} manifests in {} repositories, keeping the newest {} of each",
+        repos.len(),
+        settings.keep_last
+    ));
+    match &settings.then_collect {
+        Some(collection) => {
+            let collection = Collect {
+                dry_run: settings.dry_run,
+                ..collection.clone()
+            };
+            super::collect::collect_cluster(store, &collection, out).await
+        }
+        None => Ok(Outcome::Clean),
+    }
+}

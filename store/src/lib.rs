@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod digest;
 pub mod error;
+pub mod retention;
 pub mod types;
 
 use std::time::Duration;
