@@ -393,21 +393,7 @@ impl Inner {
         record.received = record.parts_len;
         record.hasher = BASE64.encode(hasher.save());
         record.active = now_ms();
-        let key = self.layout.session(id);
-        let txn = Txn::new()
-            .when([
-                unchanged(&key, w.revision),
-                self.ours(&self.layout.writer(id)),
-            ])
-            .and_then([TxnOp::put(key.as_str(), records::encode(&record), None)]);
-        let response = self.meta.txn(txn).await?;
-        if !response.succeeded() {
-            return Err(lain_store::Error::UploadOffset {
-                received: w.record.received,
-            });
-        }
-        w.revision = response.header().map_or(0, |h| h.revision());
-        w.record = record;
+        self.save(id, w, record).await?;
         w.hasher = hasher;
         w.hashed = w.hashed.saturating_sub(part.len());
         if let Some(staged) = staged {
@@ -585,6 +571,17 @@ impl Inner {
     ) -> lain_store::Result<()> {
         let mut record = w.record.clone();
         record.completed = Some(digest.to_string());
+        self.save(id, w, record).await
+    }
+
+    /// Writes the writer's new `record`, if the session is as the writer last saw it
+    /// and this instance still holds its claim (416 otherwise: another writer won).
+    async fn save(
+        &self,
+        id: &str,
+        w: &mut Writer,
+        record: SessionRecord,
+    ) -> lain_store::Result<()> {
         let key = self.layout.session(id);
         let txn = Txn::new()
             .when([

@@ -2,7 +2,7 @@
 //! each matching repository, deletes the rest with the manifests only they pointed at,
 //! then collects garbage (unless told not to).
 
-use lain_engine::{Engine, TagOrder, glob_matches};
+use lain_engine::{Engine, Pruned, TagOrder, glob_matches};
 use serde::{Deserialize, Serialize};
 
 use super::collect::{Collect, collect};
@@ -28,37 +28,15 @@ pub fn prune(engine: &Engine, settings: &Prune, out: &dyn Output) -> Result<Outc
         .into_iter()
         .filter(|r| settings.repo.as_deref().is_none_or(|g| glob_matches(g, r)))
         .collect();
-    let order = if settings.by_name {
-        TagOrder::Name
-    } else {
-        TagOrder::Pushed
-    };
-    out.phase("pruning repositories", repos.len() as u64);
-    let (mut tags, mut manifests) = (0, 0);
-    let verb = if settings.dry_run {
-        "would remove"
-    } else {
-        "removed"
-    };
+    let order = settings.order();
+    let mut tally = Tally::new(settings, repos.len(), out);
     for repo in &repos {
         let pruned = engine
             .prune_repository(repo, settings.keep_last, order, settings.dry_run)
             .map_err(failed)?;
-        for tag in &pruned.tags {
-            out.line(&format!("{verb} tag {repo}:{tag}"));
-        }
-        for digest in &pruned.manifests {
-            out.line(&format!("{verb} manifest {repo}@{digest}"));
-        }
-        tags += pruned.tags.len();
-        manifests += pruned.manifests.len();
-        out.advance(1);
+        tally.repository(repo, &pruned);
     }
-    out.line(&format!(
-        "{verb} {tags} tags and {manifests} manifests in {} repositories, keeping the newest {} of each",
-        repos.len(),
-        settings.keep_last
-    ));
+    tally.summary();
     match &settings.then_collect {
         Some(collection) => collect(
             engine,
@@ -86,38 +64,16 @@ pub async fn prune_cluster(
         .into_iter()
         .filter(|r| settings.repo.as_deref().is_none_or(|g| glob_matches(g, r)))
         .collect();
-    let order = if settings.by_name {
-        TagOrder::Name
-    } else {
-        TagOrder::Pushed
-    };
-    out.phase("pruning repositories", repos.len() as u64);
-    let (mut tags, mut manifests) = (0, 0);
-    let verb = if settings.dry_run {
-        "would remove"
-    } else {
-        "removed"
-    };
+    let order = settings.order();
+    let mut tally = Tally::new(settings, repos.len(), out);
     for repo in &repos {
         let pruned = store
             .prune_repository(repo, settings.keep_last, order, settings.dry_run)
             .await
             .map_err(failed)?;
-        for tag in &pruned.tags {
-            out.line(&format!("{verb} tag {repo}:{tag}"));
-        }
-        for digest in &pruned.manifests {
-            out.line(&format!("{verb} manifest {repo}@{digest}"));
-        }
-        tags += pruned.tags.len();
-        manifests += pruned.manifests.len();
-        out.advance(1);
+        tally.repository(repo, &pruned);
     }
-    out.line(&format!(
-        "{verb} {tags} tags and {manifests} manifests in {} repositories, keeping the newest {} of each",
-        repos.len(),
-        settings.keep_last
-    ));
+    tally.summary();
     match &settings.then_collect {
         Some(collection) => {
             let collection = Collect {
@@ -127,5 +83,65 @@ pub async fn prune_cluster(
             super::collect::collect_cluster(store, &collection, out).await
         }
         None => Ok(Outcome::Clean),
+    }
+}
+
+impl Prune {
+    fn order(&self) -> TagOrder {
+        if self.by_name {
+            TagOrder::Name
+        } else {
+            TagOrder::Pushed
+        }
+    }
+}
+
+/// What a prune reports, the same for every store: a line per removal, progress per
+/// repository, and the summary.
+struct Tally<'a> {
+    settings: &'a Prune,
+    out: &'a dyn Output,
+    verb: &'static str,
+    repositories: usize,
+    tags: usize,
+    manifests: usize,
+}
+
+impl<'a> Tally<'a> {
+    fn new(settings: &'a Prune, repositories: usize, out: &'a dyn Output) -> Tally<'a> {
+        out.phase("pruning repositories", repositories as u64);
+        let verb = if settings.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        Tally {
+            settings,
+            out,
+            verb,
+            repositories,
+            tags: 0,
+            manifests: 0,
+        }
+    }
+
+    fn repository(&mut self, repo: &str, pruned: &Pruned) {
+        let verb = self.verb;
+        for tag in &pruned.tags {
+            self.out.line(&format!("{verb} tag {repo}:{tag}"));
+        }
+        for digest in &pruned.manifests {
+            self.out.line(&format!("{verb} manifest {repo}@{digest}"));
+        }
+        self.tags += pruned.tags.len();
+        self.manifests += pruned.manifests.len();
+        self.out.advance(1);
+    }
+
+    fn summary(&self) {
+        self.out.line(&format!(
+            "{} {} tags and {} manifests in {} repositories, keeping the newest {} of each",
+            self.verb, self.tags, self.manifests, self.repositories, self.settings.keep_last
+        ));
     }
 }
