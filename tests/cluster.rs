@@ -387,6 +387,25 @@ fn push_with_retries(
     acknowledged
 }
 
+/// A tag of `lain/restarts` and its manifest's config digest (a blob to read).
+fn acknowledged_so_far(cluster: &Cluster) -> (String, String) {
+    let tags = cluster
+        .proxy
+        .request("GET", "/v2/lain/restarts/tags/list")
+        .send();
+    let tag = tags.json()["tags"][0].as_str().expect("a tag").to_owned();
+    let manifest = cluster
+        .proxy
+        .request("GET", &format!("/v2/lain/restarts/manifests/{tag}"))
+        .header("Accept", OCI_MANIFEST)
+        .send();
+    let config = manifest.json()["config"]["digest"]
+        .as_str()
+        .expect("config")
+        .to_owned();
+    (tag, config)
+}
+
 #[test]
 fn etcd_and_s3_restarts_lose_nothing_acknowledged() {
     let mut cluster = Cluster::start(3);
@@ -413,6 +432,13 @@ fn etcd_and_s3_restarts_lose_nothing_acknowledged() {
         || pushed_so_far(&cluster) >= 3,
     );
     cluster.etcd.stop();
+    // Meanwhile requests fail cleanly: 503 UNAVAILABLE, to be retried.
+    let down = cluster
+        .proxy
+        .request("GET", "/v2/lain/restarts/tags/list")
+        .send();
+    down.expect(503, Some("UNAVAILABLE"));
+    assert!(down.header("retry-after").is_some());
     std::thread::sleep(Duration::from_secs(2));
     cluster.etcd.run();
     let after_etcd = pushed_so_far(&cluster);
@@ -421,7 +447,13 @@ fn etcd_and_s3_restarts_lose_nothing_acknowledged() {
         "pushes after etcd's restart",
         || pushed_so_far(&cluster) >= after_etcd + 3,
     );
+    let (_, first) = acknowledged_so_far(&cluster);
     cluster.weed.kill();
+    let down = cluster
+        .proxy
+        .request("GET", &format!("/v2/lain/restarts/blobs/{first}"))
+        .send();
+    down.expect(503, Some("UNAVAILABLE"));
     std::thread::sleep(Duration::from_secs(2));
     cluster.weed.run();
     let after_s3 = pushed_so_far(&cluster);
@@ -432,6 +464,14 @@ fn etcd_and_s3_restarts_lose_nothing_acknowledged() {
     );
     stop.store(true, Ordering::SeqCst);
     pusher.join().expect("pusher");
+    // Failing cleanly: an outage is 503 (retry), never a 500 (storage failure).
+    let failures: Vec<String> = cluster
+        .log()
+        .lines()
+        .filter(|l| l.contains("storage failure"))
+        .map(str::to_owned)
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 9);
     for (tag, digest) in &acknowledged {

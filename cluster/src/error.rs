@@ -44,10 +44,16 @@ impl Error {
 pub(crate) fn etcd_unreachable(e: &etcd_client::Error) -> bool {
     use tonic::Code;
     match e {
-        etcd_client::Error::GRpcStatus(status) => matches!(
-            status.code(),
-            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
-        ),
+        etcd_client::Error::GRpcStatus(status) => {
+            matches!(
+                status.code(),
+                Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
+            ) || (status.code() == Code::Unknown
+                // A connection reset mid-call (etcd stopping) is "Unknown", with the
+                // transport's error underneath.
+                && std::error::Error::source(status)
+                    .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some()))
+        }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }

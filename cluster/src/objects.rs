@@ -8,16 +8,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use futures_util::{FutureExt, StreamExt};
 use lain_store::{BlobBody, BlobStream, OpenBlob};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetResult, ObjectStore, ObjectStoreExt, PutMode,
-    PutOptions, PutPayload, RetryConfig,
+    BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 
 use crate::error::Result;
@@ -188,12 +187,15 @@ struct ObjectBlob {
     size: u64,
 }
 
+#[async_trait::async_trait]
 impl OpenBlob for ObjectBlob {
     fn size(&self) -> u64 {
         self.size
     }
 
-    fn read(self: Box<Self>, range: Range<u64>) -> lain_store::Result<BlobBody> {
+    /// The ranged GET is sent here, so that a bucket that does not answer is a 503,
+    /// not a response cut after its headers.
+    async fn read(self: Box<Self>, range: Range<u64>) -> lain_store::Result<BlobBody> {
         if range.start > range.end || range.end > self.size {
             return Err(lain_store::Error::RangeNotSatisfiable {
                 start: range.start,
@@ -205,22 +207,22 @@ impl OpenBlob for ObjectBlob {
         let state = if remaining == 0 {
             Reading::Done
         } else {
-            let (s3, path) = (self.bucket.s3.clone(), self.path.clone());
             let options = GetOptions::new().with_range(Some(range));
-            Reading::Asking(async move { s3.get_opts(&path, options).await }.boxed())
+            let answer = self.bucket.s3.get_opts(&self.path, options).await;
+            let answer = answer.map_err(crate::error::Error::from)?;
+            Reading::Streaming(answer.into_stream())
         };
         Ok(Box::pin(ObjectStream { state, remaining }))
     }
 }
 
-/// A ranged GET: asked for when the response body is first polled, then streamed.
+/// A ranged GET's body, streamed.
 struct ObjectStream {
     state: Reading,
     remaining: u64,
 }
 
 enum Reading {
-    Asking(BoxFuture<'static, object_store::Result<GetResult>>),
     Streaming(BoxStream<'static, object_store::Result<Bytes>>),
     Done,
 }
@@ -235,43 +237,33 @@ impl BlobStream for ObjectStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<lain_store::Result<Bytes>>> {
         let this = self.get_mut();
-        loop {
-            let failed = match &mut this.state {
-                Reading::Done => return Poll::Ready(None),
-                Reading::Asking(asking) => match asking.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(result)) => {
-                        this.state = Reading::Streaming(result.into_stream());
-                        continue;
-                    }
-                    Poll::Ready(Err(e)) => e,
-                },
-                Reading::Streaming(stream) => match stream.poll_next_unpin(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(mut piece))) => {
-                        // Never more than the range, whatever the server sends.
-                        piece.truncate(this.remaining.min(piece.len() as u64) as usize);
-                        this.remaining -= piece.len() as u64;
-                        if this.remaining == 0 {
-                            this.state = Reading::Done;
-                        }
-                        return Poll::Ready(Some(Ok(piece)));
-                    }
-                    Poll::Ready(None) => {
+        let failed = match &mut this.state {
+            Reading::Done => return Poll::Ready(None),
+            Reading::Streaming(stream) => match stream.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(mut piece))) => {
+                    // Never more than the range, whatever the server sends.
+                    piece.truncate(this.remaining.min(piece.len() as u64) as usize);
+                    this.remaining -= piece.len() as u64;
+                    if this.remaining == 0 {
                         this.state = Reading::Done;
-                        if this.remaining == 0 {
-                            return Poll::Ready(None);
-                        }
-                        let short = format!("the object ended {} bytes early", this.remaining);
-                        tracing::error!("blob read failed during its response: {short}");
-                        return Poll::Ready(Some(Err(lain_store::Error::internal(short))));
                     }
-                    Poll::Ready(Some(Err(e))) => e,
-                },
-            };
-            this.state = Reading::Done;
-            tracing::error!(error = %failed, "blob read failed during its response");
-            return Poll::Ready(Some(Err(crate::error::Error::from(failed).into())));
-        }
+                    return Poll::Ready(Some(Ok(piece)));
+                }
+                Poll::Ready(None) => {
+                    this.state = Reading::Done;
+                    if this.remaining == 0 {
+                        return Poll::Ready(None);
+                    }
+                    let short = format!("the object ended {} bytes early", this.remaining);
+                    tracing::error!("blob read failed during its response: {short}");
+                    return Poll::Ready(Some(Err(lain_store::Error::internal(short))));
+                }
+                Poll::Ready(Some(Err(e))) => e,
+            },
+        };
+        this.state = Reading::Done;
+        tracing::error!(error = %failed, "blob read failed during its response");
+        Poll::Ready(Some(Err(crate::error::Error::from(failed).into())))
     }
 }

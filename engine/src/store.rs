@@ -211,12 +211,13 @@ impl Store for Engine {
     }
 }
 
+#[async_trait::async_trait]
 impl OpenBlob for BlobReader {
     fn size(&self) -> u64 {
         self.remaining()
     }
 
-    fn read(self: Box<Self>, range: Range<u64>) -> store::Result<BlobBody> {
+    async fn read(self: Box<Self>, range: Range<u64>) -> store::Result<BlobBody> {
         Ok(Box::pin(self.range(range)?))
     }
 }

@@ -10,12 +10,14 @@ use bytes::Bytes;
 use crate::error::Result;
 
 /// A blob found in a repository, not read yet.
+#[async_trait::async_trait]
 pub trait OpenBlob: Send + 'static {
     fn size(&self) -> u64;
 
-    /// The bytes of `range` (inside `0..size`), ready to stream.
-    /// [`crate::Error::RangeNotSatisfiable`] for a range outside the blob.
-    fn read(self: Box<Self>, range: Range<u64>) -> Result<BlobBody>;
+    /// The bytes of `range` (inside `0..size`), ready to stream: a failure to start
+    /// reading (a store that does not answer) is an error here, before the response
+    /// has begun. [`crate::Error::RangeNotSatisfiable`] for a range outside the blob.
+    async fn read(self: Box<Self>, range: Range<u64>) -> Result<BlobBody>;
 }
 
 /// A range of a blob's bytes as a stream of pieces. After an error it ends: the

@@ -43,7 +43,7 @@ pub async fn get(ctx: &Context, name: &str, digest: &str, call: &Call) -> Result
         );
     }
     Ok(match reader {
-        Some(blob) => reply.body(ResponseBody::Blob(blob.read(range)?)),
+        Some(blob) => reply.body(ResponseBody::Blob(blob.read(range).await?)),
         None => reply,
     })
 }
