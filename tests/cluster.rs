@@ -663,3 +663,42 @@ fn prune_keeps_the_newest_tags_and_collects_the_rest() {
     // Three images' manifests, configs and two layers each.
     assert!(blobs_removed(&text) >= 12, "{text}");
 }
+
+/// A client address holds its share of the cluster's upload sessions, counted across
+/// instances; past it, 429 with when to retry. A session ended frees its place.
+#[test]
+fn one_client_holds_its_share_of_sessions_across_instances() {
+    let cluster = Cluster::start_with(
+        3,
+        &[("REGISTRY_STORAGE_ENGINE_UPLOADSESSIONSPERCLIENT", "3")],
+    );
+    let api = &cluster.proxy;
+    let locations: Vec<String> = (0..3)
+        .map(|_| {
+            let post = api.request("POST", "/v2/lain/share/blobs/uploads/").send();
+            post.expect(202, None);
+            post.header("location").expect("location").to_owned()
+        })
+        .collect();
+    let refused = api.request("POST", "/v2/lain/share/blobs/uploads/").send();
+    refused.expect(429, Some("TOOMANYREQUESTS"));
+    assert!(refused.header("retry-after").is_some());
+    api.request("DELETE", &locations[0])
+        .send()
+        .expect(204, None);
+    api.request("POST", "/v2/lain/share/blobs/uploads/")
+        .send()
+        .expect(202, None);
+    // A commit frees a place too.
+    let blob = pseudo_random(77, 1000);
+    api.request(
+        "PUT",
+        &with_query(&locations[1], &format!("digest={}", sha256(&blob))),
+    )
+    .body(blob)
+    .send()
+    .expect(201, None);
+    api.request("POST", "/v2/lain/share/blobs/uploads/")
+        .send()
+        .expect(202, None);
+}

@@ -14,6 +14,7 @@
 //! repo/<repo>@ref/<blob>/<manifest>  "" : a manifest of repo references the blob
 //! repos/<repo>                       "" : the repository exists (the catalog)
 //! upload/<id>                        SessionRecord: an upload session
+//! owner/<client>/<id>                "" : a session the client address opened
 //! writer/<id>                        the instance writing session <id> (its lease)
 //! collector                          the collection lock (etcd's lock API)
 //! secret                             the instances' shared upload-location secret,
@@ -124,6 +125,14 @@ impl Layout {
 
     pub fn sessions(&self) -> String {
         self.key(format_args!("upload/"))
+    }
+
+    pub fn owned(&self, owner: &str) -> String {
+        self.key(format_args!("owner/{owner}/"))
+    }
+
+    pub fn owned_session(&self, owner: &str, id: &str) -> String {
+        self.key(format_args!("owner/{owner}/{id}"))
     }
 
     pub fn writer(&self, id: &str) -> String {

@@ -41,6 +41,8 @@ pub struct Options {
     pub part_size: u64,
     /// Upload sessions open at once, all instances together.
     pub max_upload_sessions: usize,
+    /// Of which one client address may hold (the engine's `uploadsessionsperclient`).
+    pub max_upload_sessions_per_owner: usize,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             root: String::new(),
             part_size: MIN_PART_SIZE,
             max_upload_sessions: 4096,
+            max_upload_sessions_per_owner: 1024,
         }
     }
 }

@@ -123,6 +123,10 @@ impl Inner {
         if self.meta.count(&self.layout.sessions()).await? >= limit as i64 {
             return Err(lain_store::Error::TooManyUploads { limit });
         }
+        let limit = self.options.max_upload_sessions_per_owner;
+        if self.meta.count(&self.layout.owned(owner)).await? >= limit as i64 {
+            return Err(lain_store::Error::TooManyUploadsFrom { limit });
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
         let record = SessionRecord {
@@ -140,11 +144,10 @@ impl Inner {
             completed: None,
         };
         let key = self.layout.session(&id);
-        let txn = Txn::new().when([absent(&key)]).and_then([TxnOp::put(
-            key.as_str(),
-            records::encode(&record),
-            None,
-        )]);
+        let txn = Txn::new().when([absent(&key)]).and_then([
+            TxnOp::put(key.as_str(), records::encode(&record), None),
+            TxnOp::put(self.layout.owned_session(owner, &id), "", None),
+        ]);
         if !self.meta.txn(txn).await?.succeeded() {
             return Err(Error::Contended {
                 what: "a new upload session",
@@ -553,7 +556,10 @@ impl Inner {
         let txn = self.release_txn(
             id,
             vec![unchanged(&key, w.revision)],
-            vec![TxnOp::delete(key.as_str(), None)],
+            vec![
+                TxnOp::delete(key.as_str(), None),
+                TxnOp::delete(self.layout.owned_session(&w.record.owner, id), None),
+            ],
         );
         if let Err(e) = self.meta.txn(txn).await {
             tracing::warn!(error = %e, session = id, "a committed session's record stays until purged");
@@ -620,6 +626,7 @@ impl Inner {
         let txn = Txn::new().when([unchanged(&key, revision)]).and_then([
             TxnOp::delete(key.as_str(), None),
             TxnOp::delete(self.layout.writer(id), None),
+            TxnOp::delete(self.layout.owned_session(&record.owner, id), None),
         ]);
         if !self.meta.txn(txn).await?.succeeded() {
             return Err(Error::Contended {
@@ -651,6 +658,7 @@ impl Inner {
                 .and_then([
                     TxnOp::delete(key.as_str(), None),
                     TxnOp::delete(self.layout.writer(id), None),
+                    TxnOp::delete(self.layout.owned_session(&record.owner, id), None),
                 ]);
             if self.meta.txn(txn).await?.succeeded() {
                 self.remove_objects(id, &record).await;

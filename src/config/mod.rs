@@ -765,10 +765,20 @@ impl Config {
             _ => None,
         };
 
-        let cluster = match storage.s3 {
+        let mut cluster = match storage.s3 {
             Some(s3) => Some(Self::cluster(s3, etcd.as_ref(), &invalid)?),
             None => None,
         };
+        // The session limits are the store's, whichever store it is.
+        if let Some(cluster) = &mut cluster {
+            let options = &mut cluster.options;
+            if let Some(n) = engine.upload_sessions {
+                options.max_upload_sessions = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            if let Some(n) = engine.upload_sessions_per_client {
+                options.max_upload_sessions_per_owner = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+        }
 
         let connections = http.connections.unwrap_or_default();
         for (key, value) in [

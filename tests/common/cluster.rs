@@ -27,17 +27,26 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
     instances: Vec<Option<Registry>>,
     pub proxy: Proxy,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Cluster {
     /// `n` instances behind the proxy.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// With environment variables for every instance (`REGISTRY_*` settings).
+    pub fn start_with(n: usize, env: &[(&'static str, &str)]) -> Cluster {
         let etcd = Etcd::start(false);
         let weed = Weed::start(BUCKET);
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.yml");
         std::fs::write(&config, config_text(&etcd, &weed)).expect("config");
-        let instances: Vec<Option<Registry>> = (0..n).map(|_| Some(launch(&config))).collect();
+        let env: Vec<(&'static str, String)> =
+            env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let instances: Vec<Option<Registry>> =
+            (0..n).map(|_| Some(launch(&config, &env))).collect();
         let backends = instances
             .iter()
             .map(|r| r.as_ref().expect("running").addr.clone())
@@ -50,6 +59,7 @@ impl Cluster {
             _dir: dir,
             instances,
             proxy,
+            env,
         }
     }
 
@@ -78,7 +88,7 @@ impl Cluster {
 
     /// Starts instance `i` again (on a new port, which the proxy learns).
     pub fn restart(&mut self, i: usize) {
-        let registry = launch(&self.config);
+        let registry = launch(&self.config, &self.env);
         self.proxy.set_backend(i, registry.addr.clone());
         self.instances[i] = Some(registry);
     }
@@ -110,9 +120,10 @@ fn config_text(etcd: &Etcd, weed: &Weed) -> String {
     )
 }
 
-fn launch(config: &std::path::Path) -> Registry {
+fn launch(config: &std::path::Path, env: &[(&'static str, String)]) -> Registry {
     Registry::launch(Launch {
         args: vec![config.display().to_string()],
+        env: env.to_vec(),
         keep_root: true,
         ..Launch::default()
     })
