@@ -67,10 +67,32 @@ pub fn rows(config: &Config) -> Vec<Row> {
             );
         }
     }
-    row(
-        "storage.filesystem.rootdirectory",
-        config.root.display().to_string(),
-    );
+    if http.secret.is_some() {
+        row("http.secret", "(redacted)".into());
+    }
+    match &config.cluster {
+        None => row(
+            "storage.filesystem.rootdirectory",
+            config.root.display().to_string(),
+        ),
+        Some(cluster) => {
+            let bucket = &cluster.bucket;
+            row("storage.s3.bucket", bucket.bucket.clone());
+            row("storage.s3.region", bucket.region.clone());
+            row(
+                "storage.s3.regionendpoint",
+                bucket.endpoint.clone().unwrap_or_default(),
+            );
+            row("storage.s3.rootdirectory", cluster.options.root.clone());
+            row("storage.s3.secure", bucket.secure.to_string());
+            row(
+                "storage.s3.chunksize",
+                cluster.options.part_size.to_string(),
+            );
+            row("storage.s3.accesskey", bucket.access_key.clone());
+            row("storage.s3.secretkey", "(redacted)".into());
+        }
+    }
     row("storage.delete.enabled", http.delete_enabled.to_string());
     row(
         "storage.maintenance.uploadpurging.enabled",
@@ -196,6 +218,9 @@ pub fn rows(config: &Config) -> Vec<Row> {
             );
             row("etcd.authkey", etcd.auth_key.clone());
             row("etcd.configkey", etcd.config_key.clone());
+            if config.cluster.is_some() {
+                row("etcd.prefix", etcd.prefix.clone());
+            }
             if let Some((user, _)) = &etcd.credentials {
                 row("etcd.username", user.clone());
                 row("etcd.password", "(redacted)".into());
