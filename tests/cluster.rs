@@ -702,3 +702,70 @@ fn one_client_holds_its_share_of_sessions_across_instances() {
         .send()
         .expect(202, None);
 }
+
+/// A manifest of 200 layers: more references than etcd takes in one transaction
+/// (`--max-txn-ops` 128 by default, as the test's etcd runs). It is pushed, read,
+/// refused while one layer is missing, deleted, and its blobs collected.
+#[test]
+fn a_manifest_with_more_references_than_one_etcd_transaction_holds() {
+    let cluster = Cluster::start(1);
+    let api = &cluster.proxy;
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let config_digest = common::put_blob(api, "lain/wide", config);
+    let layers: Vec<(String, usize)> = (0..200u64)
+        .map(|i| {
+            let layer = pseudo_random(3_000 + i, 100);
+            (common::put_blob(api, "lain/wide", &layer), layer.len())
+        })
+        .collect();
+    let manifest = |layers: &[(String, usize)]| {
+        lain_testkit::image_manifest(
+            (config_digest.as_str(), config.len()),
+            layers.iter().map(|(d, len)| (d.as_str(), *len)),
+        )
+    };
+    // One layer the repository does not have: refused, and nothing stays pinned.
+    let mut missing = layers.clone();
+    missing.push((sha256(b"not pushed"), 10));
+    api.request("PUT", "/v2/lain/wide/manifests/broken")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(manifest(&missing))
+        .send()
+        .expect(400, Some("MANIFEST_BLOB_UNKNOWN"));
+    let body = manifest(&layers);
+    api.request("PUT", "/v2/lain/wide/manifests/v1")
+        .header("Content-Type", OCI_MANIFEST)
+        .body(body.clone())
+        .send()
+        .expect(201, None);
+    let mut out = BTreeMap::new();
+    image(api, "lain/wide", "v1", &mut out);
+    assert_eq!(out["lain/wide:v1"], body.as_bytes());
+    assert_eq!(out.len(), 1 + 201);
+    // While the manifest exists, a collection keeps every layer; it removes only the
+    // refused manifest's bytes.
+    let run = cluster.command(&["garbage-collect", "--grace", "0s"]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(blobs_removed(&text), 1, "{text}");
+    let refused = sha256(manifest(&missing).as_bytes());
+    assert!(text.contains(&format!("removed blob {refused}")), "{text}");
+    image(api, "lain/wide", "v1", &mut out);
+    let digest = sha256(body.as_bytes());
+    api.request("DELETE", &format!("/v2/lain/wide/manifests/{digest}"))
+        .send()
+        .expect(202, None);
+    let run = cluster.command(&["garbage-collect", "--grace", "0s"]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // 200 layers, the config and the manifest's own bytes.
+    assert_eq!(blobs_removed(&text), 202, "{text}");
+}

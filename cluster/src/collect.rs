@@ -192,31 +192,51 @@ impl Inner {
     ) -> Result<bool> {
         let key = self.layout.manifest(repo, digest);
         let tags_prefix = self.layout.tags(repo);
-        let mut ops = vec![TxnOp::delete(key.as_str(), None)];
-        for referenced in entry.blobs.iter().chain(&entry.children) {
-            let referenced = records::parse_digest(key.as_bytes(), referenced)?;
-            ops.push(TxnOp::delete(
-                self.layout.reference(repo, &referenced, digest),
-                None,
-            ));
-        }
-        if let Some(subject) = &entry.subject {
-            let subject = records::parse_digest(key.as_bytes(), subject)?;
-            ops.push(TxnOp::delete(
-                self.layout.referrer(repo, &subject, digest),
-                None,
-            ));
-        }
         let conditions = vec![
             unchanged(&key, revision),
             Compare::mod_revision(tags_prefix.as_str(), CompareOp::Less, tags_read_at + 1)
                 .with_range(keys::prefix_end(&tags_prefix)),
         ];
-        Ok(self
-            .meta
-            .txn(Txn::new().when(conditions).and_then(ops))
-            .await?
-            .succeeded())
+        self.remove_entry(repo, digest, entry, conditions, Vec::new())
+            .await
+    }
+
+    /// The `ref` keys under `references` whose manifest exists; those whose manifest
+    /// does not (a push that died between pinning its references and writing its
+    /// entry) are removed once older than the grace window.
+    async fn live_references(
+        &self,
+        repo: &str,
+        references: &str,
+        manifests: &BTreeSet<Vec<u8>>,
+        cutoff: u64,
+        options: &CollectOptions,
+    ) -> Result<usize> {
+        let mut live = 0;
+        for kv in self.meta.scan_all(references, false).await? {
+            let Some(manifest) = kv.key().strip_prefix(references.as_bytes()) else {
+                continue;
+            };
+            let made: u64 = String::from_utf8_lossy(kv.value()).parse().unwrap_or(0);
+            if manifests.contains(manifest) || made > cutoff || options.dry_run {
+                live += 1;
+                continue;
+            }
+            let text = String::from_utf8_lossy(manifest).into_owned();
+            let entry = self
+                .layout
+                .manifest(repo, &records::parse_digest(kv.key(), &text)?);
+            let stale = Txn::new()
+                .when([
+                    absent(&entry),
+                    unchanged(&String::from_utf8_lossy(kv.key()), kv.mod_revision()),
+                ])
+                .and_then([TxnOp::delete(kv.key(), None)]);
+            if !self.meta.txn(stale).await?.succeeded() {
+                live += 1;
+            }
+        }
+        Ok(live)
     }
 
     async fn remove_links(
@@ -227,6 +247,14 @@ impl Inner {
         report: &mut CollectReport,
     ) -> Result<()> {
         let prefix = self.layout.links(repo);
+        let manifests_prefix = self.layout.manifests(repo);
+        let manifests: BTreeSet<Vec<u8>> = self
+            .meta
+            .scan_all(&manifests_prefix, true)
+            .await?
+            .into_iter()
+            .map(|kv| kv.key()[manifests_prefix.len()..].to_vec())
+            .collect();
         for kv in self.meta.scan_all(&prefix, false).await? {
             let Some(text) = kv.key().strip_prefix(prefix.as_bytes()) else {
                 continue;
@@ -239,7 +267,11 @@ impl Inner {
             let digest = records::parse_digest(kv.key(), &text)?;
             let references = self.layout.references_to(repo, &digest);
             let manifest = self.layout.manifest(repo, &digest);
-            if self.meta.count(&references).await? > 0 || self.meta.get(&manifest).await?.is_some()
+            if manifests.contains(text.as_bytes())
+                || self
+                    .live_references(repo, &references, &manifests, cutoff, options)
+                    .await?
+                    > 0
             {
                 continue;
             }

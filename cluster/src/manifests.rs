@@ -17,6 +17,10 @@ use crate::meta::{exists, unchanged};
 use crate::records::{self, ManifestEntry, now_ms};
 use crate::{Inner, TXN_ATTEMPTS};
 
+/// Operations a transaction of this store holds at most: under etcd's default limit
+/// (`--max-txn-ops`, 128) with room for the few keys a change adds to its references.
+pub(crate) const REFERENCES_PER_TXN: usize = 100;
+
 impl Inner {
     pub async fn put_manifest(
         &self,
@@ -46,13 +50,6 @@ impl Inner {
             .await?;
         let blobs: BTreeSet<&Digest> = references.blobs.iter().collect();
         let children: BTreeSet<&Digest> = references.manifests.iter().collect();
-        let mut conditions = vec![exists(&self.layout.link(repo, &digest))];
-        conditions.extend(blobs.iter().map(|b| exists(&self.layout.link(repo, b))));
-        conditions.extend(
-            children
-                .iter()
-                .map(|c| exists(&self.layout.manifest(repo, c))),
-        );
         let entry = ManifestEntry {
             size,
             media_type: meta.media_type.clone(),
@@ -63,20 +60,27 @@ impl Inner {
             children: children.iter().map(ToString::to_string).collect(),
             made: now_ms(),
         };
-        let mut ops = vec![
-            TxnOp::put(
-                self.layout.manifest(repo, &digest),
-                records::encode(&entry),
-                None,
-            ),
-            TxnOp::put(self.layout.repository(repo), "", None),
-        ];
-        ops.extend(
-            blobs
-                .iter()
-                .chain(children.iter())
-                .map(|b| TxnOp::put(self.layout.reference(repo, b, &digest), "", None)),
-        );
+        // Each reference: the key it needs (the repository's link to a blob, or a child
+        // manifest) and the `ref` key that pins it.
+        let references: Vec<(String, TxnOp)> = blobs
+            .iter()
+            .map(|b| self.layout.link(repo, b))
+            .chain(children.iter().map(|c| self.layout.manifest(repo, c)))
+            .zip(blobs.iter().chain(children.iter()))
+            .map(|(needed, r)| {
+                let pin = TxnOp::put(
+                    self.layout.reference(repo, r, &digest),
+                    now_ms().to_string(),
+                    None,
+                );
+                (needed, pin)
+            })
+            .collect();
+        let mut ops = vec![TxnOp::put(
+            self.layout.manifest(repo, &digest),
+            records::encode(&entry),
+            None,
+        )];
         if let Some(tag) = tag {
             ops.push(TxnOp::put(
                 self.layout.tag(repo, tag),
@@ -91,6 +95,45 @@ impl Inner {
                 None,
             ));
         }
+        let mut conditions = vec![exists(&self.layout.link(repo, &digest))];
+        let pinned = if references.len() + ops.len() <= REFERENCES_PER_TXN {
+            // One transaction: the references checked and pinned with the entry.
+            for (needed, pin) in references {
+                conditions.push(exists(&needed));
+                ops.push(pin);
+            }
+            0
+        } else {
+            // More than etcd takes in one transaction (`--max-txn-ops`, 128 by
+            // default): the references are pinned first, in batches each on the
+            // condition that what it pins exists. A pinned link cannot be collected, so
+            // the entry's own transaction then needs only its bytes' link.
+            let mut pinned = 0;
+            for batch in references.chunks(REFERENCES_PER_TXN) {
+                let txn = Txn::new()
+                    .when(
+                        batch
+                            .iter()
+                            .map(|(needed, _)| exists(needed))
+                            .collect::<Vec<_>>(),
+                    )
+                    .and_then(batch.iter().map(|(_, pin)| pin.clone()).collect::<Vec<_>>());
+                if !self
+                    .meta
+                    .txn(txn)
+                    .await
+                    .map_err(lain_store::Error::from)?
+                    .succeeded()
+                {
+                    self.unpin(repo, &digest, &blobs, &children).await;
+                    return Err(self
+                        .missing_reference(repo, &digest, &blobs, &children)
+                        .await?);
+                }
+                pinned += batch.len();
+            }
+            pinned
+        };
         let txn = Txn::new().when(conditions).and_then(ops);
         if self
             .meta
@@ -101,9 +144,84 @@ impl Inner {
         {
             return Ok(ManifestRecord { digest, size, meta });
         }
+        if pinned > 0 {
+            self.unpin(repo, &digest, &blobs, &children).await;
+        }
         Err(self
             .missing_reference(repo, &digest, &blobs, &children)
             .await?)
+    }
+
+    /// Removes a manifest's entry, its referrer key and its `ref` keys, with `ops`, on
+    /// `conditions`; false if they do not hold. `ref` keys past what one transaction
+    /// holds go after the entry, in batches (a collection removes any a crash leaves).
+    pub(crate) async fn remove_entry(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        entry: &ManifestEntry,
+        conditions: Vec<Compare>,
+        mut ops: Vec<TxnOp>,
+    ) -> Result<bool> {
+        let key = self.layout.manifest(repo, digest);
+        ops.push(TxnOp::delete(key.as_str(), None));
+        if let Some(subject) = &entry.subject {
+            let subject = records::parse_digest(key.as_bytes(), subject)?;
+            ops.push(TxnOp::delete(
+                self.layout.referrer(repo, &subject, digest),
+                None,
+            ));
+        }
+        let mut refs = Vec::new();
+        for referenced in entry.blobs.iter().chain(&entry.children) {
+            let referenced = records::parse_digest(key.as_bytes(), referenced)?;
+            refs.push(self.layout.reference(repo, &referenced, digest));
+        }
+        let later = if ops.len() + refs.len() <= REFERENCES_PER_TXN {
+            ops.extend(refs.iter().map(|r| TxnOp::delete(r.as_str(), None)));
+            Vec::new()
+        } else {
+            refs
+        };
+        if !self
+            .meta
+            .txn(Txn::new().when(conditions).and_then(ops))
+            .await?
+            .succeeded()
+        {
+            return Ok(false);
+        }
+        for batch in later.chunks(REFERENCES_PER_TXN) {
+            let ops: Vec<TxnOp> = batch
+                .iter()
+                .map(|k| TxnOp::delete(k.as_str(), None))
+                .collect();
+            self.meta.txn(Txn::new().and_then(ops)).await?;
+        }
+        Ok(true)
+    }
+
+    /// Best effort: the `ref` keys of a manifest whose push failed (a collection
+    /// removes any left behind, once older than its grace window).
+    async fn unpin(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        blobs: &BTreeSet<&Digest>,
+        children: &BTreeSet<&Digest>,
+    ) {
+        let keys: Vec<String> = blobs
+            .iter()
+            .chain(children.iter())
+            .map(|r| self.layout.reference(repo, r, digest))
+            .collect();
+        for batch in keys.chunks(REFERENCES_PER_TXN) {
+            let ops: Vec<TxnOp> = batch
+                .iter()
+                .map(|k| TxnOp::delete(k.as_str(), None))
+                .collect();
+            let _ = self.meta.txn(Txn::new().and_then(ops)).await;
+        }
     }
 
     /// Which reference made a manifest's transaction fail.
@@ -210,30 +328,14 @@ impl Inner {
             let entry: ManifestEntry = records::decode(kv.key(), kv.value())?;
             let tags = self.meta.scan_all(&self.layout.tags(repo), false).await?;
             let mut conditions = vec![unchanged(&key, kv.mod_revision())];
-            let mut ops = vec![TxnOp::delete(key.as_str(), None)];
+            let mut ops = Vec::new();
             for tag in tags.iter().filter(|t| t.value() == text.as_bytes()) {
                 conditions.push(Compare::value(tag.key(), CompareOp::Equal, text.as_bytes()));
                 ops.push(TxnOp::delete(tag.key(), None));
             }
-            for referenced in entry.blobs.iter().chain(&entry.children) {
-                let referenced = records::parse_digest(kv.key(), referenced)?;
-                ops.push(TxnOp::delete(
-                    self.layout.reference(repo, &referenced, digest),
-                    None,
-                ));
-            }
-            if let Some(subject) = &entry.subject {
-                let subject = records::parse_digest(kv.key(), subject)?;
-                ops.push(TxnOp::delete(
-                    self.layout.referrer(repo, &subject, digest),
-                    None,
-                ));
-            }
             if self
-                .meta
-                .txn(Txn::new().when(conditions).and_then(ops))
+                .remove_entry(repo, digest, &entry, conditions, ops)
                 .await?
-                .succeeded()
             {
                 return Ok(true);
             }
