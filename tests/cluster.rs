@@ -769,3 +769,41 @@ fn a_manifest_with_more_references_than_one_etcd_transaction_holds() {
     // 200 layers, the config and the manifest's own bytes.
     assert_eq!(blobs_removed(&text), 202, "{text}");
 }
+
+/// A push that died between pinning its references and writing its manifest leaves
+/// `ref` keys naming a manifest that does not exist: a collection removes them once
+/// older than its grace window, and then what they pinned.
+#[test]
+fn pins_a_dead_push_left_are_collected() {
+    let cluster = Cluster::start(1);
+    let api = &cluster.proxy;
+    let layer = pseudo_random(4_242, 1_000);
+    let digest = common::put_blob(api, "lain/pinned", &layer);
+    // What the dead push wrote: a pin from a manifest that never came, made long ago.
+    let never = sha256(b"a manifest that never came");
+    cluster.etcd.put(
+        &format!("/lain/registry/repo/lain/pinned@ref/{digest}/{never}"),
+        "0",
+    );
+    let run = cluster.command(&["garbage-collect", "--grace", "1s"]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // The layer itself is younger than the grace window: kept, pin or not.
+    assert_eq!(blobs_removed(&text), 0, "{text}");
+    std::thread::sleep(Duration::from_secs(2));
+    let run = cluster.command(&["garbage-collect", "--grace", "1s"]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(text.contains(&format!("removed blob {digest}")), "{text}");
+    api.request("HEAD", &format!("/v2/lain/pinned/blobs/{digest}"))
+        .send()
+        .expect(404, None);
+}
