@@ -565,13 +565,8 @@ fn a_collection_during_pushes_on_every_instance_keeps_every_acknowledged_image()
             })
             .collect();
         for _ in 0..3 {
-            let run = cluster.command(&["garbage-collect", "--delete-untagged", "--grace", "3s"]);
-            let text = String::from_utf8_lossy(&run.stdout).into_owned();
-            assert!(
-                run.status.success(),
-                "{text}{}",
-                String::from_utf8_lossy(&run.stderr)
-            );
+            let text =
+                cluster.command_ok(&["garbage-collect", "--delete-untagged", "--grace", "3s"]);
             removed_blobs += blobs_removed(&text);
         }
         stop.store(true, Ordering::SeqCst);
@@ -582,13 +577,7 @@ fn a_collection_during_pushes_on_every_instance_keeps_every_acknowledged_image()
     });
     assert!(!acknowledged.is_empty());
     // A last collection with nothing in flight removes the old images' blobs...
-    let last = cluster.command(&["garbage-collect", "--delete-untagged", "--grace", "3s"]);
-    let text = String::from_utf8_lossy(&last.stdout).into_owned();
-    assert!(
-        last.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&last.stderr)
-    );
+    let text = cluster.command_ok(&["garbage-collect", "--delete-untagged", "--grace", "3s"]);
     removed_blobs += blobs_removed(&text);
     // The old images' config and layers (four of each kind, their manifests' bytes).
     assert!(removed_blobs >= 12, "{removed_blobs} blobs removed: {text}");
@@ -628,7 +617,7 @@ fn prune_keeps_the_newest_tags_and_collects_the_rest() {
     // A second tag on the newest image, pushed first: it is the oldest tag.
     let other = push_image(api, "lain/keep", "only", 950);
     std::thread::sleep(GRACE + Duration::from_secs(1));
-    let run = cluster.command(&[
+    let text = cluster.command_ok(&[
         "prune",
         "--keep-last",
         "2",
@@ -637,12 +626,6 @@ fn prune_keeps_the_newest_tags_and_collects_the_rest() {
         "--grace",
         "3s",
     ]);
-    let text = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
     let tags = api.request("GET", "/v2/lain/prune/tags/list").send();
     assert_eq!(
         tags.json()["tags"],
@@ -744,13 +727,7 @@ fn a_manifest_with_more_references_than_one_etcd_transaction_holds() {
     assert_eq!(out.len(), 1 + 201);
     // While the manifest exists, a collection keeps every layer; it removes only the
     // refused manifest's bytes.
-    let run = cluster.command(&["garbage-collect", "--grace", "0s"]);
-    let text = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = cluster.command_ok(&["garbage-collect", "--grace", "0s"]);
     assert_eq!(blobs_removed(&text), 1, "{text}");
     let refused = sha256(manifest(&missing).as_bytes());
     assert!(text.contains(&format!("removed blob {refused}")), "{text}");
@@ -759,13 +736,7 @@ fn a_manifest_with_more_references_than_one_etcd_transaction_holds() {
     api.request("DELETE", &format!("/v2/lain/wide/manifests/{digest}"))
         .send()
         .expect(202, None);
-    let run = cluster.command(&["garbage-collect", "--grace", "0s"]);
-    let text = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = cluster.command_ok(&["garbage-collect", "--grace", "0s"]);
     // 200 layers, the config and the manifest's own bytes.
     assert_eq!(blobs_removed(&text), 202, "{text}");
 }
@@ -785,23 +756,11 @@ fn pins_a_dead_push_left_are_collected() {
         &format!("/lain/registry/repo/lain/pinned@ref/{digest}/{never}"),
         "0",
     );
-    let run = cluster.command(&["garbage-collect", "--grace", "1s"]);
-    let text = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = cluster.command_ok(&["garbage-collect", "--grace", "1s"]);
     // The layer itself is younger than the grace window: kept, pin or not.
     assert_eq!(blobs_removed(&text), 0, "{text}");
     std::thread::sleep(Duration::from_secs(2));
-    let run = cluster.command(&["garbage-collect", "--grace", "1s"]);
-    let text = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = cluster.command_ok(&["garbage-collect", "--grace", "1s"]);
     assert!(text.contains(&format!("removed blob {digest}")), "{text}");
     api.request("HEAD", &format!("/v2/lain/pinned/blobs/{digest}"))
         .send()

@@ -105,7 +105,9 @@ impl Inner {
                 Some(kv) => Some(records::decode::<BlobRecord>(kv.key(), kv.value())?),
                 None => None,
             };
-            let made = match (&current, &record) {
+            // With the transaction that makes the record: whether the object was found
+            // there rather than written (then it may be an orphan a collector removes).
+            let (made, found) = match (&current, &record) {
                 (Some(kv), Some(record)) if record.state == BlobState::Live => {
                     let txn = Txn::new()
                         .when([unchanged(&key, kv.mod_revision())])
@@ -129,7 +131,7 @@ impl Inner {
                     continue;
                 }
                 (None, _) => {
-                    self.write_object(&object, &source).await?;
+                    let found = !self.write_object(&object, &source).await?;
                     let record = BlobRecord {
                         size,
                         state: BlobState::Live,
@@ -137,14 +139,15 @@ impl Inner {
                     };
                     let mut ops = vec![TxnOp::put(key.as_str(), records::encode(&record), None)];
                     ops.extend(self.link_ops(repo, digest));
-                    Txn::new().when([absent(&key)]).and_then(ops)
+                    (Txn::new().when([absent(&key)]).and_then(ops), found)
                 }
             };
             if self.meta.txn(made).await?.succeeded() {
-                // The live, linked record now keeps collectors away. The object written
-                // before may have been an orphan a collector removed meanwhile (the
-                // write found it there): written again if so.
-                if !self.bucket.exists(&object).await? {
+                // The live, linked record now keeps collectors away. An object the
+                // write found there may have been an orphan a collector removed
+                // meanwhile: written again if so. (One this push wrote is younger than
+                // any collection's grace window, which spares it.)
+                if found && !self.bucket.exists(&object).await? {
                     self.write_object(&object, &source).await?;
                 }
                 return Ok(BlobInfo {
@@ -158,7 +161,8 @@ impl Inner {
         })
     }
 
-    async fn write_object(&self, object: &Path, source: &Source) -> Result<()> {
+    /// Whether this call wrote it (false: it was there).
+    async fn write_object(&self, object: &Path, source: &Source) -> Result<bool> {
         match source {
             Source::Bytes(bytes) => self.bucket.create(object, bytes.clone()).await,
             Source::Object(from) => self.bucket.copy_absent(from, object).await,

@@ -80,14 +80,16 @@ impl Bucket {
 
     /// Writes `bytes` at `path` unless an object is there already: content-addressed
     /// and staged objects never change, so an existing one holds the same bytes.
-    pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    /// Whether this call wrote it.
+    pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<bool> {
         let options = PutOptions::from(PutMode::Create);
         match self
             .s3
             .put_opts(path, PutPayload::from(bytes), options)
             .await
         {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -100,12 +102,13 @@ impl Bucket {
         }
     }
 
-    /// A server-side copy, unless `to` exists already.
-    pub async fn copy_absent(&self, from: &Path, to: &Path) -> Result<()> {
-        if !self.exists(to).await? {
-            self.s3.copy(from, to).await?;
+    /// A server-side copy, unless `to` exists already; whether this call copied.
+    pub async fn copy_absent(&self, from: &Path, to: &Path) -> Result<bool> {
+        if self.exists(to).await? {
+            return Ok(false);
         }
-        Ok(())
+        self.s3.copy(from, to).await?;
+        Ok(true)
     }
 
     pub async fn read_all(&self, path: &Path) -> Result<Bytes> {

@@ -102,12 +102,6 @@ impl Writer {
     }
 }
 
-fn algorithm_named(name: &str) -> Option<Algorithm> {
-    [Algorithm::Sha256, Algorithm::Sha512]
-        .into_iter()
-        .find(|a| a.name() == name)
-}
-
 fn unknown(id: &str) -> lain_store::Error {
     lain_store::Error::UploadUnknown(id.to_owned())
 }
@@ -258,7 +252,8 @@ impl Inner {
             key: key.clone(),
             detail: detail.to_owned(),
         };
-        let algorithm = algorithm_named(&record.algorithm).ok_or_else(|| corrupt("algorithm"))?;
+        let algorithm =
+            Algorithm::from_name(&record.algorithm).ok_or_else(|| corrupt("algorithm"))?;
         let saved = BASE64
             .decode(&record.hasher)
             .map_err(|_| corrupt("hasher"))?;

@@ -25,6 +25,15 @@ impl Algorithm {
     }
 
     /// Length of the binary hash value in bytes.
+    /// The algorithm its text form names (`sha256`, `sha512`).
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "sha256" => Some(Algorithm::Sha256),
+            "sha512" => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+
     pub fn hash_len(self) -> usize {
         match self {
             Algorithm::Sha256 => 32,
@@ -145,11 +154,8 @@ impl FromStr for Digest {
         let (name, hex) = text
             .split_once(':')
             .ok_or(DigestParseError::MissingAlgorithm)?;
-        let algorithm = match name {
-            "sha256" => Algorithm::Sha256,
-            "sha512" => Algorithm::Sha512,
-            other => return Err(DigestParseError::UnsupportedAlgorithm(other.to_owned())),
-        };
+        let algorithm = Algorithm::from_name(name)
+            .ok_or_else(|| DigestParseError::UnsupportedAlgorithm(name.to_owned()))?;
         let expected = algorithm.hash_len() * 2;
         let bad = DigestParseError::BadEncoding { expected };
         if hex.len() != expected {

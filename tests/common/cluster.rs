@@ -93,6 +93,19 @@ impl Cluster {
         self.instances[i] = Some(registry);
     }
 
+    /// [`Cluster::command`], which must succeed; its standard output.
+    pub fn command_ok(&self, args: &[&str]) -> String {
+        let run = self.command(args);
+        let text = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            run.status.success(),
+            "registry {}: {text}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        text
+    }
+
     /// `registry ARGS... <config>` against the cluster (a maintenance command).
     pub fn command(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_registry"))
